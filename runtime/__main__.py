@@ -1,0 +1,3 @@
+from bst.runtime.cli import app
+
+app()

@@ -1,0 +1,3 @@
+from bst.train.cli import app
+
+app()

@@ -1,0 +1,137 @@
+"""Loading a bundle: the manifest is parsed and every file's size and sha256 checked before any session opens.
+
+A tampered, truncated or missing file is refused with its name and what to do; a graph that loads but was altered
+would otherwise produce plausible, wrong predictions. Where a bundle lives by default is decided here too.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BundleError
+
+from .manifest import MANIFEST_NAME, FileSpec, GraphSpec, Manifest, read_manifest
+from .taxonomy import CODES
+
+#: environment variable that names the bundle when `--bundle` is not given
+BUNDLE_ENV = "BST_BUNDLE"
+#: where `bst demo` records the bundle it built (one line: an absolute path)
+DEFAULT_RECORD_NAME = "default-bundle"
+#: the bundle `bst demo` writes, relative to the working directory
+DEMO_BUNDLE_DIR = Path("artifacts") / "demo"
+
+
+def sha256_file(path: Path, block_bytes: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def config_dir() -> Path:
+    """$XDG_CONFIG_HOME/bst-rt (default ~/.config/bst-rt)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "bst-rt"
+
+
+def record_default_bundle(path: Path) -> Path:
+    """Remember `path` as the bundle `bst-rt predict` uses when neither --bundle nor BST_BUNDLE is given."""
+    from .atomic import atomic_write_text
+
+    record = config_dir() / DEFAULT_RECORD_NAME
+    atomic_write_text(record, str(Path(path).resolve()) + "\n")
+    return record
+
+
+def resolve_bundle_dir(explicit: Path | None = None) -> Path:
+    """--bundle, else $BST_BUNDLE, else the bundle the demo recorded, else ./artifacts/demo."""
+    if explicit is not None:
+        return Path(explicit)
+    if os.environ.get(BUNDLE_ENV):
+        return Path(os.environ[BUNDLE_ENV])
+    record = config_dir() / DEFAULT_RECORD_NAME
+    if record.is_file():
+        recorded = Path(record.read_text(encoding="utf-8").strip())
+        if (recorded / MANIFEST_NAME).is_file():
+            return recorded
+    if (DEMO_BUNDLE_DIR / MANIFEST_NAME).is_file():
+        return DEMO_BUNDLE_DIR
+    raise BundleError(
+        f"no bundle given and none found: pass --bundle DIR, set {BUNDLE_ENV}, or run `bst demo` "
+        f"(it writes {DEMO_BUNDLE_DIR} and records it in {record})"
+    )
+
+
+@dataclass(frozen=True)
+class Bundle:
+    root: Path
+    manifest: Manifest
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def graph(self, name: str, *, int8: bool = False) -> GraphSpec:
+        """The graph called `name` (its int8 variant when asked and present)."""
+        if int8 and f"{name}_int8" in self.manifest.graphs:
+            return self.manifest.graphs[f"{name}_int8"]
+        if name not in self.manifest.graphs:
+            raise BundleError(f"{self.root / MANIFEST_NAME}: no graph {name!r} in this bundle")
+        return self.manifest.graphs[name]
+
+    def has_int8(self) -> bool:
+        return any(g.precision == "int8" for g in self.manifest.graphs.values())
+
+    def class_text_embeddings(self) -> np.ndarray:
+        """[23,512] float32; loaded without pickle so a hostile .npy cannot run code."""
+        path = self.path(self.manifest.heads.class_text_embeddings_file)
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise BundleError(f"{path}: not a plain .npy array ({exc}); re-export the bundle") from None
+        if arr.shape != (len(self.manifest.classes), 512):
+            raise BundleError(f"{path}: shape {arr.shape}, expected ({len(self.manifest.classes)}, 512)")
+        return arr.astype(np.float32, copy=False)
+
+
+def _safe_member(root: Path, name: str) -> Path:
+    """Manifest file names stay inside the bundle folder."""
+    p = Path(name)
+    if p.is_absolute() or ".." in p.parts or not name:
+        raise BundleError(f"{root / MANIFEST_NAME}: file name {name!r} points outside the bundle; refusing it")
+    return root / p
+
+
+def verify_file(root: Path, spec: FileSpec) -> None:
+    path = _safe_member(root, spec.file)
+    if not path.is_file():
+        raise BundleError(f"{path}: missing from the bundle; restore it or re-export the bundle with `bst export`")
+    size = path.stat().st_size
+    if size != spec.size:
+        raise BundleError(
+            f"{path}: size {size} bytes, manifest says {spec.size}; the file was altered or truncated —"
+            " restore it or re-export the bundle"
+        )
+    if sha256_file(path) != spec.sha256:
+        raise BundleError(
+            f"{path}: sha256 does not match the manifest; the file was altered — restore it or re-export the bundle"
+        )
+
+
+def load_bundle(root: Path, *, verify: bool = True) -> Bundle:
+    """Parse the manifest (schema checked) and verify every listed file before anything uses it."""
+    root = Path(root)
+    if not root.is_dir():
+        raise BundleError(f"{root}: no such bundle folder (build one with `bst export` or `bst demo`)")
+    manifest = read_manifest(root / MANIFEST_NAME)
+
+    if tuple(manifest.classes) != CODES:
+        raise BundleError(f"{root / MANIFEST_NAME}: class list differs from this bst-rt's taxonomy; re-export")
+    if verify:
+        for spec in manifest.all_files():
+            verify_file(root, spec)
+    return Bundle(root, manifest)

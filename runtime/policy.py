@@ -1,0 +1,227 @@
+"""The deployable systems: `SystemPolicy` (what a system runs) and the parent-safe override rule (seed eq. 3).
+
+Pure numpy so that threshold tuning in training and the runtime apply the very same decision code:
+
+    y = y_r  if  s_r - s_b > tau  and  parentSafe(y_r, y_b)  else  y_b,
+    parentSafe = same parent, or (s_r - s_b > cross_parent_tau and s_r >= cross_parent_min_score).
+
+`decide` is item-local. The per-policy cap on the share of overridden items is a property of a *set* of
+predictions, so it is a separate step, `limit_overrides`, which keeps only the largest-margin overrides; thresholds
+are tuned with the cap applied, and a batch predictor applies it once over the whole output set.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .atomic import atomic_write_text
+from .errors import BstError
+from .taxonomy import NUM_CLASSES, PARENT_INDEX
+
+SYSTEMS_SCHEMA = "bst-systems-v1"
+TEXT_ONLY = "text-only"
+AUDIO_ONLY = "audio-only"
+
+
+@dataclass(frozen=True)
+class SystemPolicy:
+    """One submitted system, frozen: its ensemble, whether and how it reranks, and its missing-modality fallbacks.
+
+    A margin is a difference of two probabilities, so `cross_parent_tau >= 1` disables cross-parent overrides.
+    """
+
+    system_id: int
+    name: str
+    pool: str
+    weights: dict[str, float]
+    use_ranker: bool
+    k: int = 3
+    tau: float = 1.0
+    cross_parent_tau: float = 1.0
+    cross_parent_min_score: float = 1.0
+    max_override_share: float = 0.0
+    fallback_audio_missing: str = TEXT_ONLY
+    fallback_text_missing: str = AUDIO_ONLY
+    description: str = ""
+    tuning: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        bad = {f: w for f, w in self.weights.items() if not (math.isfinite(w) and w >= 0)}
+        if bad or not self.weights or not math.isclose(sum(self.weights.values()), 1.0, abs_tol=1e-6):
+            raise BstError(f"system {self.system_id}: ensemble weights must be >= 0 and sum to 1, got {self.weights}")
+        if not 0.0 <= self.max_override_share <= 1.0:
+            raise BstError(f"system {self.system_id}: max_override_share must be in [0, 1]")
+        if self.k < 1:
+            raise BstError(f"system {self.system_id}: k must be >= 1")
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        """Families with a positive weight, in name order (the order of the ranker's family features)."""
+        return tuple(sorted(f for f, w in self.weights.items() if w > 0))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "SystemPolicy":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise BstError(f"unknown SystemPolicy fields {sorted(unknown)}")
+        values = dict(data)
+        values["weights"] = {str(k): float(v) for k, v in values.get("weights", {}).items()}
+        return cls(**values)
+
+
+def save_policies(path: str | Path, policies: Sequence[SystemPolicy]) -> None:
+    """Write systems.json atomically: a schema tag and the policies in system-id order."""
+    ordered = sorted(policies, key=lambda p: p.system_id)
+    payload = {"schema": SYSTEMS_SCHEMA, "systems": [p.to_dict() for p in ordered]}
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def load_policies(path: str | Path) -> list[SystemPolicy]:
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BstError(f"{path}: not valid JSON ({exc})") from None
+    if payload.get("schema") != SYSTEMS_SCHEMA:
+        raise BstError(f"{path}: schema {payload.get('schema')!r}, expected {SYSTEMS_SCHEMA!r}")
+    return [SystemPolicy.from_dict(d) for d in payload["systems"]]
+
+
+def ensemble_probs(policy: SystemPolicy, family_probs: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Seed eq. 2: sum_m w_m p_m over the policy's families ([N, 23] each) -> [N, 23]."""
+    missing = [f for f in policy.families if f not in family_probs]
+    if missing:
+        raise BstError(f"system {policy.system_id}: no probabilities for families {missing}")
+    return sum(policy.weights[f] * np.asarray(family_probs[f], dtype=np.float64) for f in policy.families)
+
+
+def item_evidence(
+    policy: SystemPolicy, family_probs: Mapping[str, np.ndarray], audio_present: bool, text_present: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """One item's (ensemble [23], selected families [F, 23]), switching to the fallback family when a modality is
+    missing (no audio -> text-only; empty metadata -> audio-only), so features see what the runtime really ran."""
+    if not audio_present or not text_present:
+        fallback = policy.fallback_audio_missing if not audio_present else policy.fallback_text_missing
+        if fallback not in family_probs:
+            raise BstError(f"system {policy.system_id}: fallback family {fallback!r} has no probabilities")
+        probs = np.asarray(family_probs[fallback], dtype=np.float64).reshape(NUM_CLASSES)
+        return probs, probs[None, :]
+    selected = np.stack([np.asarray(family_probs[f], dtype=np.float64).reshape(NUM_CLASSES) for f in policy.families])
+    ens = ensemble_probs(policy, {f: selected[i] for i, f in enumerate(policy.families)})
+    return ens, selected
+
+
+@dataclass(frozen=True)
+class RankerChoice:
+    """Per item: base prediction y_b and its ensemble probability, ranker scores s_b and the ranker's pick y_r, s_r."""
+
+    base: np.ndarray
+    base_prob: np.ndarray
+    base_score: np.ndarray
+    choice: np.ndarray
+    choice_score: np.ndarray
+
+    @property
+    def margin(self) -> np.ndarray:
+        return self.choice_score - self.base_score
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """Final label index, its score in [0, 1], whether the ranker overrode the base, and the ranker margin."""
+
+    labels: np.ndarray
+    scores: np.ndarray
+    overridden: np.ndarray
+    margin: np.ndarray
+    base: np.ndarray
+    base_prob: np.ndarray
+
+    @property
+    def override_share(self) -> float:
+        return float(self.overridden.mean()) if len(self.overridden) else 0.0
+
+
+def ranker_choice(
+    ensemble: np.ndarray, candidates: Sequence[np.ndarray], scores: np.ndarray, offsets: np.ndarray
+) -> RankerChoice:
+    """Reduce per-candidate ranker scores (rows of all items stacked, split by `offsets`) to one choice per item.
+
+    The first candidate of each item is its base prediction (see `features.candidate_indices`); ties keep it.
+    """
+    ensemble = np.asarray(ensemble, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    n = len(candidates)
+    base = np.empty(n, dtype=np.int64)
+    choice = np.empty(n, dtype=np.int64)
+    s_b = np.empty(n)
+    s_r = np.empty(n)
+    for i, cands in enumerate(candidates):
+        item_scores = scores[offsets[i] : offsets[i + 1]]
+        best = int(np.argmax(item_scores))
+        base[i], s_b[i] = cands[0], item_scores[0]
+        choice[i], s_r[i] = cands[best], item_scores[best]
+    return RankerChoice(base, ensemble[np.arange(n), base], s_b, choice, s_r)
+
+
+def no_ranker(ensemble: np.ndarray) -> RankerChoice:
+    """The choice structure of a system without a ranker: the base prediction, never overridden."""
+    ensemble = np.asarray(ensemble, dtype=np.float64)
+    base = ensemble.argmax(axis=1)
+    prob = ensemble[np.arange(len(base)), base]
+    return _base_only(RankerChoice(base, prob, prob, base, prob))
+
+
+def decide(
+    choice: RankerChoice, *, tau: float, cross_parent_tau: float, cross_parent_min_score: float
+) -> Decisions:
+    """Eq. 3, item by item (vectorised; no item's outcome depends on another's)."""
+    margin = choice.margin
+    same_parent = PARENT_INDEX[choice.choice] == PARENT_INDEX[choice.base]
+    parent_safe = same_parent | ((margin > cross_parent_tau) & (choice.choice_score >= cross_parent_min_score))
+    overridden = (choice.choice != choice.base) & (margin > tau) & parent_safe
+    labels = np.where(overridden, choice.choice, choice.base)
+    scores = np.clip(np.where(overridden, choice.choice_score, choice.base_prob), 0.0, 1.0)
+    return Decisions(labels, scores, overridden, margin, choice.base, choice.base_prob)
+
+
+def limit_overrides(decisions: Decisions, max_share: float) -> Decisions:
+    """Keep at most floor(max_share * N) overrides in a set of predictions: the largest margins; the rest revert."""
+    n = len(decisions.labels)
+    allowed = int(math.floor(max_share * n + 1e-9))
+    idx = np.flatnonzero(decisions.overridden)
+    if len(idx) <= allowed:
+        return decisions
+    keep = idx[np.argsort(-decisions.margin[idx], kind="stable")[:allowed]]
+    overridden = np.zeros(n, dtype=bool)
+    overridden[keep] = True
+    labels = np.where(overridden, decisions.labels, decisions.base)
+    scores = np.where(overridden, decisions.scores, decisions.base_prob)
+    return Decisions(labels, scores, overridden, decisions.margin, decisions.base, decisions.base_prob)
+
+
+def apply_policy(policy: SystemPolicy, choice: RankerChoice, *, limit: bool = True) -> Decisions:
+    """A system's final decisions for a set of items: eq. 3 with its thresholds, then (by default) its cap."""
+    if not policy.use_ranker:
+        choice = _base_only(choice)
+    out = decide(
+        choice,
+        tau=policy.tau,
+        cross_parent_tau=policy.cross_parent_tau,
+        cross_parent_min_score=policy.cross_parent_min_score,
+    )
+    return limit_overrides(out, policy.max_override_share) if limit else out
+
+
+def _base_only(choice: RankerChoice) -> RankerChoice:
+    zeros = np.zeros(len(choice.base))
+    return RankerChoice(choice.base, choice.base_prob, zeros, choice.base, zeros)

@@ -1,0 +1,234 @@
+"""The `bst-rt predict` run: an evaluation package in, a validated submission CSV and its run record out.
+
+Crash safety: undecided per-item results are appended to a journal beside the output (`OUT.partial.jsonl`, fsynced
+per batch), so `--resume` continues a killed run without redoing finished items; the set-level decision (override
+cap) is taken only once every item has its evidence, and the CSV is written atomically, then validated.
+Traceability: `OUT.run.json` names the bundle, system, provider in use, package versions, the sha256 of the
+metadata file, a digest of the audio, and row and fallback counts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .atomic import atomic_write_text
+from .bundle import load_bundle, resolve_bundle_dir, sha256_file
+from .datasets import Clip, read_eval_package
+from .errors import BstError, DataError
+from .predict import Prediction, Predictor
+from .submission import validate_submission, write_meta_yaml, write_submission
+from .taxonomy import CODES
+
+RUNTIME_PACKAGES = ("bst-rt", "numpy", "onnxruntime", "onnxruntime-gpu", "soundfile", "soxr", "tokenizers", "typer")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+
+
+def journal_path(out: Path) -> Path:
+    return out.with_name(out.name + ".partial.jsonl")
+
+
+def record_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".run.json")
+
+
+def package_versions(names: Sequence[str] = RUNTIME_PACKAGES) -> dict[str, str]:
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    found["python"] = platform.python_version()
+    return found
+
+
+def audio_digest(clips: Sequence[Clip]) -> str:
+    """sha256 over 'id sha256-of-file' lines in package order ('-' for a missing file): one value for all audio."""
+    digest = hashlib.sha256()
+    for clip in clips:
+        h = sha256_file(clip.audio_path) if clip.audio_path is not None and clip.audio_path.is_file() else "-"
+        digest.update(f"{clip.id} {h}\n".encode())
+    return digest.hexdigest()
+
+
+def find_overlap(clips: Sequence[Clip], data_dir: Path) -> list[dict[str, str]]:
+    """Evaluation clips whose audio bytes equal a file under `data_dir` (content hash, any sub-folder)."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: --check-overlap needs a dataset folder")
+    by_hash: dict[str, str] = {}
+    for path in sorted(data_dir.rglob("*")):
+        if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file() and path.stat().st_size > 0:
+            by_hash.setdefault(sha256_file(path), str(path.relative_to(data_dir)))
+    hits = []
+    for clip in clips:
+        if clip.audio_path is not None and clip.audio_path.is_file() and clip.audio_path.stat().st_size > 0:
+            match = by_hash.get(sha256_file(clip.audio_path))
+            if match:
+                hits.append({"id": clip.id, "matches": match})
+    return hits
+
+
+@dataclass
+class RunOptions:
+    eval_dir: Path
+    out: Path
+    bundle: Path | None = None
+    system: int = 1
+    provider: str = "auto"
+    threads: int | None = None
+    batch_size: int = 8
+    int8: bool = False
+    resume: bool = False
+    force: bool = False
+    meta_yaml: bool = False
+    check_overlap: Path | None = None
+    metadata: Path | None = None
+
+
+@dataclass
+class RunResult:
+    out: Path
+    record: dict
+    predictions: list[Prediction] = field(default_factory=list)
+
+
+def _journal_header(predictor: Predictor, metadata_sha: str) -> dict:
+    return {"journal": "bst-rt-predict-v1", "bundle_id": predictor.bundle.manifest.bundle_id,
+            "system": predictor.system, "int8": predictor.int8, "metadata_sha256": metadata_sha}
+
+
+def _read_journal(path: Path, header: dict) -> dict[str, Prediction]:
+    """Finished items of an earlier run of the same bundle/system/metadata; a torn last line is ignored."""
+    done: dict[str, Prediction] = {}
+    with open(path, encoding="utf-8") as fh:
+        first = fh.readline()
+        try:
+            if json.loads(first) != header:
+                raise BstError(f"{path}: journal of another run (bundle, system, int8 or metadata differ); "
+                               "rerun with --force to start over")
+        except json.JSONDecodeError:
+            return done
+        for line in fh:
+            try:
+                pred = Prediction.from_record(json.loads(line))
+            except (json.JSONDecodeError, KeyError, ValueError, TypeError):
+                break  # torn write at the moment of the kill: everything before it is intact
+            done[pred.id] = pred
+    return done
+
+
+def run_predict(opts: RunOptions, progress: Callable[[int, int], None] | None = None) -> RunResult:
+    """The whole command; `progress(done, total)` is called after every batch."""
+    out = Path(opts.out)
+    journal = journal_path(out)
+    if out.exists() and not opts.force:
+        raise BstError(f"{out}: exists; pass --force to overwrite it")
+    if journal.exists() and not (opts.resume or opts.force):
+        raise BstError(f"{journal}: a partial run exists; pass --resume to continue it or --force to start over")
+    if opts.batch_size < 1:
+        raise BstError(f"--batch-size must be >= 1, got {opts.batch_size}")
+    package = read_eval_package(opts.eval_dir, opts.metadata)
+    if not package.clips:
+        raise DataError(f"{package.metadata_path}: no clips in the evaluation package")
+    bundle_dir = resolve_bundle_dir(opts.bundle)
+    started = time.perf_counter()
+    predictor = Predictor.load(load_bundle(bundle_dir), system=opts.system, provider=opts.provider,
+                               threads=opts.threads, int8=opts.int8)
+    meta_sha = sha256_file(package.metadata_path)
+    header = _journal_header(predictor, meta_sha)
+    done = _read_journal(journal, header) if (opts.resume and journal.exists() and not opts.force) else {}
+    todo = [c for c in package.clips if c.id not in done]
+    resumed = len(done)
+    first_prediction_s = None
+    mode = "a" if done else "w"
+    with open(journal, mode, encoding="utf-8") as fh:
+        if not done:
+            fh.write(json.dumps(header) + "\n")
+        if progress:
+            progress(len(done), len(package.clips))
+        for start in range(0, len(todo), opts.batch_size):
+            batch = predictor.undecided(todo[start : start + opts.batch_size])
+            if first_prediction_s is None:
+                first_prediction_s = time.perf_counter() - started
+            fh.write("".join(json.dumps(p.to_record()) + "\n" for p in batch))
+            fh.flush()
+            os.fsync(fh.fileno())
+            done.update((p.id, p) for p in batch)
+            if progress:
+                progress(len(done), len(package.clips))
+    elapsed = time.perf_counter() - started
+    final = predictor.finalize([done[c.id] for c in package.clips])
+    write_submission(out, ((p.id, p.label, p.score) for p in final))
+    validate_submission(out, package.ids)
+    record = _run_record(opts, predictor, package, final, meta_sha, elapsed, first_prediction_s, resumed, bundle_dir)
+    if opts.check_overlap is not None:
+        record["overlap"] = {"data_dir": str(opts.check_overlap), "clips": find_overlap(package.clips, opts.check_overlap)}
+    atomic_write_text(record_path(out), json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    if opts.meta_yaml:
+        _write_meta(out, predictor, record)
+    journal.unlink(missing_ok=True)
+    return RunResult(out, record, final)
+
+
+def _run_record(opts, predictor, package, final, meta_sha, elapsed, first_s, resumed, bundle_dir) -> dict:
+    m = predictor.bundle.manifest
+    reasons = Counter(p.fallback.split(":")[0] for p in final if p.fallback)
+    classes = Counter(p.label for p in final)
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "output": str(opts.out),
+        "bundle_id": m.bundle_id,
+        "bundle_dir": str(Path(bundle_dir).resolve()),
+        "clap_weights": m.clap_weights,
+        "system": predictor.system,
+        "system_name": predictor.policy.name,
+        "precision": "int8" if predictor.int8 else "fp32",
+        "provider": predictor.providers[0],
+        "providers": predictor.providers,
+        "threads": opts.threads,
+        "batch_size": opts.batch_size,
+        "package_versions": package_versions(),
+        "eval_dir": str(Path(opts.eval_dir).resolve()),
+        "metadata_file": str(package.metadata_path),
+        "metadata_sha256": meta_sha,
+        "audio_digest": audio_digest(package.clips),
+        "rows": len(final),
+        "class_counts": {c: classes[c] for c in CODES if classes[c]},
+        "fallbacks": dict(reasons),
+        "fallback_items": [{"id": p.id, "reason": p.fallback} for p in final if p.fallback],
+        "overridden": int(sum(p.overridden for p in final)),
+        "resumed_items": resumed,
+        "elapsed_s": round(elapsed, 3),
+        "seconds_to_first_batch": None if first_s is None else round(first_s, 3),
+        "clips_per_s": round((len(final) - resumed) / elapsed, 3) if elapsed > 0 else None,
+    }
+
+
+def _write_meta(out: Path, predictor: Predictor, record: dict) -> Path:
+    """A starting meta.yaml: system section from the bundle; fill in names and authors before submitting."""
+    m = predictor.bundle.manifest
+    n = predictor.system
+    path = out.with_name(out.stem + ".meta.yaml")
+    results = m.provenance.get("scores", {}).get(f"system{n}", {})
+    write_meta_yaml(
+        path, label=f"Bstrt_Team_task1_{n}", name=predictor.policy.name, abbreviation=f"bstrt{n}",
+        authors=[{"lastname": "Fill-in", "firstname": "Fill-in", "email": "fill-in@example.org"}],
+        system={
+            "description": {"input_sampling_rate": m.audio.sample_rate_hz, "acoustic_features": "log-mel (CLAP HTSAT)",
+                            "embeddings": "LAION-CLAP fusion audio + text", "machine_learning_method": predictor.policy.description or predictor.policy.name,
+                            "ensemble_method_subsystem_count": len(predictor.policy.families)},
+            "bundle_id": m.bundle_id, "run_record": record_path(out).name,
+        },
+        results={"development": results} if results else {"development": {}},
+    )
+    return path

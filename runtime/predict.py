@@ -1,0 +1,270 @@
+"""`Predictor`: the Python API and the batch loop behind `bst-rt predict`.
+
+audio file + metadata → CLAP audio/text/masked-text embeddings (ORT) → fused heads graph (calibrated family
+distributions) → the system's ensemble, candidate features and ranker (same `features`/`policy` code as training) →
+label. Every item gets a prediction: without usable audio the bundle's text-only family decides, with empty metadata
+the audio-only family, and each such fallback is reported with its reason.
+
+The override cap of a system (`max_override_share`) is a property of a set of predictions, so `predict_batch` and
+`finalize` apply it over the set they are given; `predict_file` and the streaming `predict_clips` decide each item
+alone (eq. 3 without the cap). Sessions are created once; `InferenceSession.run` is thread-safe and the predictor
+keeps no per-call state, so one instance can serve several threads.
+"""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from . import policy as pol
+from .audio import load_audio
+from .bundle import Bundle, load_bundle
+from .datasets import Clip
+from .encoders import AudioEncoder, TextEncoder
+from .errors import AudioError, BundleError
+from .features import candidate_features, stack_features
+from .session import make_session
+from .taxonomy import CODES, parent_of
+from .text import mask_class_words
+
+EMBEDDING_DIM = 512
+TOP_K = 5
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One item's outcome. `probabilities` is the distribution the base decision came from (the system's ensemble,
+    or the fallback family's); `fallback` says why a fallback family decided (None when none did)."""
+
+    id: str
+    label: str
+    score: float
+    parent: str
+    top_k: tuple[tuple[str, float], ...]
+    probabilities: np.ndarray
+    fallback: str | None = None
+    overridden: bool = False
+    #: the set-level cap needs these: base choice, its probability, ranker scores of base and pick, and the pick
+    base_index: int = field(default=-1, repr=False)
+    base_prob: float = field(default=0.0, repr=False)
+    base_score: float = field(default=0.0, repr=False)
+    choice_index: int = field(default=-1, repr=False)
+    choice_score: float = field(default=0.0, repr=False)
+
+    def to_record(self) -> dict:
+        """JSON-safe form (the resume journal); `from_record` inverts it exactly (floats round-trip via repr)."""
+        return {
+            "id": self.id, "label": self.label, "score": self.score, "fallback": self.fallback,
+            "overridden": self.overridden, "probabilities": [float(p) for p in self.probabilities],
+            "base_index": self.base_index, "base_prob": self.base_prob, "base_score": self.base_score,
+            "choice_index": self.choice_index, "choice_score": self.choice_score,
+        }
+
+    @classmethod
+    def from_record(cls, rec: dict) -> "Prediction":
+        probs = np.asarray(rec["probabilities"], dtype=np.float64)
+        return _make_prediction(
+            rec["id"], int(rec["base_index"] if not rec["overridden"] else rec["choice_index"]), float(rec["score"]),
+            probs, rec["fallback"], bool(rec["overridden"]),
+            (int(rec["base_index"]), float(rec["base_prob"]), float(rec["base_score"]),
+             int(rec["choice_index"]), float(rec["choice_score"])),
+        )
+
+
+def _make_prediction(item_id, label_index, score, probs, fallback, overridden, choice) -> Prediction:
+    order = np.argsort(-probs, kind="stable")[:TOP_K]
+    code = CODES[label_index]
+    return Prediction(
+        id=item_id, label=code, score=float(np.clip(score, 0.0, 1.0)), parent=parent_of(code),
+        top_k=tuple((CODES[i], float(probs[i])) for i in order), probabilities=probs, fallback=fallback,
+        overridden=overridden, base_index=choice[0], base_prob=choice[1], base_score=choice[2],
+        choice_index=choice[3], choice_score=choice[4],
+    )
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    """A batch's inference-time evidence: embeddings, modality flags, fallback reasons, family distributions."""
+
+    text: np.ndarray
+    audio_present: np.ndarray
+    text_present: np.ndarray
+    reasons: list[str | None]
+    family_probs: np.ndarray  # [B, F, 23]
+    pool_probs: np.ndarray  # [B, P, 23]
+
+
+class Predictor:
+    """Loaded bundle + sessions for one system. Build with `Predictor.load`."""
+
+    def __init__(self, bundle: Bundle, system: int, provider: str, threads: int | None, int8: bool) -> None:
+        m = bundle.manifest
+        if str(system) not in m.systems:
+            raise BundleError(f"{bundle.root}: no system {system} (bundle has {', '.join(sorted(m.systems))})")
+        if int8 and not bundle.has_int8():
+            raise BundleError(f"{bundle.root}: no int8 graphs in this bundle (re-export with `bst export --int8`)")
+        self.bundle = bundle
+        self.system = int(system)
+        self.policy = pol.SystemPolicy.from_dict(m.systems[str(system)])
+        self.int8 = bool(int8)
+        audio = bundle.graph("audio_encoder", int8=int8)
+        text = bundle.graph("text_encoder", int8=int8)
+        self.audio_encoder = AudioEncoder(bundle.path(audio.file), provider=provider, threads=threads)
+        self.text_encoder = TextEncoder(
+            bundle.path(text.file), bundle.path(m.text.tokenizer_file), provider=provider, threads=threads
+        )
+        self.heads = make_session(bundle.path(bundle.graph("heads").file), provider=provider, threads=threads)
+        self.ranker = None
+        if self.policy.use_ranker:
+            self.ranker = make_session(bundle.path(bundle.graph("ranker").file), provider=provider, threads=threads)
+        self.class_text = bundle.class_text_embeddings()
+        self.families = list(m.heads.families)
+        self.pools = list(m.heads.pools)
+        self.positive_column = int(m.ranker.get("positive_column", 1))
+        self._lock = threading.Lock()
+        self.fallbacks: Counter[str] = Counter()
+
+    @classmethod
+    def load(
+        cls, bundle: str | Path | Bundle, system: int = 1, provider: str = "auto", threads: int | None = None,
+        int8: bool = False,
+    ) -> "Predictor":
+        """Verify the bundle (hashes, schema) and open its sessions once."""
+        b = bundle if isinstance(bundle, Bundle) else load_bundle(Path(bundle))
+        return cls(b, system, provider, threads, int8)
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers actually in use by the heads session (CUDA only when really usable)."""
+        return list(self.heads.get_providers())
+
+    # ---- public API -------------------------------------------------------------------------------------------
+    def predict_file(self, path: str | Path | None, *, title: str = "", tags: str = "", description: str = "",
+                     item_id: str | None = None) -> Prediction:
+        clip = Clip(id=item_id or (str(path) if path else ""), title=title, tags=tags, description=description,
+                    audio_path=Path(path) if path else None)
+        return self.predict_clips([clip], batch_size=1).__next__()
+
+    def predict_clips(self, clips: Iterable[Clip], batch_size: int = 8) -> Iterator[Prediction]:
+        """Stream predictions item by item (eq. 3 without the set-level cap)."""
+        batch: list[Clip] = []
+        for clip in clips:
+            batch.append(clip)
+            if len(batch) >= batch_size:
+                yield from self._decide_each(self.undecided(batch))
+                batch = []
+        if batch:
+            yield from self._decide_each(self.undecided(batch))
+
+    def predict_batch(self, clips: Sequence[Clip], batch_size: int = 8) -> list[Prediction]:
+        """All items, with the system's override cap applied over this set (what `bst-rt predict` writes)."""
+        items: list[Prediction] = []
+        for start in range(0, len(clips), batch_size):
+            items += self.undecided(clips[start : start + batch_size])
+        return self.finalize(items)
+
+    # ---- the two stages: per-item evidence and choice, then the set-level decision ----------------------------
+    def undecided(self, clips: Sequence[Clip]) -> list[Prediction]:
+        """Per item: base prediction and the ranker's pick, not yet decided (label = base)."""
+        ev = self._evidence(clips)
+        ens, sel = [], []
+        for i in range(len(clips)):
+            probs = {f: ev.family_probs[i, j] for j, f in enumerate(self.families)}
+            e, s = pol.item_evidence(self.policy, probs, bool(ev.audio_present[i]), bool(ev.text_present[i]))
+            ens.append(e)
+            sel.append(s)
+        ens_arr = np.stack(ens)
+        if self.ranker is not None:
+            items = [
+                candidate_features(
+                    ens[i], sel[i], ev.text[i] if ev.text_present[i] else None, self.class_text,
+                    audio_present=bool(ev.audio_present[i]), text_present=bool(ev.text_present[i]), k=self.policy.k,
+                )
+                for i in range(len(clips))
+            ]
+            rows, offsets = stack_features(items)
+            probs = self.ranker.run(["probabilities"], {"candidate_features": rows})[0]
+            choice = pol.ranker_choice(ens_arr, [it.candidates for it in items], probs[:, self.positive_column], offsets)
+        else:
+            choice = pol.no_ranker(ens_arr)
+        out = []
+        for i, clip in enumerate(clips):
+            b = int(choice.base[i])
+            out.append(_make_prediction(
+                clip.id, b, float(choice.base_prob[i]), ens_arr[i], ev.reasons[i], False,
+                (b, float(choice.base_prob[i]), float(choice.base_score[i]),
+                 int(choice.choice[i]), float(choice.choice_score[i])),
+            ))
+        with self._lock:
+            self.fallbacks.update(r.split(":")[0] for r in ev.reasons if r)
+        return out
+
+    def finalize(self, items: Sequence[Prediction], *, limit: bool = True) -> list[Prediction]:
+        """The system's decision rule (eq. 3 + cap when `limit`) over a set of undecided predictions."""
+        if not items:
+            return []
+        choice = pol.RankerChoice(
+            base=np.array([p.base_index for p in items], dtype=np.int64),
+            base_prob=np.array([p.base_prob for p in items]),
+            base_score=np.array([p.base_score for p in items]),
+            choice=np.array([p.choice_index for p in items], dtype=np.int64),
+            choice_score=np.array([p.choice_score for p in items]),
+        )
+        dec = pol.apply_policy(self.policy, choice, limit=limit)
+        return [
+            _make_prediction(p.id, int(dec.labels[i]), float(dec.scores[i]), p.probabilities, p.fallback,
+                             bool(dec.overridden[i]),
+                             (p.base_index, p.base_prob, p.base_score, p.choice_index, p.choice_score))
+            for i, p in enumerate(items)
+        ]
+
+    def _decide_each(self, items: list[Prediction]) -> list[Prediction]:
+        return self.finalize(items, limit=False)
+
+    # ---- evidence ---------------------------------------------------------------------------------------------
+    def _evidence(self, clips: Sequence[Clip]) -> _Evidence:
+        n = len(clips)
+        waves, reasons = [], []
+        for clip in clips:
+            wave, reason = _read_audio(clip.audio_path)
+            waves.append(wave)
+            reasons.append(reason)
+        texts = [c.text for c in clips]
+        text_present = np.array([bool(t) for t in texts])
+        audio_present = np.array([w is not None for w in waves])
+        for i in range(n):
+            if reasons[i] is None and not text_present[i]:
+                reasons[i] = "empty metadata"
+        audio = np.zeros((n, EMBEDDING_DIM), dtype=np.float32)
+        have = [i for i in range(n) if waves[i] is not None]
+        if have:
+            audio[have] = self.audio_encoder.embed_waveforms([waves[i] for i in have])
+        text = np.zeros((n, EMBEDDING_DIM), dtype=np.float32)
+        masked = np.zeros((n, EMBEDDING_DIM), dtype=np.float32)
+        idx = [i for i in range(n) if text_present[i]]
+        if idx:
+            both = self.text_encoder.embed([texts[i] for i in idx] + [mask_class_words(texts[i]) for i in idx])
+            text[idx], masked[idx] = both[: len(idx)], both[len(idx) :]
+        fam, pool = self.heads.run(
+            ["family_probs", "pool_probs"],
+            {"audio_embedding": audio, "text_embedding": text, "masked_text_embedding": masked},
+        )
+        return _Evidence(text, audio_present, text_present, reasons, fam, pool)
+
+
+def _read_audio(path: Path | None) -> tuple[np.ndarray | None, str | None]:
+    """The waveform, or None and the fallback reason (never raises for a bad file: the item falls back)."""
+    if path is None:
+        return None, "missing audio"
+    try:
+        if Path(path).stat().st_size == 0:
+            return None, "zero-byte audio"
+        return load_audio(path), None
+    except FileNotFoundError:
+        return None, "missing audio"
+    except (AudioError, OSError) as exc:
+        return None, f"undecodable audio: {exc}"

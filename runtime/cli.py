@@ -99,3 +99,113 @@ def _print_metric_tables(metrics: dict) -> None:
     console.print(per_class)
     if metrics["dropped_classes"]:
         console.print(f"never predicted, dropped from the means: {', '.join(metrics['dropped_classes'])}")
+
+
+# --- predict / info (bundles) -------------------------------------------------------------------------------------
+class Provider(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@app.command()
+@guarded
+def predict(
+    eval_dir: Annotated[Path, typer.Argument(help="Evaluation package folder (audio/ + metadata CSV).")],
+    *,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Submission CSV to write.")] = Path("output.csv"),
+    bundle: Annotated[
+        Optional[Path], typer.Option(help="Bundle folder; default $BST_BUNDLE, else the one `bst demo` recorded.")
+    ] = None,
+    system: Annotated[int, typer.Option(min=1, max=4, help="System 1-4 of the bundle.")] = 1,
+    provider: Annotated[Provider, typer.Option(help="auto picks CUDA only when it really works.")] = Provider.auto,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Threads per ONNX session (default: ORT's).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch.")] = 8,
+    int8: Annotated[bool, typer.Option("--int8", help="Use the bundle's int8 CLAP graphs.")] = False,
+    meta_yaml: Annotated[bool, typer.Option("--meta-yaml", help="Also write a starting OUT.meta.yaml.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from OUT.partial.jsonl.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing OUT (and any partial run).")] = False,
+    check_overlap: Annotated[
+        Optional[Path], typer.Option(help="Report clips whose audio also appears (same bytes) under this folder.")
+    ] = None,
+    metadata: Annotated[Optional[Path], typer.Option(help="Metadata CSV of the package, when it cannot be found.")] = None,
+) -> None:
+    """Predict every clip of an evaluation package into a validated submission CSV, with a run record beside it."""
+    from .batch import RunOptions, record_path, run_predict
+
+    opts = RunOptions(eval_dir, out, bundle, system, provider.value, threads, batch_size, int8, resume, force,
+                      meta_yaml, check_overlap, metadata)
+    record = _with_progress(lambda progress: run_predict(opts, progress)).record
+    _print_predict_summary(record, record_path(out))
+
+
+def _with_progress(work):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    state = {"first": None, "t0": None}
+
+    with Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                  TimeRemainingColumn(), transient=False) as bar:
+        task = bar.add_task("predict", total=None, rate="")
+
+        def progress(done: int, total: int) -> None:
+            import time
+
+            now = time.perf_counter()
+            if state["first"] is None:
+                state["first"], state["t0"] = done, now
+            rate = (done - state["first"]) / (now - state["t0"]) if now > state["t0"] else 0.0
+            bar.update(task, completed=done, total=total, rate=f"{rate:.2f} clips/s" if rate else "")
+
+        return work(progress)
+
+
+def _print_predict_summary(record: dict, record_file: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(
+        f"wrote {record['rows']} rows to {record['output']} (validated) — bundle {record['bundle_id']}, "
+        f"system {record['system']} ({record['system_name']}), {record['precision']}, provider {record['provider']}"
+    )
+    if record.get("clap_weights") == "random":
+        console.print("[bold yellow]note: this bundle's CLAP encoders have RANDOM weights (demo); "
+                      "its predictions carry no meaning[/]")
+    table = Table(title="class counts")
+    table.add_column("class")
+    table.add_column("rows", justify="right")
+    for code, n in record["class_counts"].items():
+        table.add_row(code, str(n))
+    console.print(table)
+    fallbacks = record["fallbacks"]
+    if fallbacks:
+        console.print("fallbacks: " + ", ".join(f"{reason}: {n}" for reason, n in fallbacks.items()))
+        for item in record["fallback_items"][:10]:
+            console.print(f"  {item['id']}: {item['reason']}")
+    else:
+        console.print("fallbacks: none")
+    console.print(f"overridden by the ranker: {record['overridden']}; {record['clips_per_s']} clips/s")
+    if "overlap" in record:
+        hits = record["overlap"]["clips"]
+        console.print(f"overlap with {record['overlap']['data_dir']}: {len(hits)} clip(s)"
+                      + "".join(f"\n  {h['id']} = {h['matches']}" for h in hits[:20]))
+    console.print(f"run record: {record_file}")
+
+
+@app.command()
+@guarded
+def info(
+    bundle: Annotated[Optional[Path], typer.Argument(help="Bundle folder (default as for predict).")] = None,
+    *,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON after verifying it.")] = False,
+) -> None:
+    """Show what a bundle holds after verifying every file's sha256: graphs, parity, systems, provenance."""
+    from .bundle import load_bundle, resolve_bundle_dir
+    from .bundle_info import print_bundle_info
+
+    loaded = load_bundle(resolve_bundle_dir(bundle))
+    if json_output:
+        typer.echo(loaded.manifest.to_json())
+        return
+    print_bundle_info(loaded)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -76,39 +77,46 @@ class CsvRow:
 
 def header_of(path: Path) -> list[str]:
     """Column names of a CSV file (BOM and surrounding whitespace removed); DataError when unreadable."""
-    with _open(path) as fh:
-        return _header(path, csv.reader(fh), ())
+    return _header(Path(path), csv.reader(io.StringIO(_decoded(Path(path)), newline="")), ())
 
 
 def read_csv(path: Path, required: tuple[str, ...] = ()) -> tuple[list[str], list[CsvRow]]:
     """Header and rows of a UTF-8 CSV (BOM ok, quoted newlines ok, blank lines skipped), with row/line numbers."""
     path = Path(path)
-    with _open(path) as fh:
-        reader = csv.reader(fh)
-        header = _header(path, reader, required)
-        rows: list[CsvRow] = []
-        while True:
-            try:
-                values = next(reader)
-            except StopIteration:
-                return header, rows
-            except (UnicodeDecodeError, csv.Error) as exc:
-                raise DataError(f"{path}: row {len(rows) + 1} (line {reader.line_num + 1}): {_reason(exc)}") from None
-            if not values or values == [""]:
-                continue
-            if len(values) != len(header):
-                raise DataError(
-                    f"{path}: row {len(rows) + 1} (line {reader.line_num}): {len(values)} fields, "
-                    f"header has {len(header)}"
-                )
-            rows.append(CsvRow(len(rows) + 1, reader.line_num, dict(zip(header, values))))
+    reader = csv.reader(io.StringIO(_decoded(path), newline=""))
+    header = _header(path, reader, required)
+    rows: list[CsvRow] = []
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return header, rows
+        except csv.Error as exc:
+            raise DataError(f"{path}: row {len(rows) + 1} (line {reader.line_num}): malformed CSV ({exc})") from None
+        if not values or values == [""]:
+            continue
+        if len(values) != len(header):
+            raise DataError(
+                f"{path}: row {len(rows) + 1} (line {reader.line_num}): {len(values)} fields, header has {len(header)}"
+            )
+        rows.append(CsvRow(len(rows) + 1, reader.line_num, dict(zip(header, values))))
 
 
-def _open(path: Path) -> IO[str]:
+def _decoded(path: Path) -> str:
+    """The file as text; an invalid byte is reported with the row and line it falls in."""
     try:
-        return open(path, encoding="utf-8-sig", newline="")
+        raw = path.read_bytes()
     except OSError as exc:
-        raise DataError(f"{path}: cannot open: {exc.strerror or exc}") from None
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        before = raw[:line_start].decode("utf-8-sig", errors="replace")
+        records = sum(1 for r in csv.reader(io.StringIO(before, newline="")) if r and r != [""])
+        row = "row 0 (header)" if records == 0 else f"row {records}"
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}: {row} (line {line}): not valid UTF-8 (byte {raw[exc.start]:#04x})") from None
 
 
 def _header(path: Path, reader, required: tuple[str, ...]) -> list[str]:  # noqa: ANN001 - csv reader type
@@ -116,18 +124,12 @@ def _header(path: Path, reader, required: tuple[str, ...]) -> list[str]:  # noqa
         header = [h.strip() for h in next(reader)]
     except StopIteration:
         raise DataError(f"{path}: empty file, expected a header row") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: row 0 (header): {_reason(exc)}") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: row 0 (header): malformed CSV ({exc})") from None
     missing = [c for c in required if c not in header]
     if missing:
         raise DataError(f"{path}: row 0 (header): missing column(s) {', '.join(missing)}; found {', '.join(header)}")
     return header
-
-
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, UnicodeDecodeError):
-        return f"not valid UTF-8 ({exc.reason} at byte {exc.start} of the chunk read)"
-    return f"malformed CSV ({exc})"
 
 
 def _where(path: Path, r: CsvRow) -> str:

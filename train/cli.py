@@ -1,6 +1,10 @@
 """`bst`: the training and export side (synth, embed, train, report, rank, dev-as-eval, export, demo)."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from bst.runtime.cliutil import guarded  # noqa: F401  (commands use @guarded)
@@ -14,3 +18,44 @@ app = typer.Typer(
 )
 
 # Commands are added below, one function each; heavy imports stay inside the command bodies.
+
+
+@app.command("rank")
+@guarded
+def rank(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder written by `bst train`.")],
+    data: Annotated[Path, typer.Argument(help="Development set (BSD10k layout with features/).")],
+    k: Annotated[int, typer.Option(help="Ensemble top-k candidates (plus each family's top-1).")] = 3,
+    max_override_share: Annotated[float, typer.Option(help="System 1's cap on overridden items; System 2 gets half.")] = 0.15,
+    seed: Annotated[int, typer.Option(help="Ranker random seed.")] = 0,
+) -> None:
+    """Fit the candidate ranker (nested 5-fold CV), freeze the four systems into RUN/systems.json."""
+    from bst.train.systems import RankOptions, rank_run
+
+    meta = rank_run(run_dir, data, RankOptions(k=k, max_override_share=max_override_share, seed=seed),
+                    log=typer.echo)
+    nested = meta["nested_cv"]
+    typer.echo(f"top-12 ensemble (OOF) hF {100 * nested['ensemble_oof_hF']:.2f}")
+    for sid in (1, 2):
+        r, th = nested[f"system{sid}"], meta["thresholds"][str(sid)]
+        typer.echo(f"system {sid} nested ranker estimate hF {100 * r['hF']:.2f} "
+                   f"({100 * (r['hF'] - nested['ensemble_oof_hF']):+.2f}), overrides {100 * r['override_share']:.1f}%, "
+                   f"fixed {r['fixed']} / broke {r['broken']}; frozen tau={th['tau']} "
+                   f"cross-parent tau={th['cross_parent_tau']} min score={th['cross_parent_min_score']}")
+    typer.echo(f"wrote {run_dir / 'ranker'} and {run_dir / 'systems.json'}")
+
+
+@app.command("dev-as-eval")
+@guarded
+def dev_as_eval_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder with systems.json (after `bst rank`).")],
+    data: Annotated[Path, typer.Argument(help="Development set (BSD10k layout with features/).")],
+) -> None:
+    """Run the development set label-blind through the frozen chain; print Table 3 next to the nested estimate."""
+    from bst.runtime.atomic import atomic_write_text
+    from bst.train.dev_eval import TorchChain, dev_as_eval, format_table3, nested_figures
+
+    chain = TorchChain(run_dir, data)
+    report = dev_as_eval(chain, data)
+    typer.echo(format_table3(report, nested_figures(run_dir), chain.policies))
+    atomic_write_text(run_dir / "dev_as_eval.json", json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,147 @@
+"""Development-as-evaluation (seed §3.1): the development set goes through the frozen chain label-blind, and labels
+are read only once every prediction exists.
+
+The chain is anything with `predict(clips) -> {system_id: SystemOutput}`; it receives clips whose `label` is None
+(`label_free`). `TorchChain` is the training-side chain (fold checkpoints -> calibrated family probabilities ->
+pools -> candidate features -> sklearn ranker -> parent-safe policy); the exported bundle's chain plugs in the same
+way. Note: the fold models saw 4/5 of the development set in training, so these figures are optimistic; the nested
+estimate is the held-out number.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from bst.runtime.datasets import Clip, DevDataset, read_dev_dataset
+from bst.runtime.errors import BstError
+from bst.runtime.features import FEATURE_NAMES, candidate_features, stack_features
+from bst.runtime.metrics import evaluate_predictions
+from bst.runtime.policy import RankerChoice, SystemPolicy, apply_policy, item_evidence, no_ranker, ranker_choice
+
+from .systems import class_text_embeddings, load_ranker, load_systems
+
+TABLE3_COLUMNS = ("hF", "accuracy", "parent_accuracy", "cross_parent_error")
+
+
+@dataclass(frozen=True)
+class SystemOutput:
+    """One system's predictions in clip order: label indices, scores in [0, 1], overridden flags."""
+
+    labels: np.ndarray
+    scores: np.ndarray
+    overridden: np.ndarray
+
+
+class PredictionChain(Protocol):
+    """The frozen inference chain dev-as-eval runs; it must never need a label."""
+
+    name: str
+
+    def predict(self, clips: Sequence[Clip]) -> dict[int, SystemOutput]: ...
+
+
+def label_free(ds: DevDataset) -> DevDataset:
+    """The dataset as an evaluation package would present it: same clips, ids, metadata and features, no labels."""
+    clips = [dataclasses.replace(c, label=None, confidence=None) for c in ds.clips]
+    return DevDataset(root=ds.root, name=ds.name, metadata_path=ds.metadata_path, clips=clips,
+                      dropped_other=ds.dropped_other)
+
+
+class TorchChain:
+    """Fold checkpoints + sklearn ranker + the runtime's feature and policy code, on precomputed CLAP embeddings."""
+
+    name = "torch"
+
+    def __init__(self, run_dir: Path | str, features_root: Path | str) -> None:
+        from .pool import load_fold_models, load_run
+
+        self.run = load_run(run_dir)
+        self.features_root = Path(features_root)
+        self.policies: list[SystemPolicy] = load_systems(run_dir)
+        self.class_text = class_text_embeddings(features_root)
+        needs_ranker = any(p.use_ranker for p in self.policies)
+        self.ranker, self.ranker_meta = load_ranker(run_dir) if needs_ranker else (None, {})
+        families = sorted({f for p in self.policies for f in p.families}
+                          | {p.fallback_audio_missing for p in self.policies}
+                          | {p.fallback_text_missing for p in self.policies})
+        self.models = {f: load_fold_models(self.run, f) for f in families}
+
+    def predict(self, clips: Sequence[Clip]) -> dict[int, SystemOutput]:
+        from .pool import family_probs
+
+        view = DevDataset(root=self.features_root, name="label-free", metadata_path=Path(), clips=list(clips))
+        audio_present = view.embedding_mask("audio")
+        text_present = np.array([bool(c.text.strip()) for c in clips])
+        audio = view.load_embeddings("audio", missing="zero")
+        text = view.load_embeddings("text", missing="zero")
+        text_present &= view.embedding_mask("text")
+        masked = view.load_embeddings("text_masked", missing="zero")
+        probs = {f: family_probs(m, audio, text, masked) for f, m in self.models.items()}
+        return {p.system_id: self._system(p, probs, text, audio_present, text_present) for p in self.policies}
+
+    def _system(self, policy: SystemPolicy, probs: dict[str, np.ndarray], text: np.ndarray,
+                audio_present: np.ndarray, text_present: np.ndarray) -> SystemOutput:
+        evidence = [item_evidence(policy, {f: p[i] for f, p in probs.items()}, bool(audio_present[i]),
+                                  bool(text_present[i])) for i in range(len(text))]
+        ens = np.stack([e for e, _ in evidence])
+        choice: RankerChoice
+        if policy.use_ranker:
+            if self.ranker_meta.get("feature_names") != list(FEATURE_NAMES) or self.ranker_meta.get("k") != policy.k:
+                raise BstError(f"system {policy.system_id}: ranker.json does not match the policy (k, features)")
+            items = [candidate_features(e, fam, text[i] if text_present[i] else None, self.class_text,
+                                        audio_present=bool(audio_present[i]), text_present=bool(text_present[i]),
+                                        k=policy.k) for i, (e, fam) in enumerate(evidence)]
+            rows, offsets = stack_features(items)
+            scores = self.ranker.predict_proba(rows)[:, 1]
+            choice = ranker_choice(ens, [it.candidates for it in items], scores, offsets)
+        else:
+            choice = no_ranker(ens)
+        out = apply_policy(policy, choice)
+        return SystemOutput(out.labels, out.scores, out.overridden)
+
+
+def dev_as_eval(chain: PredictionChain, data_dir: Path | str) -> dict:
+    """Predict label-blind, then (and only then) read the labels and score each system."""
+    ds = read_dev_dataset(Path(data_dir))
+    blind = label_free(ds)
+    outputs = chain.predict(blind.clips)
+    if any(len(o.labels) != len(ds) for o in outputs.values()):
+        raise BstError(f"chain {chain.name} returned a prediction count other than {len(ds)}")
+    truth = ds.label_indices  # labels are read here, after every prediction exists
+    results = {}
+    for sid, out in sorted(outputs.items()):
+        metrics = evaluate_predictions(truth, out.labels)
+        results[sid] = {**{c: float(metrics[c]) for c in TABLE3_COLUMNS},
+                        "override_share": float(np.mean(out.overridden)) if len(out.overridden) else 0.0}
+    return {"chain": chain.name, "items": len(ds), "systems": results}
+
+
+def nested_figures(run_dir: Path | str) -> dict:
+    """The nested-CV ranker estimate `bst rank` recorded (empty when no ranker was fitted)."""
+    path = Path(run_dir) / "ranker" / "ranker.json"
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8")).get("nested_cv", {})
+
+
+def format_table3(report: dict, nested: dict, policies: Sequence[SystemPolicy]) -> str:
+    """Seed Table 3's columns (percent) per system, with the nested estimate beside the ranker systems."""
+    names = {p.system_id: p.name for p in policies}
+    lines = [f"development-as-evaluation ({report['chain']} chain, {report['items']} clips, label-blind)",
+             f"{'system':<22}{'hF':>9}{'flat':>9}{'top-level':>11}{'cross-parent':>14}{'overrides':>11}"
+             f"{'nested hF':>11}"]
+    for sid, r in report["systems"].items():
+        nest = nested.get(f"system{sid}", {}).get("hF")
+        nest_s = f"{100 * nest:>11.2f}" if nest is not None else f"{'-':>11}"
+        label = f"{sid} {names.get(sid, '')}"
+        lines.append(f"{label:<22}{100 * r['hF']:>9.2f}{100 * r['accuracy']:>9.2f}"
+                     f"{100 * r['parent_accuracy']:>11.2f}{100 * r['cross_parent_error']:>14.2f}"
+                     f"{100 * r['override_share']:>10.1f}%{nest_s}")
+    if "ensemble_oof_hF" in nested:
+        lines.append(f"top-12 ensemble, out-of-fold (what the ranker reranks): hF {100 * nested['ensemble_oof_hF']:.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,176 @@
+"""The four submitted systems (seed Table 2) and `bst rank`, which freezes them into RUN/ranker/ and RUN/systems.json.
+
+1 primary  — top-12 ensemble + ranker, parent-safe override (cross-parent only above stricter thresholds);
+2 balanced — top-12 ensemble + ranker under lower correction pressure: half the override cap, same-parent only;
+3 top5     — top-5 ensemble, no ranker;
+4 lowrisk  — the low-risk pool (light external / text-diversity weights), no ranker.
+Thresholds are chosen by CV for hF and the nested estimate is reported next to the ensemble it reranks.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bst.runtime.atomic import atomic_write_bytes, atomic_write_text
+from bst.runtime.datasets import read_dev_dataset
+from bst.runtime.errors import BstError, DataError
+from bst.runtime.policy import AUDIO_ONLY, TEXT_ONLY, SystemPolicy, load_policies, save_policies
+
+from . import ranker as rk
+
+CLASS_TEXT_FILE = "clap_class_text_embeddings.npy"
+RANKER_MODEL = "ranker.joblib"
+RANKER_JSON = "ranker.json"
+SYSTEMS_JSON = "systems.json"
+RANKER_POOL = "top12"
+
+
+@dataclass(frozen=True)
+class RankOptions:
+    k: int = 3
+    max_override_share: float = 0.15
+    seed: int = 0
+
+
+def tuning_specs(opts: RankOptions) -> dict[int, rk.TuningSpec]:
+    return {1: rk.TuningSpec(opts.max_override_share, allow_cross_parent=True),
+            2: rk.TuningSpec(opts.max_override_share / 2, allow_cross_parent=False)}
+
+
+def make_policies(pools: dict, thresholds: dict[int, rk.Thresholds], opts: RankOptions) -> list[SystemPolicy]:
+    """Freeze the four systems from the run's pool weights and the chosen thresholds."""
+    missing = [p for p in (RANKER_POOL, "top5", "lowrisk") if p not in pools]
+    if missing:
+        raise BstError(f"ensemble.json has no pool(s) {missing}; run `bst train` to completion first")
+    w = {p: pool_weights(pools, p) for p in pools}
+    specs = tuning_specs(opts)
+
+    def ranked(sid: int, name: str, description: str) -> SystemPolicy:
+        th = thresholds[sid]
+        return SystemPolicy(sid, name, RANKER_POOL, w[RANKER_POOL], True, k=opts.k, tau=th.tau,
+                            cross_parent_tau=th.cross_parent_tau, cross_parent_min_score=th.cross_parent_min_score,
+                            max_override_share=specs[sid].max_override_share, description=description,
+                            tuning={"cv_hF": th.hF, "cv_override_share": th.override_share})
+
+    return [
+        ranked(1, "primary", "Top-12 calibrated ensemble with candidate ranker and parent-safe override"),
+        ranked(2, "balanced", "Top-12 ensemble and ranker with lower correction pressure (same-parent, half cap)"),
+        SystemPolicy(3, "top5", "top5", w["top5"], False, k=opts.k,
+                     description="Top-5 calibrated ensemble without candidate reranking"),
+        SystemPolicy(4, "lowrisk", "lowrisk", w["lowrisk"], False, k=opts.k,
+                     description="Low-risk ensemble with light external and text-diversity components, no ranker"),
+    ]
+
+
+def pool_weights(pools: dict, pool: str) -> dict[str, float]:
+    """A pool's positive weights, renormalised (ensemble.json may round them)."""
+    weights = {f: float(v) for f, v in pools[pool]["weights"].items() if float(v) > 0}
+    total = sum(weights.values())
+    if not weights or total <= 0:
+        raise BstError(f"ensemble.json: pool {pool!r} has no positive weights")
+    return {f: v / total for f, v in sorted(weights.items())}
+
+
+def load_systems(run_dir: Path | str) -> list[SystemPolicy]:
+    path = Path(run_dir) / SYSTEMS_JSON
+    if not path.is_file():
+        raise BstError(f"{path}: missing; run `bst rank RUN DATA` first")
+    return load_policies(path)
+
+
+def load_ranker(run_dir: Path | str):
+    """The fitted sklearn ranker and its ranker.json (train side only; the runtime reads the ONNX graph)."""
+    import joblib
+
+    folder = Path(run_dir) / "ranker"
+    if not (folder / RANKER_MODEL).is_file():
+        raise BstError(f"{folder / RANKER_MODEL}: missing; run `bst rank RUN DATA` first")
+    meta = json.loads((folder / RANKER_JSON).read_text(encoding="utf-8"))
+    blob = (folder / RANKER_MODEL).read_bytes()
+    if hashlib.sha256(blob).hexdigest() != meta["model_sha256"]:
+        raise BstError(f"{folder / RANKER_MODEL}: sha256 differs from ranker.json; rerun `bst rank`")
+    return joblib.load(io.BytesIO(blob)), meta
+
+
+def class_text_embeddings(data_dir: Path | str) -> np.ndarray:
+    path = Path(data_dir) / "features" / CLASS_TEXT_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: missing; `bst embed` (or `bst synth --with-features`) writes it")
+    emb = np.load(path, allow_pickle=False)
+    if emb.shape != (23, 512):
+        raise DataError(f"{path}: expected [23, 512] class-description embeddings, got {emb.shape}")
+    return emb.astype(np.float32)
+
+
+def oof_by_dataset_order(run, families: list[str], ids: list[str], labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Each family's calibrated OOF probabilities, re-ordered to the dataset's clips (ids and labels cross-checked)."""
+    out = {}
+    for fam in families:
+        oof = run.oof(fam)
+        probs = oof["calibrated_probs"] if "calibrated_probs" in oof else oof["probs"]
+        pos = {str(i): r for r, i in enumerate(oof["ids"])}
+        try:
+            rows = np.array([pos[i] for i in ids])
+        except KeyError as exc:
+            raise BstError(f"{run.family_dir(fam) / 'oof.npz'}: no OOF row for clip {exc.args[0]}") from None
+        if "labels" in oof and not np.array_equal(np.asarray(oof["labels"])[rows], labels):
+            raise BstError(f"{run.family_dir(fam) / 'oof.npz'}: labels differ from the dataset's (another dataset?)")
+        out[fam] = np.asarray(probs, dtype=np.float64)[rows]
+    return out
+
+
+def rank_run(run_dir: Path | str, data_dir: Path | str, opts: RankOptions = RankOptions(), log: rk.Log = print) -> dict:
+    """`bst rank`: candidate rows from OOF probabilities, nested estimate, final ranker, frozen systems."""
+    import joblib
+
+    from .folds import official_folds
+    from .pool import load_run
+
+    run = load_run(run_dir)
+    pools = run.ensembles
+    if RANKER_POOL not in pools:
+        raise BstError(f"{run.path}: ensemble.json has no {RANKER_POOL!r} pool; run `bst train` to completion")
+    ds = read_dev_dataset(Path(data_dir))
+    labels = ds.label_indices
+    provisional = SystemPolicy(1, "primary", RANKER_POOL, pool_weights(pools, RANKER_POOL), True, k=opts.k)
+    families = sorted(set(provisional.families) | {TEXT_ONLY, AUDIO_ONLY})
+    oof = oof_by_dataset_order(run, families, ds.ids, labels)
+    text_present = np.array([bool(c.text.strip()) for c in ds.clips])
+    folds = rk.fold_of_items(len(labels), [f.test for f in official_folds(labels)])
+    class_text = class_text_embeddings(data_dir)
+    rows = rk.build_rows(provisional, oof, ds.load_embeddings("text", missing="zero"), text_present,
+                         ds.embedding_mask("audio"), class_text, labels, folds)
+    log(f"candidate rows: {rk.describe_rows(rows)}")
+
+    specs = tuning_specs(opts)
+    nested = rk.nested_estimate(rows, specs, opts.seed, log)
+    model, thresholds = rk.fit_final(rows, specs, opts.seed)
+    buf = io.BytesIO()
+    joblib.dump(model, buf)
+    blob = buf.getvalue()
+    policies = make_policies(pools, thresholds, opts)
+    meta = {
+        "feature_names": rk.feature_names(),
+        "k": opts.k,
+        "pool": RANKER_POOL,
+        "families": list(provisional.families),
+        "estimator": type(model).__name__,
+        "params": {**rk.HGB_PARAMS, "random_state": opts.seed},
+        "model_file": RANKER_MODEL,
+        "model_sha256": hashlib.sha256(blob).hexdigest(),
+        "class_text_embeddings_sha256": hashlib.sha256(class_text.tobytes()).hexdigest(),
+        "data_fingerprint": ds.fingerprint(),
+        "rows": rk.describe_rows(rows),
+        "thresholds": {str(s): t.as_dict() for s, t in thresholds.items()},
+        "nested_cv": nested,
+    }
+    folder = run.path / "ranker"
+    atomic_write_bytes(folder / RANKER_MODEL, blob)
+    atomic_write_text(folder / RANKER_JSON, json.dumps(meta, indent=2) + "\n")
+    save_policies(run.path / SYSTEMS_JSON, policies)
+    return meta

@@ -1,0 +1,254 @@
+"""CLAP fusion encoders -> ONNX (TorchScript exporter, opset 17), tokenizer.json, int8 variants, measured parity.
+
+Two traps shape this module (see the CLAP/ONNX notes):
+- laion's fusion forward branches on "is any clip in the batch longer than 10 s"; traced, the branch is frozen.
+  `BranchFreeAudio` always computes the local (3-chunk) branch with the model's own modules and keeps it only
+  where `longer` is true (`torch.where`): equal to laion's output, and one graph for every batch.
+- HTSAT's `window_reverse` computes the batch with a Python `int(...)`, which tracing freezes: the graph then
+  runs at any batch size but is silently wrong at all but the export batch. `_window_reverse_fixed` reshapes
+  with -1 instead, patched in for the duration of the export only.
+Export fails (BstError) when ORT disagrees with torch beyond the stated tolerance; it never just warns.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bst.runtime.audio import CHUNK_FRAMES, MEL_BINS
+from bst.runtime.encoders import AUDIO_OUTPUT, EMBEDDING_DIM, TEXT_OUTPUT
+from bst.runtime.errors import BstError
+from bst.runtime.session import make_session
+from bst.runtime.text import MAX_TOKENS
+
+OPSET = 17
+GRAPH_TOLERANCE = 1e-5  # max abs diff, normalised embeddings, ORT fp32 vs torch
+INT8_MIN_COSINE = 0.999
+AUDIO_GRAPH, TEXT_GRAPH = "clap_audio.onnx", "clap_text.onnx"
+AUDIO_INT8, TEXT_INT8 = "clap_audio.int8.onnx", "clap_text.int8.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def _window_reverse_fixed(windows: torch.Tensor, window_size: int, H: int, W: int) -> torch.Tensor:
+    x = windows.view(-1, H // window_size, W // window_size, window_size, window_size, windows.shape[-1])
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, H, W, windows.shape[-1])
+
+
+@contextlib.contextmanager
+def _patched_window_reverse(htsat: torch.nn.Module) -> Iterator[None]:
+    """Patch the module that really defines HTSAT (laion imports it as `clap_module.htsat`, not via laion_clap)."""
+    module = sys.modules[type(htsat).__module__]
+    original = module.window_reverse
+    module.window_reverse = _window_reverse_fixed
+    try:
+        yield
+    finally:
+        module.window_reverse = original
+
+
+class BranchFreeAudio(torch.nn.Module):
+    """(mel_fusion [B,4,1001,64], longer [B]) -> normalised [B,512], built from laion's own modules."""
+
+    def __init__(self, clap_module) -> None:
+        super().__init__()
+        self.htsat = clap_module.model.audio_branch
+        self.projection = clap_module.model.audio_projection
+
+    def _patch_embed(self, x: torch.Tensor, longer: torch.Tensor) -> torch.Tensor:
+        pe = self.htsat.patch_embed
+        global_x = pe.proj(x[:, 0:1])
+        tw = global_x.size(-1)
+        local = x[:, 1:]
+        chans, h, w = local.shape[1], local.shape[2], local.shape[3]
+        local = pe.mel_conv2d(local.reshape(-1, 1, h, w))
+        local = local.view(-1, chans, local.size(1), local.size(2), local.size(3))
+        local = local.permute(0, 2, 3, 1, 4).contiguous().flatten(3)
+        if local.size(-1) < tw:
+            local = F.pad(local, (0, tw - local.size(-1)))
+        else:
+            local = local[:, :, :, :tw]
+        fused = pe.fusion_model(global_x, local)
+        x = torch.where(longer.view(-1, 1, 1, 1), fused, global_x)
+        if pe.flatten:
+            x = x.flatten(2).transpose(1, 2)
+        return pe.norm(x)
+
+    def forward(self, mel_fusion: torch.Tensor, longer: torch.Tensor) -> torch.Tensor:
+        h = self.htsat
+        x = h.bn0(mel_fusion.transpose(1, 3)).transpose(1, 3)
+        x = h.reshape_wav2img(x)
+        frames = x.shape[2]
+        x = self._patch_embed(x, longer)
+        if h.ape:
+            x = x + h.absolute_pos_embed
+        x = h.pos_drop(x)
+        for layer in h.layers:
+            x, _ = layer(x)
+        x = h.norm(x)
+        c = x.shape[2]
+        sf = frames // (2 ** (len(h.depths) - 1)) // h.patch_stride[0]
+        st = frames // (2 ** (len(h.depths) - 1)) // h.patch_stride[1]
+        x = x.permute(0, 2, 1).contiguous().reshape(-1, c, sf, st)
+        c_freq_bin = sf // h.freq_ratio
+        x = x.reshape(-1, c, sf // c_freq_bin, c_freq_bin, st)
+        x = x.permute(0, 1, 3, 2, 4).contiguous().reshape(-1, c, c_freq_bin, (sf // c_freq_bin) * st)
+        latent = torch.flatten(h.avgpool(torch.flatten(x, 2)), 1)
+        return F.normalize(self.projection(latent), dim=-1)
+
+
+class TextGraph(torch.nn.Module):
+    """(input_ids, attention_mask) -> normalised [B,512]: RoBERTa pooler output -> projection, as laion."""
+
+    def __init__(self, clap_module) -> None:
+        super().__init__()
+        self.text_branch = clap_module.model.text_branch
+        self.projection = clap_module.model.text_projection
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        pooled = self.text_branch(input_ids=input_ids, attention_mask=attention_mask)["pooler_output"]
+        return F.normalize(self.projection(pooled), dim=-1)
+
+
+def random_mel(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """dB-scaled random mel_fusion and alternating `longer` flags: tracing and graph-parity inputs."""
+    rng = np.random.default_rng(seed)
+    mel = (rng.standard_normal((batch, 4, CHUNK_FRAMES, MEL_BINS)) * 15.0 - 40.0).astype(np.float32)
+    return mel, np.arange(batch) % 2 == 0
+
+
+def export_audio_graph(model, path: str | os.PathLike, opset: int = OPSET) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = BranchFreeAudio(model).eval()
+    mel, longer = random_mel(2)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with _patched_window_reverse(wrapper.htsat), torch.no_grad():
+        torch.onnx.export(
+            wrapper, (torch.from_numpy(mel), torch.from_numpy(longer)), str(tmp), dynamo=False,
+            input_names=["mel_fusion", "longer"], output_names=[AUDIO_OUTPUT], opset_version=opset,
+            dynamic_axes={"mel_fusion": {0: "batch"}, "longer": {0: "batch"}, AUDIO_OUTPUT: {0: "batch"}},
+        )
+    os.replace(tmp, path)
+    return path
+
+
+def export_text_graph(model, path: str | os.PathLike, opset: int = OPSET) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = TextGraph(model).eval()
+    ids = torch.tensor([[0, 100, 200, 300, 2], [0, 400, 2, 1, 1]], dtype=torch.int64)
+    mask = (ids != 1).long()
+    tmp = path.with_name(f".{path.name}.tmp")
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapper, (ids, mask), str(tmp), dynamo=False,
+            input_names=["input_ids", "attention_mask"], output_names=[TEXT_OUTPUT], opset_version=opset,
+            dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+                          TEXT_OUTPUT: {0: "batch"}},
+        )
+    os.replace(tmp, path)
+    return path
+
+
+def save_tokenizer(model_or_dir, path: str | os.PathLike) -> Path:
+    """tokenizer.json (byte-level BPE + RoBERTa post-processor, truncation 77) from vocab.json + merges.txt."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    from bst.runtime.atomic import atomic_write_text
+
+    folder = Path(model_or_dir.bst_provenance.tokenizer_dir if hasattr(model_or_dir, "bst_provenance")
+                  else model_or_dir)
+    vocab, merges = folder / "vocab.json", folder / "merges.txt"
+    if not (vocab.is_file() and merges.is_file()):
+        raise BstError(f"{folder}: tokenizer folder lacks vocab.json / merges.txt")
+    tok = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.RobertaProcessing(
+        ("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")),
+        trim_offsets=True, add_prefix_space=False)
+    tok.enable_truncation(MAX_TOKENS)
+    path = Path(path)
+    atomic_write_text(path, tok.to_str())
+    return path
+
+
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, per_channel: bool) -> Path:
+    """Dynamic int8 (weights int8, activations quantised at run time). Per-channel is for the audio tower:
+    per-tensor drops its cosine to about 0.985. Only MatMul/Gemm are quantised there (convolutions stay fp32)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    quantize_dynamic(str(src), str(tmp), per_channel=per_channel, weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["MatMul", "Gemm"] if per_channel else None)
+    os.replace(tmp, dst)
+    return dst
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def measure_parity(model, graph_dir: str | os.PathLike, texts: Sequence[str], batch: int = 3) -> dict:
+    """Measured numbers for the bundle manifest: fp32 max abs diff vs torch, int8 min cosine vs fp32."""
+    from bst.runtime.tokenizer import Tokenizer
+
+    graph_dir = Path(graph_dir)
+    mel, longer = random_mel(batch, seed=1)
+    ids, mask = Tokenizer.from_file(graph_dir / TOKENIZER_FILE).encode_batch(texts)
+    with torch.no_grad():
+        ref_audio = BranchFreeAudio(model).eval()(torch.from_numpy(mel), torch.from_numpy(longer)).numpy()
+        ref_text = TextGraph(model).eval()(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    feeds_a, feeds_t = {"mel_fusion": mel, "longer": longer}, {"input_ids": ids, "attention_mask": mask}
+    out: dict = {"tolerance_max_abs_diff": GRAPH_TOLERANCE, "int8_min_cosine_required": INT8_MIN_COSINE}
+    audio32 = make_session(graph_dir / AUDIO_GRAPH).run(None, feeds_a)[0]
+    text32 = make_session(graph_dir / TEXT_GRAPH).run(None, feeds_t)[0]
+    out["audio_fp32_max_abs_diff"] = float(np.abs(audio32 - ref_audio).max())
+    out["text_fp32_max_abs_diff"] = float(np.abs(text32 - ref_text).max())
+    if (graph_dir / AUDIO_INT8).is_file():
+        audio8 = make_session(graph_dir / AUDIO_INT8).run(None, feeds_a)[0]
+        out["audio_int8_min_cosine"] = float(_cosines(audio8, audio32).min())
+    if (graph_dir / TEXT_INT8).is_file():
+        text8 = make_session(graph_dir / TEXT_INT8).run(None, feeds_t)[0]
+        out["text_int8_min_cosine"] = float(_cosines(text8, text32).min())
+    return out
+
+
+def check_parity(numbers: dict) -> None:
+    """Raise when a measured number breaks its tolerance: an export over tolerance is a failed export."""
+    bad = [k for k in ("audio_fp32_max_abs_diff", "text_fp32_max_abs_diff") if numbers[k] > GRAPH_TOLERANCE]
+    bad += [k for k in ("audio_int8_min_cosine", "text_int8_min_cosine")
+            if k in numbers and numbers[k] < INT8_MIN_COSINE]
+    if bad:
+        raise BstError(f"CLAP export parity failed: {', '.join(f'{k}={numbers[k]:.3g}' for k in bad)}")
+
+
+PARITY_TEXTS = ("a dog barks twice in a small room", "Solo piano. piano classical. A slow waltz in A minor.",
+                "rain on a tin roof with distant thunder", "")
+
+
+def export_clap(model, out_dir: str | os.PathLike, *, int8: bool = True) -> dict:
+    """Audio + text graphs, tokenizer.json, int8 variants and `clap_parity.json`; returns the parity numbers."""
+    from bst.runtime.atomic import atomic_write_text
+
+    out_dir = Path(out_dir)
+    export_audio_graph(model, out_dir / AUDIO_GRAPH)
+    export_text_graph(model, out_dir / TEXT_GRAPH)
+    save_tokenizer(model, out_dir / TOKENIZER_FILE)
+    if int8:
+        quantize_int8(out_dir / AUDIO_GRAPH, out_dir / AUDIO_INT8, per_channel=True)
+        quantize_int8(out_dir / TEXT_GRAPH, out_dir / TEXT_INT8, per_channel=False)
+    numbers = measure_parity(model, out_dir, PARITY_TEXTS)
+    numbers["embedding_dim"] = EMBEDDING_DIM
+    numbers["provenance"] = model.bst_provenance.to_dict()
+    atomic_write_text(out_dir / "clap_parity.json", json.dumps(numbers, indent=2))
+    check_parity(numbers)
+    return numbers

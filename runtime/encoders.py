@@ -1,0 +1,63 @@
+"""CLAP audio and text encoders on onnxruntime: the numpy front end / tokenizer, then the exported graphs.
+
+I/O names (stable; a change is a bundle schema bump): audio `mel_fusion` [batch, 4, 1001, 64] float32 and
+`longer` [batch] bool -> `audio_embedding` [batch, 512]; text `input_ids`, `attention_mask` [batch, tokens]
+int64 -> `text_embedding` [batch, 512]. Embeddings come out L2-normalised.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .audio import file_to_mel_fusion, waveforms_to_mel_fusion
+from .session import Provider, make_session, session_provider
+from .tokenizer import Tokenizer
+
+EMBEDDING_DIM = 512
+AUDIO_INPUTS = ("mel_fusion", "longer")
+AUDIO_OUTPUT = "audio_embedding"
+TEXT_INPUTS = ("input_ids", "attention_mask")
+TEXT_OUTPUT = "text_embedding"
+
+
+class AudioEncoder:
+    """Waveforms or files -> [B, 512]; batches are run as given (the caller picks the batch size)."""
+
+    def __init__(self, graph_path: str | os.PathLike, provider: Provider = "cpu", threads: int | None = None):
+        self.session = make_session(graph_path, provider, threads)
+        self.provider = session_provider(self.session)
+
+    def embed_mel(self, mel_fusion: np.ndarray, longer: np.ndarray) -> np.ndarray:
+        if mel_fusion.shape[0] == 0:
+            return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+        feeds = {"mel_fusion": np.ascontiguousarray(mel_fusion, dtype=np.float32),
+                 "longer": np.asarray(longer, dtype=bool)}
+        return self.session.run([AUDIO_OUTPUT], feeds)[0]
+
+    def embed_waveforms(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
+        """48 kHz mono waveforms (any length; quantised here exactly as laion-clap does)."""
+        return self.embed_mel(*waveforms_to_mel_fusion(waveforms))
+
+    def embed_files(self, paths: Iterable[str | os.PathLike]) -> np.ndarray:
+        items = [file_to_mel_fusion(p) for p in paths]
+        if not items:
+            return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+        return self.embed_mel(np.stack([m for m, _ in items]), np.array([lg for _, lg in items]))
+
+
+class TextEncoder:
+    """Texts -> [B, 512], padded to the batch's longest text."""
+
+    def __init__(self, graph_path: str | os.PathLike, tokenizer_path: str | os.PathLike,
+                 provider: Provider = "cpu", threads: int | None = None):
+        self.session = make_session(graph_path, provider, threads)
+        self.provider = session_provider(self.session)
+        self.tokenizer = Tokenizer.from_file(tokenizer_path)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+        ids, mask = self.tokenizer.encode_batch(texts)
+        return self.session.run([TEXT_OUTPUT], {"input_ids": ids, "attention_mask": mask})[0]

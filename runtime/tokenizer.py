@@ -1,0 +1,50 @@
+"""RoBERTa-style tokenisation with the `tokenizers` library (no transformers): ids identical to laion-clap's.
+
+The tokenizer.json written by `bst.export.clap.save_tokenizer` holds byte-level BPE, the RoBERTa post-processor
+(`<s> ... </s>`) and truncation at 77 tokens. Padding is to the batch's longest text, not to 77: the text graph
+reads the pooled first token, so the embedding is the same at a fraction of the compute.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import BundleError
+from .text import MAX_TOKENS
+
+
+class Tokenizer:
+    """`encode_batch(texts) -> (input_ids, attention_mask)`, both int64 [B, longest]."""
+
+    def __init__(self, tokenizer, pad_id: int) -> None:
+        self._tok = tokenizer
+        self.pad_id = pad_id
+        self._tok.no_padding()
+        self._tok.enable_truncation(MAX_TOKENS)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "Tokenizer":
+        from tokenizers import Tokenizer as HfTokenizer
+
+        path = Path(path)
+        try:
+            tok = HfTokenizer.from_file(str(path))
+        except Exception as exc:
+            raise BundleError(f"{path}: not a tokenizers JSON file ({exc})") from None
+        pad_id = tok.token_to_id("<pad>")
+        if pad_id is None:
+            raise BundleError(f"{path}: tokenizer has no <pad> token")
+        return cls(tok, pad_id)
+
+    def encode_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        encs = self._tok.encode_batch([str(t) for t in texts])
+        longest = max((len(e.ids) for e in encs), default=0)
+        ids = np.full((len(encs), longest), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(encs), longest), dtype=np.int64)
+        for i, e in enumerate(encs):
+            ids[i, :len(e.ids)] = e.ids
+            mask[i, :len(e.ids)] = 1
+        return ids, mask

@@ -164,6 +164,12 @@ def reference_audio_embedding(model, waveforms: Sequence[np.ndarray]) -> np.ndar
         return model.get_audio_embedding_from_data(waves).astype(np.float32)
 
 
+def reference_audio_embedding_from_files(model, paths: Sequence[str | Path]) -> np.ndarray:
+    """[B, 512] from laion-clap's own file pipeline (librosa decode + resample, quantise, features, model)."""
+    with fixed_chunk_rule(), torch.no_grad():
+        return model.get_audio_embedding_from_filelist([str(p) for p in paths]).astype(np.float32)
+
+
 def reference_text_embedding(model, texts: Sequence[str]) -> np.ndarray:
     """[B, 512] from laion-clap's own `get_text_embedding` (its tokenizer, padded to 77)."""
     with torch.no_grad():
@@ -171,4 +177,4 @@ def reference_text_embedding(model, texts: Sequence[str]) -> np.ndarray:
 
 
 __all__ = ["ClapProvenance", "RANDOM_WEIGHTS_WARNING", "SAMPLE_RATE_HZ", "fixed_chunk_rule", "load_clap",
-           "reference_audio_embedding", "reference_text_embedding"]
+           "reference_audio_embedding", "reference_audio_embedding_from_files", "reference_text_embedding"]

@@ -22,6 +22,7 @@ from .yaml_out import dump_yaml
 SUBMISSION_COLUMNS: tuple[str, str, str] = ("id", "predicted_bst_second_level_class", "prediction_score")
 UUID_LENGTH = 36
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_UUID_PART = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]*)*$")
 LABEL_PATTERN = re.compile(r"^[^\W_]+_[^\W_]+_task1_[1-4]$")
 MAX_SYSTEMS = 4
 
@@ -129,8 +130,8 @@ def _coverage_problems(path: Path, seen: dict[str, int], eval_ids: list[str]) ->
     for clip_id, n in seen.items():
         if clip_id in expected:
             continue
-        if uuids and len(clip_id) != UUID_LENGTH:
-            full = [i for i in eval_ids if i.startswith(clip_id)]
+        full = [i for i in eval_ids if i.startswith(clip_id)] if uuids else []
+        if uuids and len(clip_id) < UUID_LENGTH and (full or _UUID_PART.match(clip_id)):
             hint = f" (prefix of {full[0]})" if len(full) == 1 else ""
             problems.append(
                 f"{path}: row {n}: id {clip_id!r} is a truncated UUID: {len(clip_id)} characters, "

@@ -11,6 +11,8 @@ import re
 from typing import Any, Mapping
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+#: characters YAML does not allow raw (or reads as line breaks): written as escapes inside double quotes
+_NEEDS_ESCAPE = re.compile("[^\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
 _RESERVED = {"y", "n", "yes", "no", "true", "false", "on", "off", "null", "~"}
 
 
@@ -23,7 +25,17 @@ def dump_yaml(data: Mapping[str, Any]) -> str:
 
 def _key(key: object) -> str:
     text = str(key)
-    return text if _PLAIN_KEY.match(text) and text.lower() not in _RESERVED else json.dumps(text, ensure_ascii=False)
+    return text if _PLAIN_KEY.match(text) and text.lower() not in _RESERVED else _quoted(text)
+
+
+def _quoted(text: str) -> str:
+    """A YAML double-quoted scalar: JSON escapes, plus YAML escapes for what YAML will not take raw."""
+    return _NEEDS_ESCAPE.sub(_escape, json.dumps(text, ensure_ascii=False))
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def _scalar(value: object) -> str:
@@ -38,9 +50,12 @@ def _scalar(value: object) -> str:
             return ".nan"
         if math.isinf(value):
             return ".inf" if value > 0 else "-.inf"
-        return repr(value)
+        text = repr(value)
+        mantissa, e, exponent = text.partition("e")
+        # YAML 1.1 readers (PyYAML) only take floats with a dot: 1e-05 must be written 1.0e-05
+        return text if "." in mantissa else f"{mantissa}.0{e}{exponent}"
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        return _quoted(value)
     if hasattr(value, "item"):  # numpy scalars
         return _scalar(value.item())  # type: ignore[union-attr]
     raise TypeError(f"cannot write {type(value).__name__} to YAML")

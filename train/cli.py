@@ -59,3 +59,26 @@ def dev_as_eval_cmd(
     report = dev_as_eval(chain, data)
     typer.echo(format_table3(report, nested_figures(run_dir), chain.policies))
     atomic_write_text(run_dir / "dev_as_eval.json", json.dumps(report, indent=2) + "\n")
+
+
+@app.command("export")
+@guarded
+def export_cmd(
+    run: Annotated[Path, typer.Argument(help="Run folder from `bst train` + `bst rank`.")],
+    *,
+    out: Annotated[Path, typer.Option(help="Bundle folder to write (e.g. artifacts/NAME).")],
+    clap_ckpt: Annotated[Path | None, typer.Option(help="LAION-CLAP fusion checkpoint (.pt).")] = None,
+    random_weights: Annotated[bool, typer.Option("--random-weights", help="CLAP at seeded random weights (demo only).")] = False,
+    clap_dir: Annotated[Path | None, typer.Option(help="Reuse CLAP graphs already exported to this folder.")] = None,
+    int8: Annotated[bool, typer.Option("--int8", help="Also ship int8 CLAP graphs.")] = False,
+    data: Annotated[Path | None, typer.Option(help="Dev dataset whose embeddings validate the heads (default: the run's).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --random-weights.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle folder.")] = False,
+) -> None:
+    """Export a trained, ranked run to one verified bundle (ONNX graphs + manifest.json) for `bst-rt predict`."""
+    from bst.export.bundle import ExportOptions, export_bundle
+
+    if clap_ckpt is not None and random_weights:
+        raise typer.BadParameter("give --clap-ckpt or --random-weights, not both")
+    export_bundle(run, out, ExportOptions(clap_dir=clap_dir, clap_ckpt=clap_ckpt, random_weights=random_weights,
+                                          seed=seed, int8=int8, data_dir=data, force=force), log=typer.echo)

@@ -1,0 +1,299 @@
+"""`bst export RUN --out DIR`: one self-contained bundle the torch-free runtime can load and verify.
+
+Contents: CLAP audio/text graphs + tokenizer.json (optionally int8 variants), the fused heads graph, the ranker
+graph, the class-description embeddings (computed with the bundle's own text graph, so the runtime's semantic
+feature sees the encoder it runs), and manifest.json. Each graph is validated against its source before the bundle
+is written (`export.validate`); the bundle is assembled in a staging folder and renamed into place, so a failed
+export never leaves a half bundle at `--out`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from bst.runtime import audio as rt_audio
+from bst.runtime.atomic import atomic_save_npy, atomic_write_text
+from bst.runtime.bundle import sha256_file
+from bst.runtime.errors import BstError
+from bst.runtime.features import FEATURE_NAMES, NUM_FEATURES, candidate_features, stack_features
+from bst.runtime.manifest import (
+    MANIFEST_NAME, SCHEMA_VERSION, AudioSpec, FileSpec, GraphSpec, HeadsSpec, Manifest, TensorSpec, TextSpec,
+)
+from bst.runtime.policy import AUDIO_ONLY, TEXT_ONLY, item_evidence
+from bst.runtime.session import make_session
+from bst.runtime.taxonomy import CODES
+from bst.runtime.text import MAX_TOKENS, TEMPLATE_VERSION
+
+from . import heads as hd
+from . import ranker as rk
+from . import validate as val
+
+Log = Callable[[str], None]
+HEADS_FILE = "heads.onnx"
+RANKER_FILE = "ranker.onnx"
+CLASS_TEXT_FILE = "class_text_embeddings.npy"
+VALIDATION_ITEMS = 256
+PROVENANCE_PACKAGES = ("bst-rt", "torch", "laion-clap", "scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy",
+                       "tokenizers", "soxr", "soundfile")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    clap_dir: Path | None = None  # already exported CLAP graphs (export.clap.export_clap output) to reuse
+    clap_ckpt: Path | None = None
+    random_weights: bool = False
+    seed: int = 0
+    int8: bool = False
+    data_dir: Path | None = None  # dev dataset whose embeddings validate the heads (default: the run's dev_root)
+    force: bool = False
+
+
+def export_bundle(run_dir: Path, out: Path, opts: ExportOptions = ExportOptions(), log: Log = print) -> Manifest:
+    from bst.train.pool import load_run
+    from bst.train.systems import load_ranker, load_systems
+
+    run_dir, out = Path(run_dir), Path(out)
+    if out.exists() and not opts.force:
+        raise BstError(f"{out}: exists; pass --force to replace it")
+    if opts.clap_dir is None and not (opts.clap_ckpt or opts.random_weights):
+        raise BstError("give --clap-ckpt PATH (the LAION-CLAP fusion checkpoint) or --random-weights (demo only)")
+    run = load_run(run_dir)
+    policies = load_systems(run_dir)
+    staging = out.parent / f".{out.name}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        clap = _clap_graphs(staging, opts, log)
+        class_text = _class_text_embeddings(staging, clap)
+        graphs = {**clap["graphs"]}
+        layout = hd.make_layout({p.pool: p.weights for p in policies},
+                                always=(TEXT_ONLY, AUDIO_ONLY))
+        log(f"heads: {len(layout.families)} families x 5 folds, pools {', '.join(layout.pools)}")
+        heads = hd.build_heads(run, layout)
+        hd.export_heads(heads, staging / HEADS_FILE)
+        audio, text, masked, source = _validation_embeddings(run, opts)
+        graphs["heads"] = _heads_spec(staging, heads, run, layout, audio, text, masked, source)
+        ranker_info: dict = {}
+        if any(p.use_ranker for p in policies):
+            model, meta = load_ranker(run_dir)
+            ranker_policy = next(p for p in policies if p.use_ranker)
+            rows = _ranker_rows(heads, layout, ranker_policy, audio, text, masked, class_text)
+            rk.export_ranker(model, NUM_FEATURES, staging / RANKER_FILE)
+            graphs["ranker"] = _ranker_spec(staging, model, rows)
+            if list(meta["feature_names"]) != list(FEATURE_NAMES):
+                raise BstError(f"{run_dir}/ranker/ranker.json: feature names differ from this bst-rt's; rerun `bst rank`")
+            ranker_info = {"feature_names": list(FEATURE_NAMES), "k": meta["k"], "pool": meta["pool"],
+                           "positive_column": int(list(model.classes_).index(1)), "estimator": meta["estimator"],
+                           "thresholds": meta["thresholds"], "nested_cv": meta.get("nested_cv", {}),
+                           "model_sha256": meta["model_sha256"]}
+        manifest = _manifest(staging, run, policies, layout, graphs, clap, ranker_info, opts)
+        atomic_write_text(staging / MANIFEST_NAME, manifest.to_json())
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log(f"bundle {manifest.bundle_id} written to {out}")
+    return manifest
+
+
+# ---- CLAP -------------------------------------------------------------------------------------------------------
+def _place(src: Path, dst: Path) -> None:
+    """Hard link when possible (the text graph is ~500 MB), else copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _clap_graphs(staging: Path, opts: ExportOptions, log: Log) -> dict:
+    from . import clap as ec
+
+    if opts.clap_dir is not None:
+        src = Path(opts.clap_dir)
+        names = [ec.AUDIO_GRAPH, ec.TEXT_GRAPH, ec.TOKENIZER_FILE] + ([ec.AUDIO_INT8, ec.TEXT_INT8] if opts.int8 else [])
+        for name in names:
+            if not (src / name).is_file():
+                raise BstError(f"{src / name}: missing from the CLAP graph folder")
+            _place(src / name, staging / name)
+        parity = json.loads((src / "clap_parity.json").read_text(encoding="utf-8"))
+        val_ok = parity  # measured when that folder was exported; re-check the tolerances here
+        ec.check_parity(val_ok)
+    else:
+        from bst.train.clap import load_clap
+
+        log("building LAION-CLAP" + (" at RANDOM weights (demo only)" if opts.random_weights else ""))
+        model = load_clap(opts.clap_ckpt, random_weights=opts.random_weights, seed=opts.seed)
+        parity = ec.export_clap(model, staging, int8=opts.int8)
+        (staging / "clap_parity.json").unlink(missing_ok=True)
+    graphs = {
+        "audio_encoder": _graph_spec(staging, "audio_encoder", ec.AUDIO_GRAPH, ec.OPSET, "fp32",
+                                     {"tolerance": parity["tolerance_max_abs_diff"],
+                                      "max_abs_diff": {"audio_embedding": parity["audio_fp32_max_abs_diff"]}}),
+        "text_encoder": _graph_spec(staging, "text_encoder", ec.TEXT_GRAPH, ec.OPSET, "fp32",
+                                    {"tolerance": parity["tolerance_max_abs_diff"],
+                                     "max_abs_diff": {"text_embedding": parity["text_fp32_max_abs_diff"]}}),
+    }
+    if opts.int8:
+        for name, file, key in (("audio_encoder_int8", ec.AUDIO_INT8, "audio_int8_min_cosine"),
+                                ("text_encoder_int8", ec.TEXT_INT8, "text_int8_min_cosine")):
+            graphs[name] = _graph_spec(staging, name, file, ec.OPSET, "int8",
+                                       {"cosine_min": parity[key], "cosine_required": parity["int8_min_cosine_required"]})
+    prov = parity.get("provenance", {})
+    return {"graphs": graphs, "tokenizer": ec.TOKENIZER_FILE, "provenance": prov,
+            "random": bool(prov.get("random_weights", opts.random_weights))}
+
+
+def _class_text_embeddings(staging: Path, clap: dict) -> np.ndarray:
+    """The 23 class descriptions through the bundle's own fp32 text graph (what the runtime's features compare to)."""
+    from bst.runtime.encoders import TextEncoder
+    from bst.train.embed import class_description_texts
+
+    enc = TextEncoder(staging / clap["graphs"]["text_encoder"].file, staging / clap["tokenizer"], provider="cpu")
+    emb = np.asarray(enc.embed(class_description_texts()), dtype=np.float32)
+    atomic_save_npy(staging / CLASS_TEXT_FILE, emb)
+    return emb
+
+
+# ---- heads and ranker ----------------------------------------------------------------------------------------------
+def _validation_embeddings(run, opts: ExportOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """Real dev embeddings when the data is at hand (the run's dev_root or --data), else seeded unit vectors."""
+    root = opts.data_dir or (Path(run.registry["dev_root"]) if run.registry.get("dev_root") else None)
+    if root is not None and (Path(root) / "features").is_dir():
+        from bst.runtime.datasets import read_dev_dataset
+
+        ds = read_dev_dataset(Path(root))
+        n = min(VALIDATION_ITEMS, len(ds.ids))
+        a, t, m = (ds.load_embeddings(kind, missing="zero")[:n] for kind in ("audio", "text", "text_masked"))
+        return a, t, m, f"dev embeddings of {root} ({n} items)"
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((3, VALIDATION_ITEMS, hd.EMBEDDING_DIM)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=2, keepdims=True)
+    return vecs[0], vecs[1], vecs[2], f"seeded random unit vectors ({VALIDATION_ITEMS} items)"
+
+
+def _heads_spec(staging, heads, run, layout, audio, text, masked, source) -> GraphSpec:
+    from bst.train.pool import family_probs, load_fold_models
+
+    feeds = {"audio_embedding": audio, "text_embedding": text, "masked_text_embedding": masked}
+    record = val.validate_graph("heads", staging / HEADS_FILE, feeds,
+                                lambda: dict(zip(hd.OUTPUT_NAMES, hd.torch_heads(heads, audio, text, masked))))
+    one = val.validate_graph("heads", staging / HEADS_FILE, {k: v[:1] for k, v in feeds.items()},
+                             lambda: dict(zip(hd.OUTPUT_NAMES, hd.torch_heads(heads, audio[:1], text[:1], masked[:1]))))
+    # the wrapper itself vs the training side's own definition (load_fold_models + family_probs), family by family
+    fused = hd.torch_heads(heads, audio, text, masked)[0]
+    chain = {f: family_probs(load_fold_models(run, f), audio, text, masked) for f in layout.families}
+    wrapper_err = max(float(np.abs(fused[:, i] - chain[f]).max()) for i, f in enumerate(layout.families))
+    val.check_close("heads (wrapper vs train.pool.family_probs)", {"x": np.array([wrapper_err])}, {"x": np.zeros(1)},
+                    val.TOLERANCES["heads"])
+    record.update(batch_1=one["max_abs_diff"], wrapper_vs_family_probs=wrapper_err, inputs=source)
+    return _graph_spec(staging, "heads", HEADS_FILE, hd.OPSET, "fp32", record)
+
+
+def _ranker_rows(heads, layout, policy, audio, text, masked, class_text) -> np.ndarray:
+    """Real candidate rows: the validation items through the torch heads, the policy's evidence and the features."""
+    fam, _ = hd.torch_heads(heads, audio, text, masked)
+    items = []
+    for i in range(len(audio)):
+        probs = {f: fam[i, j] for j, f in enumerate(layout.families)}
+        present = bool(np.any(text[i]))
+        ens, sel = item_evidence(policy, probs, True, present)
+        items.append(candidate_features(ens, sel, text[i] if present else None, class_text,
+                                        audio_present=True, text_present=present, k=policy.k))
+    rows, _ = stack_features(items)
+    return rows
+
+
+def _ranker_spec(staging: Path, model, rows: np.ndarray) -> GraphSpec:
+    labels, probs = rk.sklearn_ranker(model, rows)
+    got = val.run_graph(staging / RANKER_FILE, {rk.INPUT_NAME: rows})
+    record = val.check_close("ranker", {"probabilities": got["probabilities"]}, {"probabilities": probs},
+                             val.TOLERANCES["ranker"])
+    record.update(val.check_labels("ranker", got["label"], labels))
+    return _graph_spec(staging, "ranker", RANKER_FILE, rk.OPSET, "fp32", record)
+
+
+# ---- manifest ----------------------------------------------------------------------------------------------------
+def _tensor_specs(args) -> list[TensorSpec]:
+    return [TensorSpec(a.name, str(a.type), [d if isinstance(d, int) else str(d) for d in a.shape]) for a in args]
+
+
+def _graph_spec(staging: Path, name: str, file: str, opset: int, precision: str, parity: dict) -> GraphSpec:
+    path = staging / file
+    session = make_session(path, provider="cpu")
+    return GraphSpec(name=name, file=file, sha256=sha256_file(path), size=path.stat().st_size, opset=opset,
+                     precision=precision, inputs=_tensor_specs(session.get_inputs()),
+                     outputs=_tensor_specs(session.get_outputs()), parity=parity)
+
+
+def _file_spec(staging: Path, file: str) -> FileSpec:
+    return FileSpec(file, sha256_file(staging / file), (staging / file).stat().st_size)
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _git_revision() -> str | None:
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+        return res.stdout.strip() or None if res.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _scores(run, ranker_info: dict) -> dict:
+    reg = run.registry
+    families = {f: {k: e.get(k) for k in ("hF_mean", "hF_std", "hF_oof", "excluded")}
+                for f, e in reg.get("families", {}).items() if e.get("status") == "done"}
+    pools = {p: {k: v for k, v in d.items() if k != "weights"} for p, d in run.ensembles.items()}
+    dev_eval = run.path / "dev_eval.json"
+    return {"cv_families": families, "cv_ensembles": pools, "nested_ranker": ranker_info.get("nested_cv", {}),
+            "dev_as_eval": json.loads(dev_eval.read_text(encoding="utf-8")) if dev_eval.is_file() else None}
+
+
+def _manifest(staging, run, policies, layout, graphs, clap, ranker_info, opts: ExportOptions) -> Manifest:
+    return Manifest(
+        schema_version=SCHEMA_VERSION,
+        bundle_id=f"bst-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}",
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        classes=list(CODES),
+        text=TextSpec(template_version=TEMPLATE_VERSION, tokenizer_file=clap["tokenizer"], max_tokens=MAX_TOKENS,
+                      tokenizer_source=str(clap["provenance"].get("tokenizer", ""))),
+        audio=AudioSpec(sample_rate_hz=rt_audio.SAMPLE_RATE_HZ, clip_samples=rt_audio.CLIP_SAMPLES,
+                        chunk_rule=rt_audio.CHUNK_RULE,
+                        mel={"n_fft": rt_audio.N_FFT, "hop_samples": rt_audio.HOP_SAMPLES, "mel_bins": rt_audio.MEL_BINS,
+                             "f_min_hz": rt_audio.F_MIN_HZ, "f_max_hz": rt_audio.F_MAX_HZ,
+                             "chunk_frames": rt_audio.CHUNK_FRAMES}),
+        heads=HeadsSpec(families=list(layout.families), pools=list(layout.pools),
+                        pool_weights=layout.pool_weights.tolist(), text_only_family=TEXT_ONLY,
+                        audio_only_family=AUDIO_ONLY, class_text_embeddings_file=CLASS_TEXT_FILE),
+        graphs=graphs,
+        files={"tokenizer": _file_spec(staging, clap["tokenizer"]), "class_text_embeddings": _file_spec(staging, CLASS_TEXT_FILE)},
+        systems={str(p.system_id): p.to_dict() for p in policies},
+        ranker=ranker_info,
+        provenance={
+            "packages": _versions(), "git_revision": _git_revision(), "run_dir": str(run.path.resolve()),
+            "data_fingerprints": run.registry.get("data_fingerprints"), "clap": clap["provenance"],
+            "scores": _scores(run, ranker_info),
+        },
+        clap_weights="random" if clap["random"] else "checkpoint",
+    )

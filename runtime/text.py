@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 
 from .taxonomy import CLASSES
 
-TEMPLATE_VERSION = "bst-text-v1"
+TEMPLATE_VERSION = "bst-text-v2"  # v2: entities decoded once ("&amp;amp;" -> "&amp;")
 MAX_TOKENS = 77
 
 _WS = re.compile(r"\s+")
@@ -51,10 +51,10 @@ def strip_html(text: str) -> str:
     try:
         parser.feed(text)
         parser.close()
-        out = "".join(parser.parts)
+        out = "".join(parser.parts)  # entities already decoded once (convert_charrefs); never decode twice
     except Exception:  # malformed markup: fall back to a regex strip rather than fail an item
-        out = re.sub(r"<[^>]*>", " ", text)
-    return _WS.sub(" ", html.unescape(out)).strip()
+        out = html.unescape(re.sub(r"<[^>]*>", " ", text))
+    return _WS.sub(" ", out).strip()
 
 
 def metadata_text(title: object, tags: object, description: object) -> str:

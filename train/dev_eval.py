@@ -23,6 +23,7 @@ from bst.runtime.features import FEATURE_NAMES, candidate_features, stack_featur
 from bst.runtime.metrics import evaluate_predictions
 from bst.runtime.policy import RankerChoice, SystemPolicy, apply_policy, item_evidence, no_ranker, ranker_choice
 
+from .ranker import ranker_scores
 from .systems import class_text_embeddings, load_ranker, load_systems
 
 TABLE3_COLUMNS = ("hF", "accuracy", "parent_accuracy", "cross_parent_error")
@@ -97,7 +98,7 @@ class TorchChain:
                                         audio_present=bool(audio_present[i]), text_present=bool(text_present[i]),
                                         k=policy.k) for i, (e, fam) in enumerate(evidence)]
             rows, offsets = stack_features(items)
-            scores = self.ranker.predict_proba(rows)[:, 1]
+            scores = ranker_scores(self.ranker, rows)
             choice = ranker_choice(ens, [it.candidates for it in items], scores, offsets)
         else:
             choice = no_ranker(ens)

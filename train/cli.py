@@ -58,7 +58,7 @@ def dev_as_eval_cmd(
     chain = TorchChain(run_dir, data)
     report = dev_as_eval(chain, data)
     typer.echo(format_table3(report, nested_figures(run_dir), chain.policies))
-    atomic_write_text(run_dir / "dev_as_eval.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(run_dir / "dev_eval.json", json.dumps(report, indent=2) + "\n")
 
 
 @app.command("export")

@@ -33,10 +33,10 @@ _MAX_LISTED_PROBLEMS = 50
 @app.command()
 @guarded
 def validate(
-    submission: Annotated[Path, typer.Argument(help="Submission CSV (id,predicted_bst_second_level_class,prediction_score).")],
+    submission: Annotated[Path, typer.Argument(help="Submission CSV: id, predicted class, score.")],
     *,
     eval_dir: Annotated[Path, typer.Option(help="Evaluation package folder (audio/ + metadata CSV).")],
-    metadata: Annotated[Optional[Path], typer.Option(help="Metadata CSV of the package, when it cannot be found.")] = None,
+    metadata: Annotated[Optional[Path], typer.Option(help="The package's metadata CSV, if not found.")] = None,
 ) -> None:
     """Check a submission against an evaluation package: every id once, in full, legal codes, scores in [0, 1]."""
     from .datasets import read_eval_package
@@ -93,7 +93,8 @@ def _print_metric_tables(metrics: dict) -> None:
     for column in ("class", "hP", "hR", "hF", "support", "predicted"):
         per_class.add_column(column, justify="left" if column == "class" else "right")
     for code, row in metrics["per_class"].items():
-        per_class.add_row(code, pct(row["hP"]), pct(row["hR"]), pct(row["hF"]), str(row["support"]), str(row["predicted"]))
+        cells = [pct(row[k]) for k in ("hP", "hR", "hF")] + [str(row["support"]), str(row["predicted"])]
+        per_class.add_row(code, *cells)
     console = Console()
     console.print(summary)
     console.print(per_class)

@@ -6,9 +6,7 @@ physical line and the reason.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import Literal
 
 import numpy as np
 
+from .csvfile import CsvRow, header_of, read_csv, where
 from .errors import DataError
 from .taxonomy import CODE_TO_INDEX, OTHER_CODES
 from .text import metadata_text
@@ -66,74 +65,6 @@ def safe_child(root: Path, name: str, suffix: str) -> Path:
     if bad:
         raise DataError(f"id {name!r} cannot be used as a file name (empty, path separators, '..', absolute or NUL)")
     return Path(root) / f"{name}{suffix}"
-
-
-@dataclass(frozen=True)
-class CsvRow:
-    row: int  # 1-based data row number (the header is row 0)
-    line: int  # physical line number where the row ends (quoted newlines span lines)
-    values: dict[str, str]
-
-
-def header_of(path: Path) -> list[str]:
-    """Column names of a CSV file (BOM and surrounding whitespace removed); DataError when unreadable."""
-    return _header(Path(path), csv.reader(io.StringIO(_decoded(Path(path)), newline="")), ())
-
-
-def read_csv(path: Path, required: tuple[str, ...] = ()) -> tuple[list[str], list[CsvRow]]:
-    """Header and rows of a UTF-8 CSV (BOM ok, quoted newlines ok, blank lines skipped), with row/line numbers."""
-    path = Path(path)
-    reader = csv.reader(io.StringIO(_decoded(path), newline=""))
-    header = _header(path, reader, required)
-    rows: list[CsvRow] = []
-    while True:
-        try:
-            values = next(reader)
-        except StopIteration:
-            return header, rows
-        except csv.Error as exc:
-            raise DataError(f"{path}: row {len(rows) + 1} (line {reader.line_num}): malformed CSV ({exc})") from None
-        if not values or values == [""]:
-            continue
-        if len(values) != len(header):
-            raise DataError(
-                f"{path}: row {len(rows) + 1} (line {reader.line_num}): {len(values)} fields, header has {len(header)}"
-            )
-        rows.append(CsvRow(len(rows) + 1, reader.line_num, dict(zip(header, values))))
-
-
-def _decoded(path: Path) -> str:
-    """The file as text; an invalid byte is reported with the row and line it falls in."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line_start = raw.rfind(b"\n", 0, exc.start) + 1
-        before = raw[:line_start].decode("utf-8-sig", errors="replace")
-        records = sum(1 for r in csv.reader(io.StringIO(before, newline="")) if r and r != [""])
-        row = "row 0 (header)" if records == 0 else f"row {records}"
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{path}: {row} (line {line}): not valid UTF-8 (byte {raw[exc.start]:#04x})") from None
-
-
-def _header(path: Path, reader, required: tuple[str, ...]) -> list[str]:  # noqa: ANN001 - csv reader type
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        raise DataError(f"{path}: empty file, expected a header row") from None
-    except csv.Error as exc:
-        raise DataError(f"{path}: row 0 (header): malformed CSV ({exc})") from None
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise DataError(f"{path}: row 0 (header): missing column(s) {', '.join(missing)}; found {', '.join(header)}")
-    return header
-
-
-def _where(path: Path, r: CsvRow) -> str:
-    return f"{path}: row {r.row} (line {r.line})"
 
 
 @dataclass
@@ -262,7 +193,7 @@ def read_dev_dataset(root: Path, *, drop_other: bool = True) -> DevDataset:
             dropped += 1
             continue
         if code not in CODE_TO_INDEX and code not in OTHER_CODES:
-            raise DataError(f"{_where(meta, r)}: unknown class {code!r} (not one of the 23 BST codes or *-other)")
+            raise DataError(f"{where(meta, r)}: unknown class {code!r} (not one of the 23 BST codes or *-other)")
         sound_id = v["sound_id"].strip()
         audio = _checked_id(meta, r, sound_id, root / "audio", ".wav", seen)
         clips.append(
@@ -283,9 +214,9 @@ def _checked_id(meta: Path, r: CsvRow, clip_id: str, audio_dir: Path, suffix: st
     try:
         path = safe_child(audio_dir, clip_id, suffix)
     except DataError as exc:
-        raise DataError(f"{_where(meta, r)}: {exc}") from None
+        raise DataError(f"{where(meta, r)}: {exc}") from None
     if clip_id in seen:
-        raise DataError(f"{_where(meta, r)}: duplicate id {clip_id!r} (first at row {seen[clip_id]})")
+        raise DataError(f"{where(meta, r)}: duplicate id {clip_id!r} (first at row {seen[clip_id]})")
     seen[clip_id] = r.row
     return path
 
@@ -297,9 +228,9 @@ def _confidence(meta: Path, r: CsvRow, cell: str) -> float | None:
     try:
         value = float(cell)
     except ValueError:
-        raise DataError(f"{_where(meta, r)}: confidence {cell!r} is not a number") from None
+        raise DataError(f"{where(meta, r)}: confidence {cell!r} is not a number") from None
     if not np.isfinite(value):
-        raise DataError(f"{_where(meta, r)}: confidence {cell!r} is not finite")
+        raise DataError(f"{where(meta, r)}: confidence {cell!r} is not finite")
     return value
 
 
@@ -379,11 +310,11 @@ def read_labels(path: Path) -> dict[str, str]:
     for r in rows:
         clip_id, code = r.values[id_col].strip(), r.values["class"].strip()
         if not clip_id:
-            raise DataError(f"{_where(path, r)}: empty id")
+            raise DataError(f"{where(path, r)}: empty id")
         if code not in CODE_TO_INDEX:
-            raise DataError(f"{_where(path, r)}: unknown class {code!r} (not one of the 23 BST codes)")
+            raise DataError(f"{where(path, r)}: unknown class {code!r} (not one of the 23 BST codes)")
         if clip_id in labels:
-            raise DataError(f"{_where(path, r)}: duplicate id {clip_id!r} (first at row {first[clip_id]})")
+            raise DataError(f"{where(path, r)}: duplicate id {clip_id!r} (first at row {first[clip_id]})")
         labels[clip_id] = code
         first[clip_id] = r.row
     return labels

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .atomic import atomic_open, atomic_write_text
+from .csvfile import decode_csv
 from .errors import DataError, SubmissionError
 from .metrics import evaluate_predictions
 from .taxonomy import CODE_TO_INDEX, CODES
@@ -72,14 +73,9 @@ def _score_problem(score: object) -> str | None:
 def _parse(path: Path) -> tuple[list[tuple[int, list[str]]], list[str]]:
     """(row number, cells) of the data rows and the problems found while reading the file itself."""
     try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        return [], [f"{path}: cannot read: {exc.strerror or exc}"]
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        return [], [f"{path}: line {line}: not valid UTF-8"]
+        text = decode_csv(Path(path))
+    except DataError as exc:
+        return [], [str(exc)]
     try:
         records = [r for r in csv.reader(io.StringIO(text, newline="")) if r and r != [""]]
     except csv.Error as exc:
@@ -89,7 +85,8 @@ def _parse(path: Path) -> tuple[list[tuple[int, list[str]]], list[str]]:
     problems = []
     header = [h.strip() for h in records[0]]
     if tuple(header) != SUBMISSION_COLUMNS:
-        problems.append(f"{path}: row 0 (header): wrong header {','.join(header)!r}, expected {','.join(SUBMISSION_COLUMNS)!r}")
+        expected = ",".join(SUBMISSION_COLUMNS)
+        problems.append(f"{path}: row 0 (header): wrong header {','.join(header)!r}, expected {expected!r}")
     return list(enumerate(records[1:], start=1)), problems
 
 
@@ -196,12 +193,12 @@ def results_section(metrics: Mapping[str, Any], *, dataset: str = "development")
         per_class = metrics["per_class"]
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"not an evaluate_predictions result: {exc}") from None
-    class_wise = {
-        code: {k: (None if per_class[code][k] is None else round(float(per_class[code][k]), 6)) for k in ("hP", "hR", "hF")}
-        for code in CODES
-        if code in per_class
-    }
+    class_wise = {code: {k: _rounded(per_class[code][k]) for k in ("hP", "hR", "hF")} for code in CODES if code in per_class}
     return {dataset: {"convention": metrics.get("convention", "drop"), "overall": overall, "class_wise": class_wise}}
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 6)
 
 
 def score_submission(path: Path, labels: Mapping[str, str], *, convention: str = "drop") -> dict[str, Any]:
@@ -211,7 +208,8 @@ def score_submission(path: Path, labels: Mapping[str, str], *, convention: str =
     absent = [i for i in labels if i not in predicted]
     extra = [i for i in predicted if i not in labels]
     if absent:
-        raise SubmissionError(f"{path}: {len(absent)} labelled id(s) have no prediction (first: {', '.join(absent[:5])})")
+        first = ", ".join(absent[:5])
+        raise SubmissionError(f"{path}: {len(absent)} labelled id(s) have no prediction (first: {first})")
     if extra:
         raise SubmissionError(f"{path}: {len(extra)} id(s) are not in the labels file (first: {', '.join(extra[:5])})")
     ids = list(labels)

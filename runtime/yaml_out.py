@@ -12,7 +12,9 @@ from typing import Any, Mapping
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 #: characters YAML does not allow raw (or reads as line breaks): written as escapes inside double quotes
-_NEEDS_ESCAPE = re.compile("[^\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
+_NEEDS_ESCAPE = re.compile(
+    "[^\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
+)
 _RESERVED = {"y", "n", "yes", "no", "true", "false", "on", "off", "null", "~"}
 
 

@@ -109,7 +109,7 @@ def test_unreadable_files_are_problems_not_crashes(tmp_path: Path) -> None:
     assert "empty file" in collect_submission_errors(empty)[0]
     latin = tmp_path / "latin.csv"
     latin.write_bytes(f"{HEADER}\n{IDS[0]},fx-a,0.5\ncaf\xe9,fx-a,0.5\n".encode("latin-1"))
-    assert collect_submission_errors(latin) == [f"{latin}: line 3: not valid UTF-8"]
+    assert collect_submission_errors(latin) == [f"{latin}: row 2 (line 3): not valid UTF-8 (byte 0xe9)"]
     assert "cannot read" in collect_submission_errors(tmp_path / "absent.csv")[0]
     with pytest.raises(SubmissionError, match="empty file"):
         read_submission(empty)

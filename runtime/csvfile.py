@@ -1,0 +1,85 @@
+"""UTF-8 CSV files as the task ships them: BOM allowed, quoted newlines allowed, blank lines skipped.
+
+Problems are DataErrors naming the file, the data row (1 = first row after the header, 0 = the header), the physical
+line (a quoted newline makes a row span lines) and the reason.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DataError
+
+
+@dataclass(frozen=True)
+class CsvRow:
+    row: int  # 1-based data row number (the header is row 0)
+    line: int  # physical line number where the row ends
+    values: dict[str, str]
+
+
+def where(path: Path, r: CsvRow) -> str:
+    """'<file>: row N (line L)', the prefix of every message about one row."""
+    return f"{path}: row {r.row} (line {r.line})"
+
+
+def header_of(path: Path) -> list[str]:
+    """Column names of a CSV file (BOM and surrounding whitespace removed); DataError when unreadable."""
+    return _header(Path(path), csv.reader(io.StringIO(decode_csv(Path(path)), newline="")), ())
+
+
+def read_csv(path: Path, required: tuple[str, ...] = ()) -> tuple[list[str], list[CsvRow]]:
+    """Header and rows of a UTF-8 CSV (BOM ok, quoted newlines ok, blank lines skipped), with row/line numbers."""
+    path = Path(path)
+    reader = csv.reader(io.StringIO(decode_csv(path), newline=""))
+    header = _header(path, reader, required)
+    rows: list[CsvRow] = []
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return header, rows
+        except csv.Error as exc:
+            raise DataError(f"{path}: row {len(rows) + 1} (line {reader.line_num}): malformed CSV ({exc})") from None
+        if not values or values == [""]:
+            continue
+        if len(values) != len(header):
+            raise DataError(
+                f"{path}: row {len(rows) + 1} (line {reader.line_num}): {len(values)} fields, header has {len(header)}"
+            )
+        rows.append(CsvRow(len(rows) + 1, reader.line_num, dict(zip(header, values))))
+
+
+def decode_csv(path: Path) -> str:
+    """The whole file as text (utf-8-sig); an invalid byte is reported with the row and line it falls in."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        before = raw[:line_start].decode("utf-8-sig", errors="replace")
+        try:
+            records = sum(1 for r in csv.reader(io.StringIO(before, newline="")) if r and r != [""])
+        except csv.Error:
+            records = before.count("\n")
+        row = "row 0 (header)" if records == 0 else f"row {records}"
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}: {row} (line {line}): not valid UTF-8 (byte {raw[exc.start]:#04x})") from None
+
+
+def _header(path: Path, reader, required: tuple[str, ...]) -> list[str]:  # noqa: ANN001 - csv reader type
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise DataError(f"{path}: empty file, expected a header row") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: row 0 (header): malformed CSV ({exc})") from None
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DataError(f"{path}: row 0 (header): missing column(s) {', '.join(missing)}; found {', '.join(header)}")
+    return header

@@ -193,7 +193,9 @@ def results_section(metrics: Mapping[str, Any], *, dataset: str = "development")
         per_class = metrics["per_class"]
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"not an evaluate_predictions result: {exc}") from None
-    class_wise = {code: {k: _rounded(per_class[code][k]) for k in ("hP", "hR", "hF")} for code in CODES if code in per_class}
+    class_wise = {
+        code: {k: _rounded(per_class[code][k]) for k in ("hP", "hR", "hF")} for code in CODES if code in per_class
+    }
     return {dataset: {"convention": metrics.get("convention", "drop"), "overall": overall, "class_wise": class_wise}}
 
 

@@ -186,7 +186,7 @@ def write_meta_yaml(
         fh.write(dump_yaml(document))
 
 
-def results_section(metrics: Mapping[str, Any], *, dataset: str = "development") -> dict[str, Any]:
+def results_section(metrics: Mapping[str, Any], *, dataset: str = "development_dataset") -> dict[str, Any]:
     """The `results` section from an `evaluate_predictions` result: overall and per-class hP/hR/hF as fractions."""
     try:
         overall = {k: round(float(metrics[k]), 6) for k in ("hP", "hR", "hF")}

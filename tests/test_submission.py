@@ -137,7 +137,7 @@ def test_meta_yaml_has_the_three_sections_and_parses_back(tmp_path: Path) -> Non
     assert doc["submission"] == {"label": "Doe_Uni_task1_1", "name": "Ranker: yes", "abbreviation": "no",
                                  "authors": AUTHORS}
     assert doc["system"] == system
-    dev = doc["results"]["development"]
+    dev = doc["results"]["development_dataset"]
     assert dev["overall"]["hF"] == pytest.approx(metrics["hF"], abs=1e-6)
     assert dev["class_wise"]["fx-v"]["hP"] == pytest.approx(metrics["per_class"]["fx-v"]["hP"], abs=1e-6)
     assert dev["class_wise"]["m-sp"]["hP"] is None  # never predicted, dropped under the official convention

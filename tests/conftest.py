@@ -32,3 +32,36 @@ def clap_graphs(clap_reference, tmp_path_factory):
     out = tmp_path_factory.mktemp("clap_graphs")
     export_clap(clap_reference, out)
     return out
+
+
+# --- ranker and systems (issue 5): `bst rank` on a copy of the trained pool, once --------------------------------
+@pytest.fixture(scope="session")
+def ranked_run(trained_run, synth_corpus, tmp_path_factory):
+    """A run folder after `bst rank RUN DATA`: RUN/ranker/{ranker.joblib,ranker.json} and RUN/systems.json.
+
+    Returns an object with `.run` (the run folder), `.data` (its dev set), `.meta` (ranker.json) and `.stdout`.
+    The trained pool is not modified: registry/ensemble files are copied and `families/` is linked."""
+    import json
+    import shutil
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    from bst.train.cli import app
+
+    src = Path(getattr(trained_run, "run", getattr(trained_run, "path", trained_run)))
+    data = Path(getattr(synth_corpus, "dev"))
+    run = tmp_path_factory.mktemp("ranked_run") / "run"
+    run.mkdir()
+    for item in src.iterdir():
+        if item.name == "ranker":
+            continue
+        if item.is_dir():
+            (run / item.name).symlink_to(item.resolve(), target_is_directory=True)
+        elif item.name not in ("systems.json", "dev_eval.json"):
+            shutil.copy2(item, run / item.name)
+    result = CliRunner().invoke(app, ["rank", str(run), str(data)])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((run / "ranker" / "ranker.json").read_text())
+    return SimpleNamespace(run=run, data=data, meta=meta, stdout=result.output)

@@ -20,6 +20,25 @@ app = typer.Typer(
 # Commands are added below, one function each; heavy imports stay inside the command bodies.
 
 
+@app.command("synth")
+@guarded
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write BSD10k/, BSD35k-CS/, eval/ and eval_labels.csv into.")],
+    *,
+    per_class: Annotated[int, typer.Option(help="BSD10k clips per class (BSD35k-CS: the same on average).", min=1)] = 12,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed writes byte-identical files.", min=0)] = 0,
+    cs_noise: Annotated[float, typer.Option(help="Share of BSD35k-CS labels made wrong.", min=0.0, max=1.0)] = 0.3,
+    n_eval: Annotated[int, typer.Option("--eval", help="Clips in the evaluation package (at least 8).", min=8)] = 40,
+    with_features: Annotated[bool, typer.Option("--with-features", help="Also write stand-in CLAP embeddings.")] = False,
+) -> None:
+    """Write a deterministic synthetic corpus in the BSD10k, BSD35k-CS and evaluation-package layouts."""
+    from bst.train.synth import write_corpus
+
+    paths = write_corpus(out, per_class=per_class, seed=seed, cs_noise=cs_noise, n_eval=n_eval,
+                         with_features=with_features, show_progress=True)
+    typer.echo(f"wrote {paths.dev}, {paths.cs}, {paths.eval} and {paths.eval_labels}")
+
+
 @app.command("rank")
 @guarded
 def rank(

@@ -1,0 +1,338 @@
+"""Procedural, class-dependent audio for the synthetic corpus: one recipe per BST class.
+
+Recipes differ in spectral shape, envelope, pitch and harmonicity, noise colour and onset density (percussive decays
+for is-p, harmonic notes for is-s/is-w/is-k, formant babble for speech, filtered noise beds for soundscapes, sweeps
+and beeps for fx-el, ...). Siblings share building blocks and overlapping parameter ranges (a solo-instrument melody
+is made of the same notes as the instrument samples; urban soundscapes contain vehicles), and `render_clip` can mix
+in a "confuser" class, so the classes are learnable but not trivially separable.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from . import synth_dsp as d
+
+SAMPLE_RATE_HZ = 44_100
+Recipe = Callable[[np.random.Generator, int, int], np.ndarray]
+
+#: log-uniform clip-length range per parent (seconds): one-shots are short, soundscapes long
+DURATION_RANGE_S: dict[str, tuple[float, float]] = {
+    "m": (1.5, 8.0), "is": (0.5, 2.5), "sp": (1.0, 6.0), "fx": (0.5, 5.0), "ss": (2.0, 8.0),
+}
+TIMBRES = ("pluck", "bow", "blow", "keys", "synth")
+
+
+def note(rng: np.random.Generator, n: int, sr: int, f0: float, timbre: str) -> np.ndarray:
+    """One instrument note of the given timbre, filling n samples (envelope included)."""
+    vib = d.lfo(n, sr, rng.uniform(4.5, 6.5), rng.uniform(0.002, 0.008)) if timbre in ("bow", "blow") else 1.0
+    ph = d.phase_of(f0 * vib, n, sr)
+    if timbre == "pluck":
+        return d.tone(ph, f0, sr, 10, 0.9, harm_decay=rng.uniform(2, 6)) * d.decay(n, sr, rng.uniform(0.3, 1.2))
+    if timbre == "bow":
+        return d.tone(ph, f0, sr, 12, 1.0) * d.swell(n, sr, rng.uniform(0.05, 0.2), 0.1)
+    if timbre == "blow":
+        breath = 0.15 * d.noise(rng, n, sr, d.band(f0, 4 * f0))
+        return (d.tone(ph, f0, sr, 9, 1.4, odd=rng.uniform() < 0.5) + breath) * d.swell(n, sr, rng.uniform(0.03, 0.12), 0.08)
+    if timbre == "keys":
+        two_stage = d.decay(n, sr, rng.uniform(0.6, 2.0)) * (0.6 + 0.4 * d.decay(n, sr, 0.08))
+        return d.tone(ph, f0, sr, 10, 1.1, inharm=rng.uniform(2e-4, 1e-3), harm_decay=rng.uniform(1, 4)) * two_stage
+    detune = d.saw(d.phase_of(f0 * 1.006, n, sr))
+    raw = d.saw(ph) + detune if rng.uniform() < 0.5 else d.square(ph, rng.uniform(0.2, 0.5)) + 0.5 * detune
+    return d.spectral_filter(raw, sr, d.band(30, rng.uniform(800, 6000))) * d.swell(n, sr, rng.uniform(0.005, 0.1), 0.05)
+
+
+def pad(rng: np.random.Generator, n: int, sr: int, freqs: list[float]) -> np.ndarray:
+    """Sustained detuned saw chord through one low-pass: pads and drones (one FFT filter for all voices)."""
+    raw = sum(d.saw(d.phase_of(f * d.lfo(n, sr, rng.uniform(0.1, 0.5), 0.003), n, sr)) for f in freqs)
+    return d.spectral_filter(raw, sr, d.band(30, rng.uniform(600, 4000))) * d.swell(n, sr, rng.uniform(0.05, 1.0), 0.3)
+
+
+def babble(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Distant crowd murmur: speech-band noise with a syllable-rate amplitude flutter (cheap stand-in for voices)."""
+    return d.noise(rng, n, sr, d.band(250, 3000)) * (1.0 + 0.8 * d.noise(rng, n, sr, d.band(2, 8)))
+
+
+def melody(rng: np.random.Generator, n: int, sr: int, timbre: str, base: float, notes_per_s: float) -> np.ndarray:
+    """A line of notes from a pentatonic scale, legato, in one timbre."""
+    out = np.zeros(n)
+    scale = np.array([0, 2, 4, 7, 9, 12, 14, 16])
+    pos = 0
+    while pos < n - 256:
+        length = min(n - pos, int(rng.uniform(0.5, 1.6) * sr / notes_per_s))
+        out[pos : pos + length] += note(rng, length, sr, d.midi_hz(base + rng.choice(scale)), timbre)
+        pos += length
+    return out
+
+
+def drum_pattern(rng: np.random.Generator, n: int, sr: int, density: float = 1.0) -> np.ndarray:
+    """A looped 16-step groove (kit or hand drums) at a random tempo."""
+    out = np.zeros(n)
+    step = int(sr * 60.0 / rng.uniform(70, 170) / 4)
+    kit = ("kick", "snare", "hat") if rng.uniform() < 0.7 else ("tom", "tom", "clap")
+    probs = np.array([[0.9, 0.1, 0.5, 0.1] * 4, [0.0, 0.1, 0.0, 0.2, 0.9, 0.1, 0.0, 0.2] * 2, [0.8] * 16]) * density
+    bar = rng.uniform(size=probs.shape) < probs
+    for voice_i, kind in enumerate(kit):
+        template = d.hit(rng, sr, kind)
+        starts = [k * step for k in range(n // step + 1) if bar[voice_i, k % 16]]
+        d.place(out, starts, template, gains=rng.uniform(0.5, 1.0, len(starts)))
+    return out
+
+
+def _m_sp(rng, n, sr):  # noqa: ANN001 - recipes share one signature
+    return drum_pattern(rng, n, sr) + 0.05 * d.noise(rng, n, sr, d.band(50, 2000, 1.0))
+
+
+def _m_si(rng, n, sr):  # noqa: ANN001
+    timbre = rng.choice(TIMBRES[:4])
+    return d.reverb(rng, melody(rng, n, sr, timbre, rng.uniform(45, 76), rng.uniform(1.5, 5)), sr, 0.4, 0.2)
+
+
+def _m_m(rng, n, sr):  # noqa: ANN001
+    root = rng.uniform(40, 55)
+    chord = pad(rng, n, sr, [d.midi_hz(root + 12 + k) for k in (0, 4, 7)]) / 3
+    lead = melody(rng, n, sr, rng.choice(TIMBRES), root + 24, rng.uniform(2, 5))
+    bass = melody(rng, n, sr, "pluck", root, rng.uniform(1, 3))
+    return d.reverb(rng, 0.5 * chord + lead + 0.7 * bass + drum_pattern(rng, n, sr, 0.8), sr, 0.5, 0.15)
+
+
+def _single(rng, n, sr, timbre, lo, hi, chord_prob=0.0):  # noqa: ANN001
+    root = rng.uniform(lo, hi)
+    voices = (0, 4, 7) if rng.uniform() < chord_prob else (0,)
+    return sum(note(rng, n, sr, d.midi_hz(root + k), timbre) for k in voices)
+
+
+def _is_p(rng, n, sr):  # noqa: ANN001
+    out = np.zeros(n)
+    d.place(out, [int(rng.uniform(0, 0.02) * sr)], d.hit(rng, sr, rng.choice(["kick", "snare", "hat", "tom", "clap", "cymbal"])))
+    return out
+
+
+def _is_s(rng, n, sr):  # noqa: ANN001
+    return _single(rng, n, sr, "pluck" if rng.uniform() < 0.6 else "bow", 36, 84, chord_prob=0.25)
+
+
+def _is_w(rng, n, sr):  # noqa: ANN001
+    return _single(rng, n, sr, "blow", 50, 88)
+
+
+def _is_k(rng, n, sr):  # noqa: ANN001
+    return _single(rng, n, sr, "keys", 33, 96, chord_prob=0.4)
+
+
+def _is_e(rng, n, sr):  # noqa: ANN001
+    if rng.uniform() < 0.3:
+        return melody(rng, n, sr, "synth", rng.uniform(40, 70), rng.uniform(6, 12))
+    return _single(rng, n, sr, "synth", 28, 84)
+
+
+def _sp_s(rng, n, sr):  # noqa: ANN001
+    f0 = rng.uniform(90, 240)
+    return d.reverb(rng, d.voice(rng, n, sr, f0, formant_scale=rng.uniform(0.9, 1.15)), sr, 0.15, 0.1)
+
+
+def _sp_c(rng, n, sr):  # noqa: ANN001
+    out = 0.3 * d.noise(rng, n, sr, d.band(300, 3000))
+    for _ in range(int(rng.integers(2, 5))):
+        out += rng.uniform(0.3, 1.0) * d.voice(rng, n, sr, rng.uniform(90, 260), syllable_rate_hz=rng.uniform(3, 6))
+    return d.reverb(rng, out, sr, 0.4, 0.35)
+
+
+def _sp_p(rng, n, sr):  # noqa: ANN001
+    x = d.voice(rng, n, sr, rng.uniform(70, 300), monotone=rng.uniform() < 0.7, formant_scale=rng.choice([0.7, 1.0, 1.4]))
+    effect = rng.integers(3)
+    if effect == 0:  # ring modulator
+        return x * np.sin(d.phase_of(rng.uniform(30, 200), n, sr))
+    if effect == 1:  # bit crusher with sample-and-hold
+        hold = int(rng.integers(4, 12))
+        x = np.repeat(d.unit(x)[::hold], hold)[:n]
+        levels = 2 ** int(rng.integers(3, 6))
+        return np.round(x * levels) / levels
+    return np.tanh(6 * d.unit(x)) + 0.2 * d.square(d.phase_of(rng.uniform(80, 160), n, sr)) * (np.abs(x) > 0.05)
+
+
+def _fx_o(rng, n, sr):  # noqa: ANN001
+    out = np.zeros(n)
+    template = d.modal(rng, sr, rng.uniform(300, 1500), rng.uniform(2000, 8000), rng.uniform(0.02, 0.3))
+    d.place(out, d.onsets(rng, n, sr, rng.uniform(0.7, 4), 0.8), template, gains=rng.uniform(0.3, 1, 64))
+    if rng.uniform() < 0.3:  # creak / slide
+        creak = d.saw(d.phase_of(rng.uniform(20, 60) * d.lfo(n, sr, 0.7, 0.4), n, sr))
+        out += 0.3 * d.spectral_filter(creak, sr, d.band(400, 2500)) * d.swell(n, sr, 0.2, 0.2)
+    return out
+
+
+def engine(rng: np.random.Generator, n: int, sr: int, pass_by: bool) -> np.ndarray:
+    """Engine harmonics over brown rumble; a pass-by gets a bell-shaped level and a Doppler pitch drop."""
+    t = np.linspace(-1.0, 1.0, n)
+    f0 = rng.uniform(25, 90) * ((1.0 - 0.12 * np.tanh(4 * t)) if pass_by else d.lfo(n, sr, 0.2, 0.1))
+    x = d.spectral_filter(d.saw(d.phase_of(f0, n, sr)), sr, d.band(20, rng.uniform(300, 1500)))
+    x = x / (np.std(x) + 1e-12) + 0.7 * d.noise(rng, n, sr, d.band(30, 4000, 2.0))
+    return x * (np.exp(-((t / 0.35) ** 2)) + 0.05 if pass_by else 1.0)
+
+
+def _fx_v(rng, n, sr):  # noqa: ANN001
+    out = engine(rng, n, sr, pass_by=rng.uniform() < 0.6)
+    if rng.uniform() < 0.25:  # horn
+        m = min(n, int(rng.uniform(0.3, 0.9) * sr))
+        horn = d.square(d.phase_of(rng.uniform(350, 500), m, sr)) * d.swell(m, sr, 0.01, 0.05)
+        d.place(out, [int(rng.uniform(0, max(1, n - m)))], d.spectral_filter(horn, sr, d.band(200, 3000)))
+    return out
+
+
+def _fx_m(rng, n, sr):  # noqa: ANN001
+    hum = d.tone(d.phase_of(rng.uniform(25, 120), n, sr), 120, sr, 8, 0.8)
+    out = hum + rng.uniform(0.3, 1.5) * d.noise(rng, n, sr, d.band(rng.uniform(100, 800), rng.uniform(2000, 8000)))
+    clicks = np.zeros(n)
+    d.place(clicks, d.onsets(rng, n, sr, rng.uniform(2, 20), 0.05), d.modal(rng, sr, 800, 5000, 0.01, 3))
+    return out + 2 * clicks
+
+
+def _fx_h(rng, n, sr):  # noqa: ANN001
+    kind = rng.integers(3)
+    out = np.zeros(n)
+    if kind == 0:  # footsteps
+        step = d.noise(rng, int(0.15 * sr), sr, d.band(80, rng.uniform(800, 3000))) * d.decay(int(0.15 * sr), sr, 0.03)
+        d.place(out, d.onsets(rng, n, sr, rng.uniform(1.5, 2.5), 0.15), step, gains=rng.uniform(0.6, 1, 64))
+        return out
+    if kind == 1:  # breathing
+        breath = d.noise(rng, n, sr, d.band(400, 3000))
+        return breath * np.clip(np.sin(2 * np.pi * rng.uniform(0.2, 0.4) * d.times(n, sr)), 0, None) ** 2
+    d.place(out, d.onsets(rng, n, sr, rng.uniform(3, 7), 0.5), d.hit(rng, sr, "clap"), gains=rng.uniform(0.5, 1, 256))
+    return out
+
+
+def _fx_a(rng, n, sr):  # noqa: ANN001
+    out = np.zeros(n)
+    kind = rng.integers(3)
+    if kind == 0:  # bird chirps
+        m = int(rng.uniform(0.04, 0.2) * sr)
+        call = d.chirp(m, sr, rng.uniform(2000, 5000), rng.uniform(2500, 7000)) * np.hanning(m)
+        d.place(out, d.onsets(rng, n, sr, rng.uniform(2, 8), 0.6), call)
+    elif kind == 1:  # bark / meow: a harmonic burst with a pitch glide
+        m = int(rng.uniform(0.12, 0.6) * sr)
+        f0 = rng.uniform(250, 700) * (1 + 0.3 * np.sin(np.linspace(0, np.pi, m)))
+        call = d.spectral_filter(d.saw(d.phase_of(f0, m, sr)), sr, d.band(400, 3000)) * np.hanning(m)
+        d.place(out, d.onsets(rng, n, sr, rng.uniform(0.8, 2.5), 0.6), call)
+    else:  # insect buzz
+        out = d.noise(rng, n, sr, d.band(3000, 9000)) * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(20, 60) * d.times(n, sr)))
+    return out + 0.05 * d.noise(rng, n, sr, d.band(100, 2000, 1.0))
+
+
+def _fx_n(rng, n, sr):  # noqa: ANN001
+    kind = rng.integers(4)
+    if kind == 0:  # wind
+        return d.noise(rng, n, sr, d.band(80, rng.uniform(300, 1200), 1.0)) * d.lfo(n, sr, rng.uniform(0.1, 0.5), 0.6)
+    if kind == 1:  # rain / crackling fire
+        out = 0.3 * d.noise(rng, n, sr, d.band(40, 500, 2.0))
+        d.place(out, d.onsets(rng, n, sr, rng.uniform(20, 150)), d.modal(rng, sr, 1500, 9000, 0.004, 2),
+                gains=rng.uniform(0.1, 1, 20000))
+        return out
+    if kind == 2:  # thunder / explosion
+        start = int(rng.uniform(0, 0.3) * n)
+        return np.concatenate([np.zeros(start), d.noise(rng, n - start, sr, d.band(20, 800, 2.0)) * d.decay(n - start, sr, rng.uniform(0.3, 1.5), 0.01)])
+    return d.noise(rng, n, sr, d.band(400, 4000)) * (1 + 0.5 * d.noise(rng, n, sr, d.band(2, 30)))  # water
+
+
+def _fx_ex(rng, n, sr):  # noqa: ANN001
+    out = np.zeros(n)
+    for start in d.onsets(rng, n, sr, rng.uniform(10, 80)):
+        m = int(rng.uniform(0.005, 0.08) * sr)
+        grain = d.chirp(m, sr, rng.uniform(50, 8000), rng.uniform(50, 8000)) if rng.uniform() < 0.6 else d.noise(rng, m, sr)
+        d.place(out, [start], grain * np.hanning(m) * rng.uniform(0.2, 1))
+    if rng.uniform() < 0.5:  # stutter: repeat a short block
+        block = int(rng.uniform(0.03, 0.2) * sr)
+        out = np.tile(out[:block], n // block + 1)[:n] * 0.7 + 0.3 * out
+    return out
+
+
+def _fx_el(rng, n, sr):  # noqa: ANN001
+    kind = rng.integers(3)
+    if kind == 0:  # riser / drop sweep with a whoosh
+        lo, hi = rng.uniform(80, 400), rng.uniform(2000, 9000)
+        f = (lo, hi) if rng.uniform() < 0.5 else (hi, lo)
+        return d.chirp(n, sr, *f) * d.swell(n, sr, 0.2 * n / sr, 0.1 * n / sr) + 0.4 * d.noise(rng, n, sr, d.band(500, 8000)) * np.hanning(n)
+    out = np.zeros(n)
+    if kind == 1:  # beeps
+        m = int(rng.uniform(0.05, 0.3) * sr)
+        beep = np.sin(d.phase_of(rng.uniform(500, 3000), m, sr)) * d.swell(m, sr, 0.005, 0.01)
+        d.place(out, d.onsets(rng, n, sr, rng.uniform(1, 5), 0.2), beep)
+        return out
+    m = int(rng.uniform(0.1, 0.4) * sr)  # lasers
+    d.place(out, d.onsets(rng, n, sr, rng.uniform(1, 4), 0.5), d.chirp(m, sr, rng.uniform(2000, 5000), rng.uniform(100, 400)) * d.decay(m, sr, 0.1))
+    return out
+
+
+def _ss_n(rng, n, sr):  # noqa: ANN001
+    bed = d.noise(rng, n, sr, d.band(100, rng.uniform(1500, 6000), 1.0)) * d.lfo(n, sr, rng.uniform(0.05, 0.2), 0.4)
+    return bed + 0.6 * _fx_a(rng, n, sr) * (rng.uniform() < 0.7)
+
+
+def _ss_i(rng, n, sr):  # noqa: ANN001
+    out = d.noise(rng, n, sr, d.band(30, 400, 2.0)) + 0.3 * d.tone(d.phase_of(rng.choice([50.0, 60.0]), n, sr), 60, sr, 5, 1.0)
+    events = np.zeros(n)
+    d.place(events, d.onsets(rng, n, sr, rng.uniform(0.3, 2)), d.modal(rng, sr, 800, 6000, 0.1), gains=rng.uniform(0.1, 0.5, 64))
+    return out + events + 0.3 * babble(rng, n, sr) * (rng.uniform() < 0.5)
+
+
+def _ss_u(rng, n, sr):  # noqa: ANN001
+    out = 0.6 * engine(rng, n, sr, pass_by=False) + d.noise(rng, n, sr, d.band(30, 1500, 1.5))
+    for _ in range(int(rng.integers(1, 3))):
+        out += 0.8 * engine(rng, n, sr, pass_by=True)
+    return out + 0.3 * babble(rng, n, sr) * (rng.uniform() < 0.4)
+
+
+def _ss_s(rng, n, sr):  # noqa: ANN001
+    root = rng.uniform(30, 50)
+    drone = pad(rng, n, sr, [d.midi_hz(root + k) for k in rng.choice([0, 7, 12, 15, 19], 3, replace=False)])
+    drone *= d.lfo(n, sr, rng.uniform(0.05, 0.3), 0.5, rng.uniform(0, 6))
+    return drone + 0.5 * d.noise(rng, n, sr, d.band(200, 3000)) * d.lfo(n, sr, rng.uniform(0.05, 0.2), 0.8)
+
+
+RECIPES: dict[str, Recipe] = {
+    "m-sp": _m_sp, "m-si": _m_si, "m-m": _m_m,
+    "is-p": _is_p, "is-s": _is_s, "is-w": _is_w, "is-k": _is_k, "is-e": _is_e,
+    "sp-s": _sp_s, "sp-c": _sp_c, "sp-p": _sp_p,
+    "fx-o": _fx_o, "fx-v": _fx_v, "fx-m": _fx_m, "fx-h": _fx_h, "fx-a": _fx_a, "fx-n": _fx_n, "fx-ex": _fx_ex,
+    "fx-el": _fx_el,
+    "ss-n": _ss_n, "ss-i": _ss_i, "ss-u": _ss_u, "ss-s": _ss_s,
+}
+
+
+def draw_duration_s(rng: np.random.Generator, code: str) -> float:
+    """Clip length for a class: log-uniform within its parent's range (0.5-8 s overall)."""
+    lo, hi = DURATION_RANGE_S[code.split("-", 1)[0]]
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def render_clip(
+    rng: np.random.Generator,
+    code: str,
+    duration_s: float,
+    *,
+    confuser: str | None = None,
+    mix: float = 0.0,
+    sr: int = SAMPLE_RATE_HZ,
+) -> np.ndarray:
+    """A float clip in [-1, 1] of class `code`, optionally blended with class `confuser` at weight `mix`, plus a
+    low background noise at a random SNR and a random peak gain. `*-other` codes use a random recipe of their parent
+    (those rows are noise to drop anyway)."""
+    n = max(1, int(round(duration_s * sr)))
+    x = d.unit(RECIPES[_recipe_code(rng, code)](rng, n, sr))
+    if confuser is not None and mix >= 0.3:  # only clearly ambiguous clips pay for a second recipe
+        x = (1.0 - mix) * x + mix * d.unit(RECIPES[_recipe_code(rng, confuser)](rng, n, sr))
+    floor = 10.0 ** (-rng.uniform(30, 60) / 20.0)
+    x = d.unit(x + floor * rng.standard_normal(n, dtype=np.float32))
+    return (x * rng.uniform(0.1, 0.9)).astype(np.float64)
+
+
+def _recipe_code(rng: np.random.Generator, code: str) -> str:
+    if code in RECIPES:
+        return code
+    parent = code.split("-", 1)[0]
+    return str(rng.choice([c for c in RECIPES if c.split("-", 1)[0] == parent]))
+
+
+def to_pcm16(x: np.ndarray) -> np.ndarray:
+    """Float [-1, 1] -> int16 (rounded, clipped): quantise ourselves so files are byte-identical across libsndfiles."""
+    return np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)

@@ -251,7 +251,8 @@ class EvalPackage:
 
 
 def find_eval_metadata(root: Path) -> Path:
-    """The one CSV in `root` or `root/metadata` with the evaluation columns (the official file name is unpublished)."""
+    """The one CSV in `root` or `root/metadata` with an `anonymous_id` column and no `class` column (a labels file
+    is not metadata); the official file name is unpublished."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a directory (expected an evaluation package)")
@@ -262,13 +263,13 @@ def find_eval_metadata(root: Path) -> Path:
             header = header_of(path)
         except DataError:
             continue
-        if all(c in header for c in EVAL_COLUMNS):
+        if "anonymous_id" in header and "class" not in header:
             matching.append(path)
     if len(matching) == 1:
         return matching[0]
     if not matching:
         raise DataError(
-            f"{root}: no metadata CSV with columns {', '.join(EVAL_COLUMNS)} in the package root or metadata/ "
+            f"{root}: no metadata CSV (one with an anonymous_id column) in the package root or metadata/ "
             f"(looked at {len(candidates)} CSV file(s)); pass --metadata FILE"
         )
     raise DataError(f"{root}: several candidate metadata CSVs ({', '.join(map(str, matching))}); pass --metadata FILE")

@@ -199,7 +199,10 @@ def test_eval_package_ambiguity_lists_candidates_and_metadata_option_resolves_it
 
 
 def test_eval_package_without_metadata_says_what_it_looked_for(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="no metadata CSV with columns anonymous_id"):
+    with pytest.raises(DataError, match="no metadata CSV .one with an anonymous_id column."):
+        read_eval_package(tmp_path)
+    write_csv(tmp_path / "meta.csv", ["anonymous_id", "title", "tags"], [[UUID_A, "t", ""]])
+    with pytest.raises(DataError, match=r"meta\.csv: row 0 \(header\): missing column\(s\) description"):
         read_eval_package(tmp_path)
     with pytest.raises(DataError, match="not a directory"):
         read_eval_package(tmp_path / "nope")

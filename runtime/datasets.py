@@ -123,6 +123,8 @@ class DevDataset:
         Missing files: 'error' raises naming how many and the first few; 'skip' returns only the rows present (align
         with `embedding_mask`); 'zero' fills zero rows (the runtime's missing-modality input).
         """
+        if missing not in ("error", "skip", "zero"):
+            raise DataError(f"unknown missing={missing!r}: use error, skip or zero")
         folder = self.embedding_dir(kind)
         mask = self.embedding_mask(kind)
         if not mask.all() and missing == "error":
@@ -131,8 +133,6 @@ class DevDataset:
                 f"{folder}: {len(absent)} of {len(self.clips)} embeddings missing (first: {', '.join(absent[:5])}); "
                 f"run `bst embed` on {self.root}"
             )
-        if missing not in ("error", "skip", "zero"):
-            raise DataError(f"unknown missing={missing!r}: use error, skip or zero")
         out = np.zeros((len(self.clips), EMBEDDING_DIM), dtype=np.float32)
         for i, clip in enumerate(self.clips):
             if mask[i]:

@@ -29,7 +29,7 @@ MAX_SYSTEMS = 4
 
 
 def is_uuid(value: str) -> bool:
-    return bool(_UUID.match(value))
+    return bool(_UUID.fullmatch(value))
 
 
 def _format_score(score: float) -> str:
@@ -128,7 +128,7 @@ def _coverage_problems(path: Path, seen: dict[str, int], eval_ids: list[str]) ->
         if clip_id in expected:
             continue
         full = [i for i in eval_ids if i.startswith(clip_id)] if uuids else []
-        if uuids and len(clip_id) < UUID_LENGTH and (full or _UUID_PART.match(clip_id)):
+        if uuids and len(clip_id) < UUID_LENGTH and (full or _UUID_PART.fullmatch(clip_id)):
             hint = f" (prefix of {full[0]})" if len(full) == 1 else ""
             problems.append(
                 f"{path}: row {n}: id {clip_id!r} is a truncated UUID: {len(clip_id)} characters, "
@@ -170,7 +170,7 @@ def write_meta_yaml(
     results: Mapping[str, Any],
 ) -> None:
     """Write `<label>.meta.yaml` with the task's sections: submission, system, results."""
-    if not LABEL_PATTERN.match(label):
+    if not LABEL_PATTERN.fullmatch(label):
         raise SubmissionError(f"{path}: label {label!r} does not follow <Lastname>_<Inst>_task1_<n> (n = 1..4)")
     if not authors:
         raise SubmissionError(f"{path}: at least one author is required")

@@ -27,7 +27,7 @@ def dump_yaml(data: Mapping[str, Any]) -> str:
 
 def _key(key: object) -> str:
     text = str(key)
-    return text if _PLAIN_KEY.match(text) and text.lower() not in _RESERVED else _quoted(text)
+    return text if _PLAIN_KEY.fullmatch(text) and text.lower() not in _RESERVED else _quoted(text)
 
 
 def _quoted(text: str) -> str:

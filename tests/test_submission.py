@@ -146,6 +146,7 @@ def test_meta_yaml_has_the_three_sections_and_parses_back(tmp_path: Path) -> Non
 @pytest.mark.parametrize(("label", "authors", "message"), [
     ("Doe_task1_1", AUTHORS, "does not follow"),
     ("Doe_Uni_task1_5", AUTHORS, "does not follow"),
+    ("Doe_Uni_task1_1\n", AUTHORS, "does not follow"),
     ("Doe_Uni_task1_1", [], "at least one author"),
     ("Doe_Uni_task1_1", [{"email": "x"}], "author 1 needs"),
 ])

@@ -118,6 +118,8 @@ class Predictor:
             bundle.path(text.file), bundle.path(m.text.tokenizer_file), provider=provider, threads=threads
         )
         self.heads = make_session(bundle.path(bundle.graph("heads").file), provider=provider, threads=threads)
+        #: a pool whose families never read an input has a heads graph without it (the exporter prunes it)
+        self._heads_inputs = {i.name for i in self.heads.get_inputs()}
         self.ranker = None
         if self.policy.use_ranker:
             self.ranker = make_session(bundle.path(bundle.graph("ranker").file), provider=provider, threads=threads)
@@ -249,9 +251,9 @@ class Predictor:
         if idx:
             both = self.text_encoder.embed([texts[i] for i in idx] + [mask_class_words(texts[i]) for i in idx])
             text[idx], masked[idx] = both[: len(idx)], both[len(idx) :]
+        feeds = {"audio_embedding": audio, "text_embedding": text, "masked_text_embedding": masked}
         fam, pool = self.heads.run(
-            ["family_probs", "pool_probs"],
-            {"audio_embedding": audio, "text_embedding": text, "masked_text_embedding": masked},
+            ["family_probs", "pool_probs"], {k: v for k, v in feeds.items() if k in self._heads_inputs}
         )
         return _Evidence(text, audio_present, text_present, reasons, fam, pool)
 

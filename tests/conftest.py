@@ -65,3 +65,37 @@ def ranked_run(trained_run, synth_corpus, tmp_path_factory):
     assert result.exit_code == 0, result.output
     meta = json.loads((run / "ranker" / "ranker.json").read_text())
     return SimpleNamespace(run=run, data=data, meta=meta, stdout=result.output)
+
+
+# --- bundle (issue 6): `bst export` of the ranked run with the session's CLAP graphs, built once ------------------
+@pytest.fixture(scope="session")
+def bundle(ranked_run, clap_graphs, synth_corpus, tmp_path_factory):
+    """A verified bundle folder (fp32 + int8 CLAP graphs). When $BST_CI_ARTIFACTS is set it is also left there,
+    with the synthetic evaluation package and its labels, for CI's bare-runtime `bst-rt predict` check."""
+    import shutil
+    from pathlib import Path
+
+    from bst.export.bundle import ExportOptions, export_bundle
+
+    out = tmp_path_factory.mktemp("bundle") / "bundle"
+    export_bundle(ranked_run.run, out, ExportOptions(clap_dir=Path(clap_graphs), int8=True), log=lambda _: None)
+    ci = os.environ.get("BST_CI_ARTIFACTS")
+    if ci:
+        dest = Path(ci)
+        for name in ("bundle", "eval"):
+            shutil.rmtree(dest / name, ignore_errors=True)
+        shutil.copytree(out, dest / "bundle", copy_function=_link_or_copy)
+        shutil.copytree(synth_corpus.eval, dest / "eval")
+        shutil.copy2(synth_corpus.eval_labels, dest / "eval_labels.csv")
+    return out
+
+
+def _link_or_copy(src, dst):
+    """Bundles hold a ~500 MB text graph: hard-link where the filesystem allows."""
+    import shutil
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst

@@ -12,6 +12,7 @@ keeps no per-call state, so one instance can serve several threads.
 """
 from __future__ import annotations
 
+import copy
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -123,6 +124,7 @@ class Predictor:
         self.ranker = None
         if self.policy.use_ranker:
             self.ranker = make_session(bundle.path(bundle.graph("ranker").file), provider=provider, threads=threads)
+        self._provider, self._threads = provider, threads
         self.class_text = bundle.class_text_embeddings()
         self.families = list(m.heads.families)
         self.pools = list(m.heads.pools)
@@ -173,6 +175,33 @@ class Predictor:
     def undecided(self, clips: Sequence[Clip]) -> list[Prediction]:
         """Per item: base prediction and the ranker's pick, not yet decided (label = base)."""
         ev = self._evidence(clips)
+        with self._lock:
+            self.fallbacks.update(r.split(":")[0] for r in ev.reasons if r)
+        return self._choose(clips, ev)
+
+    def undecided_systems(self, clips: Sequence[Clip], systems: Sequence[int]) -> dict[int, list[Prediction]]:
+        """Several systems of the bundle from one pass of the encoders (dev-as-eval, parity checks)."""
+        ev = self._evidence(clips)
+        return {n: self.with_system(n)._choose(clips, ev) for n in systems}
+
+    def with_system(self, system: int) -> "Predictor":
+        """Another system of the same bundle, sharing the already open sessions."""
+        if int(system) == self.system:
+            return self
+        other = copy.copy(self)
+        m = self.bundle.manifest
+        if str(system) not in m.systems:
+            raise BundleError(f"{self.bundle.root}: no system {system} (bundle has {', '.join(sorted(m.systems))})")
+        other.system = int(system)
+        other.policy = pol.SystemPolicy.from_dict(m.systems[str(system)])
+        if other.policy.use_ranker and other.ranker is None:
+            other.ranker = make_session(self.bundle.path(self.bundle.graph("ranker").file), provider=self._provider,
+                                        threads=self._threads)
+        other._lock = threading.Lock()
+        other.fallbacks = Counter()
+        return other
+
+    def _choose(self, clips: Sequence[Clip], ev: "_Evidence") -> list[Prediction]:
         ens, sel = [], []
         for i in range(len(clips)):
             probs = {f: ev.family_probs[i, j] for j, f in enumerate(self.families)}
@@ -180,7 +209,7 @@ class Predictor:
             ens.append(e)
             sel.append(s)
         ens_arr = np.stack(ens)
-        if self.ranker is not None:
+        if self.policy.use_ranker:
             items = [
                 candidate_features(
                     ens[i], sel[i], ev.text[i] if ev.text_present[i] else None, self.class_text,
@@ -201,8 +230,6 @@ class Predictor:
                 (b, float(choice.base_prob[i]), float(choice.base_score[i]),
                  int(choice.choice[i]), float(choice.choice_score[i])),
             ))
-        with self._lock:
-            self.fallbacks.update(r.split(":")[0] for r in ev.reasons if r)
         return out
 
     def finalize(self, items: Sequence[Prediction], *, limit: bool = True) -> list[Prediction]:

@@ -1,0 +1,180 @@
+"""End-to-end prediction benchmark: `bst-rt predict` (fp32, int8) vs the torch chain, side by side, same clips.
+
+Each engine runs in its own subprocess so peak RSS is honest; the table gives clips/s (whole run, and steady state
+after the first batch), seconds to the first prediction, peak RSS, and the installed size of a runtime-only venv
+(`pip install .`, no extras) next to the torch venv. Ratios are against the torch chain.
+
+    .venv/bin/python bench/predict.py --bundle B --run RUN --eval EVAL_DIR [--rt-venv DIR] [--threads 2]
+
+The torch chain is laion-clap's own file pipeline + text embedding (random weights at the bundle's seed, or
+--clap-ckpt) → torch fold models → sklearn ranker → the same policy code (`bst.train.dev_eval.TorchChain`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_RUNTIME_CHILD = textwrap.dedent(
+    """
+    import json, resource, sys, time
+    t0 = time.perf_counter()
+    from bst.runtime.batch import RunOptions, run_predict
+    eval_dir, out, bundle, threads, batch, int8 = sys.argv[1:7]
+    first = []
+    def progress(done, total):
+        if done and not first:
+            first.append(time.perf_counter() - t0)
+    res = run_predict(RunOptions(eval_dir, out, bundle=bundle, system=1, provider="cpu", threads=int(threads),
+                                 batch_size=int(batch), int8=int8 == "1", force=True), progress)
+    total = time.perf_counter() - t0
+    print(json.dumps({"clips": res.record["rows"], "total_s": total, "first_s": first[0],
+                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "labels": [p.label for p in res.predictions]}))
+    """
+)
+
+_TORCH_CHAIN_CHILD = textwrap.dedent(
+    """
+    import json, os, resource, sys, tempfile, time, warnings
+    os.environ.setdefault("HF_HUB_OFFLINE", "1"); os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    t0 = time.perf_counter()
+    from pathlib import Path
+    import numpy as np, torch
+    from bst.runtime.atomic import atomic_save_npy
+    from bst.runtime.audio import load_audio
+    from bst.runtime.datasets import read_eval_package
+    from bst.runtime.text import mask_class_words
+    from bst.runtime.bundle import load_bundle
+    from bst.train.clap import load_clap, reference_audio_embedding_from_files, reference_text_embedding
+    from bst.train.dev_eval import TorchChain
+    eval_dir, run_dir, bundle, threads, batch, ckpt, seed = sys.argv[1:8]
+    torch.set_num_threads(int(threads))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = load_clap(Path(ckpt) if ckpt else None, random_weights=not ckpt, seed=int(seed))
+    clips = read_eval_package(Path(eval_dir)).clips
+    root = Path(tempfile.mkdtemp()); feats = root / "features"
+    atomic_save_npy(feats / "clap_class_text_embeddings.npy", load_bundle(Path(bundle)).class_text_embeddings())
+    chain = TorchChain(run_dir, root)
+    labels, first, b = [], None, int(batch)
+    for s in range(0, len(clips), b):
+        part = clips[s:s + b]
+        ok = []
+        for c in part:
+            try:
+                if c.audio_path is not None and c.audio_path.stat().st_size > 0:
+                    load_audio(c.audio_path); ok.append(c)
+            except Exception:
+                pass
+        if ok:
+            for c, e in zip(ok, reference_audio_embedding_from_files(model, [c.audio_path for c in ok])):
+                atomic_save_npy(feats / "clap_audio_embeddings" / f"{c.id}.npy", e)
+        txt = [c for c in part if c.text]
+        if txt:
+            t = reference_text_embedding(model, [c.text for c in txt])
+            m = reference_text_embedding(model, [mask_class_words(c.text) for c in txt])
+            for c, te, me in zip(txt, t, m):
+                atomic_save_npy(feats / "clap_text_embeddings" / f"{c.id}.npy", te)
+                atomic_save_npy(feats / "clap_text_masked_embeddings" / f"{c.id}.npy", me)
+        out = chain.predict(part)[1]
+        labels += out.labels.tolist()
+        if first is None:
+            first = time.perf_counter() - t0
+    total = time.perf_counter() - t0
+    from bst.runtime.taxonomy import CODES
+    print(json.dumps({"clips": len(clips), "total_s": total, "first_s": first,
+                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "labels": [CODES[i] for i in labels]}))
+    """
+)
+
+
+def _child(code: str, args: list[str]) -> dict:
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark child failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _du_mb(path: Path) -> float:
+    out = subprocess.run(["du", "-sk", str(path)], capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0]) / 1024
+
+
+def _runtime_venv(path: Path | None) -> Path:
+    """A runtime-only venv (`pip install .`, no extras); built in a temp dir unless given."""
+    if path is not None and (path / "bin" / "bst-rt").exists():
+        return path
+    path = path or Path(tempfile.mkdtemp()) / "rt-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    subprocess.run([str(path / "bin" / "pip"), "install", "-q", str(ROOT)], check=True)
+    return path
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", type=Path, required=True)
+    ap.add_argument("--run", type=Path, required=True, help="run folder the bundle was exported from")
+    ap.add_argument("--eval", type=Path, required=True, help="evaluation package")
+    ap.add_argument("--clap-ckpt", default="", help="checkpoint of the bundle (default: random weights, --seed)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--rt-venv", type=Path, default=None, help="existing runtime-only venv to measure")
+    ap.add_argument("--torch-venv", type=Path, default=ROOT / ".venv")
+    ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    a = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp())
+    rows = {
+        "torch chain": _child(_TORCH_CHAIN_CHILD, [a.eval, a.run, a.bundle, a.threads, a.batch_size, a.clap_ckpt, a.seed]),
+        "bst-rt fp32": _child(_RUNTIME_CHILD, [a.eval, tmp / "fp32.csv", a.bundle, a.threads, a.batch_size, 0]),
+        "bst-rt int8": _child(_RUNTIME_CHILD, [a.eval, tmp / "int8.csv", a.bundle, a.threads, a.batch_size, 1]),
+    }
+    rt_venv = _runtime_venv(a.rt_venv)
+    sizes = {"runtime venv": _du_mb(rt_venv), "torch venv": _du_mb(a.torch_venv)}
+    ref = rows["torch chain"]
+    print(f"machine: {_cpu_name()}, {os.cpu_count()} cores; threads {a.threads}; batch {a.batch_size}; "
+          f"{ref['clips']} clips from {a.eval}")
+    head = f"{'engine':<14}{'clips/s':>9}{'x torch':>9}{'steady/s':>10}{'x torch':>9}{'first (s)':>11}" \
+           f"{'peak RSS MB':>13}{'x torch':>9}{'labels = torch':>16}"
+    print(head)
+    for name, r in rows.items():
+        rate = r["clips"] / r["total_s"]
+        steady = (r["clips"] - a.batch_size) / max(r["total_s"] - r["first_s"], 1e-9)
+        ref_rate = ref["clips"] / ref["total_s"]
+        ref_steady = (ref["clips"] - a.batch_size) / max(ref["total_s"] - ref["first_s"], 1e-9)
+        agree = sum(x == y for x, y in zip(r["labels"], ref["labels"])) / len(ref["labels"])
+        r.update(rate=rate, steady=steady, agree=agree)
+        print(f"{name:<14}{rate:>9.2f}{rate / ref_rate:>8.2f}x{steady:>10.2f}{steady / ref_steady:>8.2f}x"
+              f"{r['first_s']:>11.1f}{r['rss_mb']:>13.0f}{r['rss_mb'] / ref['rss_mb']:>8.2f}x{agree:>16.3f}")
+    print(f"installed size: runtime-only venv {sizes['runtime venv']:.0f} MB, torch venv {sizes['torch venv']:.0f} MB "
+          f"(ratio {sizes['runtime venv'] / sizes['torch venv']:.3f}); runtime venv at {rt_venv}")
+    if a.json:
+        a.json.write_text(json.dumps({"rows": {k: {x: v for x, v in r.items() if x != "labels"} for k, r in rows.items()},
+                                      "sizes_mb": sizes}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

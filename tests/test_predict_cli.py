@@ -1,0 +1,135 @@
+"""`bst-rt predict` end to end: torch-free subprocess, validated CSV, run record, fallbacks, resume, --force."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from bst.runtime.batch import RunOptions, journal_path, record_path, run_predict
+from bst.runtime.cli import app
+from bst.runtime.datasets import read_eval_package
+from bst.runtime.errors import BstError
+from bst.runtime.submission import read_submission, validate_submission
+
+BLOCKED = ("torch", "torchaudio", "torchvision", "laion_clap", "sklearn", "skl2onnx", "onnx", "bst.train", "bst.export")
+
+_CHILD = textwrap.dedent(
+    """
+    import importlib.abc, sys
+    BLOCKED = tuple(sys.argv[1].split(","))
+
+    class Blocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED or name.startswith(tuple(b for b in BLOCKED if "." in b)):
+                raise ImportError(f"{name} is blocked: bst-rt predict must not need it")
+            return None
+
+    sys.meta_path.insert(0, Blocker())
+    from bst.runtime.cli import app
+    sys.argv = ["bst-rt"] + sys.argv[2:]
+    app()
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def torch_free_run(bundle, synth_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("predict") / "sys1.csv"
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, ",".join(BLOCKED), "predict", str(synth_corpus.eval), "-o", str(out),
+         "--bundle", str(bundle), "--system", "1", "--provider", "auto", "--threads", "2", "--meta-yaml"],
+        capture_output=True, text=True, timeout=600,
+    )
+    return proc, out
+
+
+def test_predict_runs_with_torch_sklearn_laion_and_onnx_unimportable(torch_free_run, synth_corpus):
+    proc, out = torch_free_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    package = read_eval_package(synth_corpus.eval)
+    validate_submission(out, package.ids)
+    rows = read_submission(out)
+    assert [r[0] for r in rows] == package.ids, "one row per clip, in package order"
+    assert "wrote" in proc.stdout and "provider cpu" in proc.stdout and "fallbacks" in proc.stdout
+    assert "RANDOM weights" in proc.stdout
+    assert out.with_name("sys1.meta.yaml").is_file()
+
+
+def test_run_record_traces_the_submission(torch_free_run, bundle, synth_corpus):
+    from bst.runtime.bundle import load_bundle, sha256_file
+
+    _, out = torch_free_run
+    record = json.loads(record_path(out).read_text())
+    package = read_eval_package(synth_corpus.eval)
+    assert record["bundle_id"] == load_bundle(bundle).manifest.bundle_id
+    assert record["system"] == 1 and record["provider"] == "cpu" and record["precision"] == "fp32"
+    assert record["metadata_sha256"] == sha256_file(package.metadata_path)
+    assert record["rows"] == len(package.clips) and sum(record["class_counts"].values()) == len(package.clips)
+    assert "onnxruntime" in record["package_versions"] and "torch" not in record["package_versions"]
+    zero = [c.id for c in package.clips if c.audio_path is not None and c.audio_path.stat().st_size == 0]
+    assert zero, "the synthetic package has a zero-byte WAV"
+    by_id = {f["id"]: f["reason"] for f in record["fallback_items"]}
+    assert all(by_id[i] == "zero-byte audio" for i in zero)
+    assert record["fallbacks"]["zero-byte audio"] == len(zero)
+    assert not journal_path(out).exists(), "the journal is removed once the CSV is written"
+
+
+def test_existing_output_is_never_overwritten_without_force(torch_free_run, bundle, synth_corpus):
+    _, out = torch_free_run
+    before = out.read_bytes()
+    result = CliRunner().invoke(app, ["predict", str(synth_corpus.eval), "-o", str(out), "--bundle", str(bundle)])
+    assert result.exit_code == 1 and "pass --force" in result.output
+    assert out.read_bytes() == before
+
+
+def test_resume_continues_a_killed_run_and_gives_the_same_csv(torch_free_run, bundle, synth_corpus, tmp_path):
+    """Kill after the second batch (the progress callback raises), then --resume: same rows as the full run."""
+    _, full = torch_free_run
+    out = tmp_path / "resumed.csv"
+    calls = []
+
+    def killer(done, total):
+        calls.append(done)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    opts = RunOptions(synth_corpus.eval, out, bundle=bundle, system=1, provider="cpu", batch_size=4)
+    with pytest.raises(KeyboardInterrupt):
+        run_predict(opts, killer)
+    assert not out.exists() and journal_path(out).is_file()
+    with pytest.raises(BstError, match="--resume"):
+        run_predict(opts)
+    opts.resume = True
+    result = run_predict(opts)
+    assert result.record["resumed_items"] == 8
+    assert read_submission(out) == read_submission(full)
+
+
+def test_bad_arguments_fail_with_one_line(bundle, synth_corpus, tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(app, ["predict", str(synth_corpus.eval), "-o", str(tmp_path / "x.csv"), "--bundle",
+                            str(tmp_path / "nowhere")])
+    assert r.exit_code == 1 and "no such bundle folder" in r.output
+    r = runner.invoke(app, ["predict", str(tmp_path), "-o", str(tmp_path / "x.csv"), "--bundle", str(bundle)])
+    assert r.exit_code == 1 and "metadata CSV" in r.output
+
+
+def test_check_overlap_reports_shared_audio(bundle, synth_corpus, tmp_path):
+    import shutil
+
+    package = read_eval_package(synth_corpus.eval)
+    clip = next(c for c in package.clips if c.audio_path is not None and c.audio_path.stat().st_size > 0)
+    data = tmp_path / "train_set" / "audio"
+    data.mkdir(parents=True)
+    shutil.copy2(clip.audio_path, data / "12345.wav")
+    out = tmp_path / "o.csv"
+    result = run_predict(RunOptions(synth_corpus.eval, out, bundle=bundle, system=3, provider="cpu",
+                                    batch_size=16, check_overlap=tmp_path / "train_set"))
+    assert result.record["overlap"]["clips"] == [{"id": clip.id, "matches": "audio/12345.wav"}]
+    with open(out, newline="") as fh:
+        assert len(list(csv.reader(fh))) == len(package.clips) + 1

@@ -11,6 +11,17 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import pytest  # noqa: E402,F401
 
 
+# --- synthetic corpus (issue 2): BSD10k + BSD35k-CS (with stand-in features) + eval package, written once -----------
+@pytest.fixture(scope="session")
+def synth_corpus(tmp_path_factory):
+    """`bst.train.synth.CorpusPaths` of a 12-per-class corpus with stand-in embeddings (seed 0, CS noise 0.3,
+    40 eval clips): `.root`, `.dev`, `.cs`, `.eval`, `.eval_labels`, `.cs_true_labels`; it also acts as the root
+    path (`os.fspath`, `synth_corpus / "BSD10k"`)."""
+    from bst.train.synth import write_corpus
+
+    return write_corpus(tmp_path_factory.mktemp("synth") / "corpus", per_class=12, seed=0, with_features=True)
+
+
 # --- CLAP (issue 3): full-size fusion model at seeded random weights, and its exported graphs, built once ----------
 @pytest.fixture(scope="session")
 def clap_reference():

@@ -12,7 +12,7 @@ It stands in for the real data in every test and in the demo. Under OUT:
     eval/audio/<uuid>.wav, eval/eval_metadata.csv  anonymous_id,title,tags,description; no labels; with the traps of
                                                  real packages (see EVAL_TRAPS)
     eval_labels.csv                              id,class of the evaluation clips (beside eval/, not inside it)
-    cs_true_labels.csv                           id,class: the clean labels behind BSD35k-CS (for measuring noise)
+    cs_true_labels.csv                           id,class: the clean labels behind BSD35k-CS's in-taxonomy rows
 
 `--with-features` adds STAND-IN embeddings (see synth_features) under each dev set's features/ folder. Every file is
 a pure function of (seed, sizes): each item draws from its own seeded stream, so the same arguments give
@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -58,12 +60,20 @@ _WHOLE = 10**9
 
 @dataclass(frozen=True)
 class CorpusPaths:
+    """Where each part of a written corpus is; also usable as the root path itself (`os.fspath`, `/`)."""
+
     root: Path
     dev: Path
     cs: Path
     eval: Path
     eval_labels: Path
     cs_true_labels: Path
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.root)
+
+    def __truediv__(self, other: str | os.PathLike) -> Path:
+        return self.root / other
 
 
 @dataclass
@@ -177,13 +187,18 @@ def _write_csv(path: Path, columns: Iterable[str], rows: Iterable[Iterable[objec
         writer.writerows(rows)
 
 
-def _track(items: list[_Item], label: str, show: bool) -> Iterator[_Item]:
-    if not show:
-        yield from items
-        return
-    from rich.progress import track
+def _rendered(seed: int, items: list[_Item], label: str, show: bool) -> Iterator[tuple[_Item, bytes]]:
+    """(item, WAV bytes) in item order, rendered by a few threads (numpy's FFTs and ufuncs release the GIL; every
+    item has its own random stream, so threading cannot change a byte)."""
+    workers = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        pairs = zip(items, pool.map(lambda it: _wav_bytes(seed, it), items))
+        if not show:
+            yield from pairs
+            return
+        from rich.progress import track
 
-    yield from track(items, description=label)
+        yield from track(pairs, description=label, total=len(items))
 
 
 class _Staged:
@@ -215,8 +230,8 @@ def _write_dev(root: Path, name: str, seed: int, items: list[_Item], with_featur
     with _Staged(root / name) as tmp:
         rows = []
         space = AudioSpace(seed) if with_features else None
-        for it in _track(sorted(items, key=lambda i: int(i.id)), f"{name} audio", show):
-            (tmp / "audio" / f"{it.id}.wav").write_bytes(_wav_bytes(seed, it))
+        for it, wav in _rendered(seed, sorted(items, key=lambda i: int(i.id)), f"{name} audio", show):
+            (tmp / "audio" / f"{it.id}.wav").write_bytes(wav)
             meta = _metadata(seed, it)
             rng = _rng(seed, it.part, it.index, _TEXT + 20)
             confidence = "" if it.part == _CS else int(np.clip(round(5 - 5 * it.mix + rng.normal(0, 0.7)), 1, 5))
@@ -248,8 +263,8 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 def _write_eval(root: Path, seed: int, items: list[_Item], show: bool) -> None:
     with _Staged(root / "eval") as tmp:
         rows = []
-        for it in _track(items, "eval audio", show):
-            (tmp / "audio" / f"{it.id}.wav").write_bytes(_wav_bytes(seed, it))
+        for it, wav in _rendered(seed, items, "eval audio", show):
+            (tmp / "audio" / f"{it.id}.wav").write_bytes(wav)
             meta = _metadata(seed, it)
             rows.append((it.id, meta.title, meta.tags, meta.description))
         _write_csv(tmp / "eval_metadata.csv", EVAL_COLUMNS, rows)
@@ -296,6 +311,7 @@ def write_corpus(
     _write_dev(out, "BSD35k-CS", seed, cs, with_features, show_progress)
     _write_eval(out, seed, ev, show_progress)
     _write_csv(out / "eval_labels.csv", ("id", "class"), ((it.id, it.code) for it in ev))
-    _write_csv(out / "cs_true_labels.csv", ("id", "class"), ((it.id, it.code) for it in sorted(cs, key=lambda i: int(i.id))))
+    clean = sorted((it for it in cs if it.code in CODES), key=lambda i: int(i.id))  # readable by read_labels
+    _write_csv(out / "cs_true_labels.csv", ("id", "class"), ((it.id, it.code) for it in clean))
     return CorpusPaths(out, out / "BSD10k", out / "BSD35k-CS", out / "eval", out / "eval_labels.csv",
                        out / "cs_true_labels.csv")

@@ -86,7 +86,7 @@ def _m_sp(rng, n, sr):  # noqa: ANN001 - recipes share one signature
 
 def _m_si(rng, n, sr):  # noqa: ANN001
     timbre = rng.choice(TIMBRES[:4])
-    return d.reverb(rng, melody(rng, n, sr, timbre, rng.uniform(45, 76), rng.uniform(1.5, 5)), sr, 0.4, 0.2)
+    return melody(rng, n, sr, timbre, rng.uniform(45, 76), rng.uniform(1.5, 5))
 
 
 def _m_m(rng, n, sr):  # noqa: ANN001
@@ -129,12 +129,12 @@ def _is_e(rng, n, sr):  # noqa: ANN001
 
 def _sp_s(rng, n, sr):  # noqa: ANN001
     f0 = rng.uniform(90, 240)
-    return d.reverb(rng, d.voice(rng, n, sr, f0, formant_scale=rng.uniform(0.9, 1.15)), sr, 0.15, 0.1)
+    return d.voice(rng, n, sr, f0, formant_scale=rng.uniform(0.9, 1.15))
 
 
 def _sp_c(rng, n, sr):  # noqa: ANN001
     out = 0.3 * d.noise(rng, n, sr, d.band(300, 3000))
-    for _ in range(int(rng.integers(2, 5))):
+    for _ in range(int(rng.integers(2, 4))):
         out += rng.uniform(0.3, 1.0) * d.voice(rng, n, sr, rng.uniform(90, 260), syllable_rate_hz=rng.uniform(3, 6))
     return d.reverb(rng, out, sr, 0.4, 0.35)
 
@@ -322,7 +322,7 @@ def render_clip(
     if confuser is not None and mix >= 0.3:  # only clearly ambiguous clips pay for a second recipe
         x = (1.0 - mix) * x + mix * d.unit(RECIPES[_recipe_code(rng, confuser)](rng, n, sr))
     floor = 10.0 ** (-rng.uniform(30, 60) / 20.0)
-    x = d.unit(x + floor * rng.standard_normal(n, dtype=np.float32))
+    x = d.unit(x + floor * (rng.random(n, dtype=np.float32) - np.float32(0.5)))
     return (x * rng.uniform(0.1, 0.9)).astype(np.float64)
 
 

@@ -51,6 +51,7 @@ PROVENANCE_PACKAGES = ("bst-rt", "torch", "laion-clap", "scikit-learn", "skl2onn
 class ExportOptions:
     clap_dir: Path | None = None  # already exported CLAP graphs (export.clap.export_clap output) to reuse
     clap_ckpt: Path | None = None
+    tokenizer_dir: Path | None = None  # a real roberta-base tokenizer folder (vocab.json + merges.txt)
     random_weights: bool = False
     seed: int = 0
     int8: bool = False
@@ -134,7 +135,8 @@ def _clap_graphs(staging: Path, opts: ExportOptions, log: Log) -> dict:
         from bst.train.clap import load_clap
 
         log("building LAION-CLAP" + (" at RANDOM weights (demo only)" if opts.random_weights else ""))
-        model = load_clap(opts.clap_ckpt, random_weights=opts.random_weights, seed=opts.seed)
+        model = load_clap(opts.clap_ckpt, random_weights=opts.random_weights, seed=opts.seed,
+                          tokenizer_dir=opts.tokenizer_dir)
         parity = ec.export_clap(model, staging, int8=opts.int8)
         (staging / "clap_parity.json").unlink(missing_ok=True)
     graphs = {

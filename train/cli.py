@@ -88,6 +88,7 @@ def export_cmd(
     out: Annotated[Path, typer.Option(help="Bundle folder to write (e.g. artifacts/NAME).")],
     clap_ckpt: Annotated[Path | None, typer.Option(help="LAION-CLAP fusion checkpoint (.pt).")] = None,
     random_weights: Annotated[bool, typer.Option("--random-weights", help="CLAP at seeded random weights (demo only).")] = False,
+    tokenizer_dir: Annotated[Path | None, typer.Option(help="Real roberta-base tokenizer folder (vocab.json, merges.txt).")] = None,
     clap_dir: Annotated[Path | None, typer.Option(help="Reuse CLAP graphs already exported to this folder.")] = None,
     int8: Annotated[bool, typer.Option("--int8", help="Also ship int8 CLAP graphs.")] = False,
     data: Annotated[Path | None, typer.Option(help="Dev dataset whose embeddings validate the heads (default: the run's).")] = None,
@@ -99,5 +100,23 @@ def export_cmd(
 
     if clap_ckpt is not None and random_weights:
         raise typer.BadParameter("give --clap-ckpt or --random-weights, not both")
-    export_bundle(run, out, ExportOptions(clap_dir=clap_dir, clap_ckpt=clap_ckpt, random_weights=random_weights,
+    export_bundle(run, out, ExportOptions(clap_dir=clap_dir, clap_ckpt=clap_ckpt, tokenizer_dir=tokenizer_dir,
+                                          random_weights=random_weights,
                                           seed=seed, int8=int8, data_dir=data, force=force), log=typer.echo)
+
+
+@app.command("demo")
+@guarded
+def demo_cmd(
+    *,
+    work: Annotated[Path, typer.Option(help="Working folder (corpus, embeddings, run, CSVs).")] = Path("artifacts/demo-work"),
+    bundle: Annotated[Path, typer.Option(help="Where the bundle goes (recorded as the default bundle).")] = Path("artifacts/demo"),
+    per_class: Annotated[int, typer.Option(min=4, help="Synthetic clips per class.")] = 10,
+    epochs: Annotated[int, typer.Option(min=1, help="Max epochs per fold.")] = 30,
+    seed: Annotated[int, typer.Option(help="Seed of the corpus, CLAP's random weights and training.")] = 0,
+) -> None:
+    """The whole chain on the synthetic corpus with CLAP at RANDOM weights: ends with a scored CSV and a bundle."""
+    from bst.train.demo import DemoOptions, format_summary, run_demo
+
+    summary = run_demo(DemoOptions(work=work, bundle=bundle, per_class=per_class, seed=seed, epochs=epochs), log=typer.echo)
+    typer.echo(format_summary(summary))

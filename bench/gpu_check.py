@@ -46,10 +46,9 @@ def main() -> int:
     clips = read_eval_package(a.eval).clips[: a.clips]
     cpu = Predictor.load(bundle, system=1, provider="cpu")
     gpu = Predictor.load(bundle, system=1, provider="cuda")  # raises if CUDA is not really usable
-    used = {"audio": gpu.audio_encoder.session.get_providers(), "text": gpu.text_encoder.session.get_providers(),
-            "heads": gpu.heads.get_providers()}
-    print("CUDA predictor sessions:", used)
-    ok = all(p[0] == "CUDAExecutionProvider" for p in used.values())
+    used = gpu.providers
+    print("CUDA predictor sessions run on:", used)
+    ok = all(p == "cuda" for p in used.values())
 
     ev_cpu, ev_gpu = cpu._evidence(clips), gpu._evidence(clips)
     diff = float(np.abs(ev_cpu.family_probs - ev_gpu.family_probs).max())

@@ -193,7 +193,7 @@ def _run_record(opts, predictor, package, final, meta_sha, elapsed, first_s, res
         "system": predictor.system,
         "system_name": predictor.policy.name,
         "precision": "int8" if predictor.int8 else "fp32",
-        "provider": predictor.providers[0],
+        "provider": predictor.provider,
         "providers": predictor.providers,
         "threads": opts.threads,
         "batch_size": opts.batch_size,

@@ -28,7 +28,7 @@ from .datasets import Clip
 from .encoders import AudioEncoder, TextEncoder
 from .errors import AudioError, BundleError
 from .features import candidate_features, stack_features
-from .session import make_session
+from .session import make_session, session_provider
 from .taxonomy import CODES, parent_of
 from .text import mask_class_words
 
@@ -142,9 +142,17 @@ class Predictor:
         return cls(b, system, provider, threads, int8)
 
     @property
-    def providers(self) -> list[str]:
-        """Execution providers actually in use by the heads session (CUDA only when really usable)."""
-        return list(self.heads.get_providers())
+    def providers(self) -> dict[str, str]:
+        """'cuda' or 'cpu' per session: what onnxruntime really runs each graph on (never what was asked for)."""
+        sessions = {"audio_encoder": self.audio_encoder.session, "text_encoder": self.text_encoder.session,
+                    "heads": self.heads, "ranker": self.ranker}
+        return {name: session_provider(s) for name, s in sessions.items() if s is not None}
+
+    @property
+    def provider(self) -> str:
+        """'cuda', 'cpu', or 'mixed' when some graphs fell back to the CPU."""
+        used = set(self.providers.values())
+        return used.pop() if len(used) == 1 else "mixed"
 
     # ---- public API -------------------------------------------------------------------------------------------
     def predict_file(self, path: str | Path | None, *, title: str = "", tags: str = "", description: str = "",

@@ -42,7 +42,7 @@ class ClapProvenance:
     chunk_rule: str = CHUNK_RULE
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "random_weights": self.weights == "random"}
 
 
 def _sha256(path: Path) -> str:

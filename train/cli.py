@@ -39,6 +39,81 @@ def synth(
     typer.echo(f"wrote {paths.dev}, {paths.cs}, {paths.eval} and {paths.eval_labels}")
 
 
+@app.command("embed")
+@guarded
+def embed_cmd(
+    dataset_dir: Annotated[Path, typer.Argument(help="Development set (BSD10k / BSD35k-CS layout) or evaluation package.")],
+    *,
+    clap_ckpt: Annotated[Path | None, typer.Option(help="LAION-CLAP fusion checkpoint (630k-audioset-fusion-best.pt).")] = None,
+    random_weights: Annotated[bool, typer.Option("--random-weights", help="CLAP at seeded random weights (tests/demo only).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of --random-weights.")] = 0,
+    tokenizer_dir: Annotated[Path | None, typer.Option(help="Real RoBERTa tokenizer folder (vocab.json, merges.txt).")] = None,
+    engine: Annotated[str, typer.Option(help="onnx (exported graphs, as deployed) or torch (laion-clap itself).")] = "onnx",
+    graphs: Annotated[Path | None, typer.Option(help="Reuse CLAP graphs exported to this folder (onnx engine).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Clips / texts per encoder call.", min=1)] = 8,
+    provider: Annotated[str, typer.Option(help="onnxruntime provider: cpu, cuda or auto.")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads (default: all cores).")] = None,
+) -> None:
+    """Write CLAP audio, text and masked-text embeddings under DATASET_DIR/features/ (skips files already there)."""
+    from bst.train.embed import embed_dataset
+
+    if graphs is None and (clap_ckpt is None) == (not random_weights):
+        raise typer.BadParameter("give --clap-ckpt PATH or --random-weights (or --graphs DIR), exactly one")
+    if random_weights:
+        typer.echo("WARNING: CLAP at RANDOM weights: these embeddings are meaningless outside tests and demos.", err=True)
+    report = embed_dataset(dataset_dir, engine=engine, clap_ckpt=clap_ckpt, random_weights=random_weights,  # type: ignore[arg-type]
+                           seed=seed, tokenizer_dir=tokenizer_dir, graphs=graphs, batch_size=batch_size,
+                           provider=provider, threads=threads, log=typer.echo)
+    typer.echo(report.summary())
+
+
+@app.command("train")
+@guarded
+def train_cmd(
+    data: Annotated[Path, typer.Argument(help="BSD10k folder with features/ (official layout).")],
+    *,
+    out: Annotated[Path, typer.Option(help="Run folder to write (an existing one resumes).")],
+    cs: Annotated[Path | None, typer.Option("--cs", help="BSD35k-CS folder with features/ (v2mix, naive-concat).")] = None,
+    families: Annotated[str | None, typer.Option(help="Comma-separated family names (default: every config).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override max epochs of every family.", min=1)] = None,
+    patience: Annotated[int | None, typer.Option(help="Override early-stopping patience.", min=1)] = None,
+    width_div: Annotated[int | None, typer.Option(help="Divide hidden widths (tests/demos; 1 = official).", min=1)] = None,
+    seed: Annotated[int, typer.Option(help="Pool seed (a seed is a parameter, not a family).", min=0)] = 0,
+    external: Annotated[list[str] | None, typer.Option(help="NAME=PATH of esc50, us8k or fsd50k (repeatable).")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice).", min=1)] = None,
+) -> None:
+    """Train every family on the five official folds; progress per family and fold; resumes an interrupted run."""
+    import torch
+
+    from bst.train.pool import run_pool
+
+    if threads:
+        torch.set_num_threads(threads)
+    overrides = {k: v for k, v in (("epochs", epochs), ("patience", patience), ("width_div", width_div)) if v}
+    names = [f.strip() for f in families.split(",") if f.strip()] if families else None
+    roots = {}
+    for item in external or []:
+        name, sep, path = item.partition("=")
+        if not sep or not path:
+            raise typer.BadParameter(f"--external expects NAME=PATH, got {item!r}")
+        roots[name.strip()] = Path(path)
+    reg = run_pool(data, cs, out, names, seed=seed, overrides=overrides, external=roots, log=typer.echo)
+    for name, pool in reg.get("ensembles", {}).items():
+        typer.echo(f"ensemble {name}: hF {100 * pool['hF']:.2f} ({len(pool['weights'])} families)")
+    typer.echo(f"wrote {out / 'registry.json'} (`bst report {out}` for the table)")
+
+
+@app.command("report")
+@guarded
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder written by `bst train`.")],
+) -> None:
+    """Per-family hF (mean ± std over folds), exclusions, best single model, ensembles and the seed's Table 4."""
+    from bst.train.report import format_report
+
+    typer.echo(format_report(run_dir))
+
+
 @app.command("rank")
 @guarded
 def rank(

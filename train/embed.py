@@ -1,0 +1,210 @@
+"""`bst embed`: CLAP embeddings of a dataset in the official `features/` layout, batched and resumable.
+
+Writes, per clip, `features/clap_audio_embeddings/<id>.npy`, `features/clap_text_embeddings/<id>.npy` (of
+`metadata_text`) and `features/clap_text_masked_embeddings/<id>.npy` (of `mask_class_words(metadata_text)`), plus
+`features/clap_class_text_embeddings.npy` [23, 512] (`class_description_texts`, label order). Every file is
+written atomically and existing files are skipped, so a killed run loses nothing and a rerun only does the rest.
+Clips whose audio is missing or undecodable get no audio file (the runtime's text-only fallback covers them).
+
+Engines: 'onnx' (default) runs the exported fp32 graphs through `bst.runtime.encoders`, exactly what a bundle
+runs at prediction time; 'torch' runs laion-clap's own pipeline (`bst.train.clap` reference embedders).
+"""
+from __future__ import annotations
+
+import csv
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+
+from bst.runtime.atomic import atomic_save_npy
+from bst.runtime.datasets import Clip, detect_dev_layout, read_dev_dataset, read_eval_package, safe_child
+from bst.runtime.errors import AudioError, BstError, DataError
+from bst.runtime.taxonomy import CLASSES, CODE_TO_INDEX
+from bst.runtime.text import mask_class_words
+
+Engine = Literal["onnx", "torch"]
+KIND_DIRS = {"audio": "clap_audio_embeddings", "text": "clap_text_embeddings",
+             "text_masked": "clap_text_masked_embeddings"}
+CLASS_TEXT_FILE = "clap_class_text_embeddings.npy"
+GRAPH_CACHE = Path.home() / ".cache" / "bst-rt" / "clap-graphs"
+
+
+def class_description_texts(root: Path | None = None) -> list[str]:
+    """The 23 class texts in label order: 'Name. description', from the dataset's metadata/BST_description.csv
+    when it has a usable (class code or name, description) table, else from `bst.runtime.taxonomy`."""
+    texts = [f"{c.name}. {c.description}" for c in CLASSES]
+    path = Path(root) / "metadata" / "BST_description.csv" if root is not None else None
+    if path is None or not path.is_file():
+        return texts
+    by_name = {c.name.lower(): c.index for c in CLASSES}
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    found = 0
+    for row in rows:
+        low = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+        desc = next((v for k, v in low.items() if "description" in k and v), "")
+        key = next((v for k, v in low.items() if k in ("class", "code", "class_code", "label", "id") and v), "")
+        name = next((v for k, v in low.items() if k in ("name", "class_name", "subclass", "category") and v), "")
+        idx = CODE_TO_INDEX.get(key, by_name.get(key.lower(), by_name.get(name.lower())))
+        if idx is not None and desc:
+            texts[idx] = f"{CLASSES[idx].name}. {desc}"
+            found += 1
+    if found == 0:
+        warnings.warn(f"{path}: no (class, description) rows recognised; using the built-in taxonomy texts",
+                      RuntimeWarning, stacklevel=2)
+    return texts
+
+
+@dataclass
+class EmbedReport:
+    root: Path
+    written: dict[str, int] = field(default_factory=lambda: {k: 0 for k in KIND_DIRS})
+    skipped_existing: dict[str, int] = field(default_factory=lambda: {k: 0 for k in KIND_DIRS})
+    audio_failures: list[str] = field(default_factory=list)
+    engine: str = "onnx"
+
+    def summary(self) -> str:
+        parts = [f"{k}: {self.written[k]} written, {self.skipped_existing[k]} already there" for k in KIND_DIRS]
+        line = f"{self.root}/features ({self.engine}): " + "; ".join(parts)
+        if self.audio_failures:
+            line += f"; {len(self.audio_failures)} clip(s) without usable audio (first: {self.audio_failures[0]})"
+        return line
+
+
+class _Encoders:
+    """audio(paths) -> ([n, 512] rows for the decodable ones, their positions, failure messages); text(texts)."""
+
+    def __init__(self, engine: Engine, *, clap_ckpt: Path | None, random_weights: bool, seed: int,
+                 tokenizer_dir: Path | None, graphs: Path | None, provider: str, threads: int | None) -> None:
+        self.engine = engine
+        if engine == "torch":
+            from . import clap
+
+            self._clap = clap
+            self._model = clap.load_clap(clap_ckpt, random_weights=random_weights, seed=seed,
+                                         tokenizer_dir=tokenizer_dir)
+            return
+        if engine != "onnx":
+            raise BstError(f"unknown engine {engine!r}: use onnx or torch")
+        from bst.export.clap import AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE
+        from bst.runtime.encoders import AudioEncoder, TextEncoder
+
+        folder = Path(graphs) if graphs is not None else _exported_graphs(clap_ckpt, random_weights, seed,
+                                                                           tokenizer_dir)
+        for name in (AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE):
+            if not (folder / name).is_file():
+                raise BstError(f"{folder / name}: missing from the CLAP graph folder")
+        self._audio = AudioEncoder(folder / AUDIO_GRAPH, provider=provider, threads=threads)  # type: ignore[arg-type]
+        self._text = TextEncoder(folder / TEXT_GRAPH, folder / TOKENIZER_FILE, provider=provider,  # type: ignore[arg-type]
+                                 threads=threads)
+
+    def audio(self, paths: Sequence[Path]) -> tuple[np.ndarray, list[int], list[str]]:
+        from bst.runtime.audio import file_to_mel_fusion, load_audio
+
+        ok: list[int] = []
+        failures: list[str] = []
+        items = []
+        for i, path in enumerate(paths):
+            try:
+                items.append(load_audio(path) if self.engine == "torch" else file_to_mel_fusion(path))
+                ok.append(i)
+            except AudioError as exc:
+                failures.append(str(exc))
+        if not items:
+            return np.zeros((0, 512), np.float32), ok, failures
+        if self.engine == "torch":
+            return self._clap.reference_audio_embedding(self._model, items), ok, failures
+        mel = np.stack([m for m, _ in items])
+        return self._audio.embed_mel(mel, np.array([lg for _, lg in items])), ok, failures
+
+    def text(self, texts: Sequence[str]) -> np.ndarray:
+        if self.engine == "torch":
+            return self._clap.reference_text_embedding(self._model, texts)
+        return self._text.embed(texts)
+
+
+def _exported_graphs(clap_ckpt: Path | None, random_weights: bool, seed: int, tokenizer_dir: Path | None) -> Path:
+    """fp32 graphs exported once per (weights, tokenizer) into a cache folder, reused by later runs."""
+    from bst.export.clap import export_clap
+
+    from . import clap
+
+    model = clap.load_clap(clap_ckpt, random_weights=random_weights, seed=seed, tokenizer_dir=tokenizer_dir)
+    prov = model.bst_provenance
+    key = (f"ckpt-{prov.checkpoint_sha256[:16]}" if prov.checkpoint_sha256 else f"random-seed{seed}") + \
+        f"-{prov.tokenizer}"
+    folder = GRAPH_CACHE / key
+    if not (folder / "clap_parity.json").is_file():
+        export_clap(model, folder, int8=False)
+    return folder
+
+
+def _read_clips(root: Path) -> list[Clip]:
+    try:
+        detect_dev_layout(root)
+    except DataError:
+        return read_eval_package(root).clips
+    return read_dev_dataset(root, drop_other=False).clips
+
+
+def _batches(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def embed_dataset(root: Path, *, engine: Engine = "onnx", clap_ckpt: Path | None = None,
+                  random_weights: bool = False, seed: int = 0, tokenizer_dir: Path | None = None,
+                  graphs: Path | None = None, batch_size: int = 8, provider: str = "cpu",
+                  threads: int | None = None, progress: bool = True,
+                  log: Callable[[str], None] = print) -> EmbedReport:
+    """Embed every clip of a development set or evaluation package under `root/features/` (see module doc)."""
+    root = Path(root)
+    if batch_size < 1:
+        raise BstError(f"batch size must be at least 1, got {batch_size}")
+    clips = _read_clips(root)
+    features = root / "features"
+    report = EmbedReport(root=root, engine=engine)
+    todo: dict[str, list[Clip]] = {}
+    for kind, sub in KIND_DIRS.items():
+        todo[kind] = [c for c in clips if not safe_child(features / sub, c.id, ".npy").is_file()]
+        report.skipped_existing[kind] = len(clips) - len(todo[kind])
+    no_audio = [c for c in todo["audio"] if c.audio_path is None or not Path(c.audio_path).is_file()]
+    report.audio_failures += [f"{c.id}: no audio file" for c in no_audio]
+    todo["audio"] = [c for c in todo["audio"] if c not in no_audio]
+    class_file = features / CLASS_TEXT_FILE
+    if not any(todo.values()) and class_file.is_file():
+        return report
+
+    encoders = _Encoders(engine, clap_ckpt=clap_ckpt, random_weights=random_weights, seed=seed,
+                         tokenizer_dir=tokenizer_dir, graphs=graphs, provider=provider, threads=threads)
+    if not class_file.is_file():
+        atomic_save_npy(class_file, np.asarray(encoders.text(class_description_texts(root)), dtype=np.float32))
+
+    from rich.progress import Progress
+
+    total = sum(len(v) for v in todo.values())
+    with Progress(disable=not progress, transient=False) as bar:
+        task = bar.add_task(f"embedding {root.name}", total=total)
+        for batch in _batches(todo["audio"], batch_size):
+            emb, ok, failures = encoders.audio([Path(c.audio_path) for c in batch])  # type: ignore[arg-type]
+            for row, i in zip(emb, ok):
+                atomic_save_npy(safe_child(features / KIND_DIRS["audio"], batch[i].id, ".npy"), row.astype(np.float32))
+            report.written["audio"] += len(ok)
+            report.audio_failures += failures
+            bar.advance(task, len(batch))
+        for kind, prepare in (("text", lambda c: c.text), ("text_masked", lambda c: mask_class_words(c.text))):
+            for batch in _batches(todo[kind], batch_size):
+                emb = encoders.text([prepare(c) for c in batch])
+                for row, clip in zip(emb, batch):
+                    atomic_save_npy(safe_child(features / KIND_DIRS[kind], clip.id, ".npy"), row.astype(np.float32))
+                report.written[kind] += len(batch)
+                bar.advance(task, len(batch))
+    for failure in report.audio_failures[:5]:
+        log(f"warning: {failure}")
+    return report

@@ -1,0 +1,51 @@
+"""Teacher targets for BSD35k-CS (seed report §2.2): soft distributions and high-confidence hard relabels.
+
+Leakage rule: the teacher of dev fold k is the teacher family's fold-k model, trained on fold k's train split only
+(validated and calibrated on fold k's validation split), so no fold-k test item or label shapes the targets the
+fold-k student sees. CS rows whose sound id also occurs in the dev set are removed before anything else, so a dev
+clip never re-enters training through the crowd-sourced copy of it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bst.runtime.atomic import atomic_open
+
+
+@dataclass(frozen=True)
+class TeacherTargets:
+    """`soft` [N_cs,23] for every CS row; `hard_rows` index the rows relabelled to `hard_labels`."""
+
+    soft: np.ndarray
+    hard_rows: np.ndarray
+    hard_labels: np.ndarray
+    threshold: float
+
+
+def teacher_targets(probs: np.ndarray, threshold: float) -> TeacherTargets:
+    """Soft = calibrated teacher distribution; hard relabel = teacher argmax where its probability ≥ threshold."""
+    probs = np.asarray(probs, dtype=np.float32)
+    top = probs.max(axis=1)
+    rows = np.flatnonzero(top >= threshold)
+    return TeacherTargets(probs, rows, probs[rows].argmax(axis=1).astype(np.int64), threshold)
+
+
+def cached_cs_probs(path: Path, cs_fingerprint: str, compute) -> np.ndarray:
+    """Teacher probabilities on the CS set, cached beside the teacher's fold checkpoint and keyed by the CS data."""
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["fingerprint"]) == cs_fingerprint:
+                return z["probs"]
+    probs = np.asarray(compute(), dtype=np.float32)
+    with atomic_open(path, "wb") as fh:
+        np.savez(fh, probs=probs, fingerprint=np.array(cs_fingerprint))
+    return probs
+
+
+def drop_dev_overlap(cs_ids: np.ndarray, dev_ids: np.ndarray) -> np.ndarray:
+    """Row indices of CS items whose id is not a dev id (kept for training)."""
+    dev = set(map(str, dev_ids))
+    return np.array([i for i, s in enumerate(map(str, cs_ids)) if s not in dev], dtype=np.int64)

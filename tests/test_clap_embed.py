@@ -1,0 +1,103 @@
+"""`bst embed` on a small dataset: official layout, values equal to the runtime encoders, resume, bad audio."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from bst.export.clap import AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE
+from bst.runtime.datasets import read_dev_dataset
+from bst.runtime.encoders import AudioEncoder, TextEncoder
+from bst.runtime.text import mask_class_words
+from bst.train.cli import app
+from bst.train.embed import CLASS_TEXT_FILE, class_description_texts, embed_dataset
+
+pytestmark = pytest.mark.slow
+
+ROWS = [("101", "fx-a", "Dog bark", "dog,animal,bark", "A dog barks <b>twice</b>."),
+        ("102", "m-si", "Piano waltz", "piano,solo", "Slow waltz on an upright piano."),
+        ("103", "ss-u", "Street", "city,traffic", ""),
+        ("104", "fx-o", "Door", "", "Door creaks."),
+        ("105", "sp-s", "Broken", "voice", "This audio file is corrupt.")]
+
+
+@pytest.fixture()
+def dataset(tmp_path) -> Path:
+    root = tmp_path / "BSD10k"
+    (root / "metadata").mkdir(parents=True)
+    (root / "audio").mkdir()
+    with open(root / "metadata" / "BSD10k_metadata.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["sound_id", "class", "title", "tags", "description"])
+        w.writerows(ROWS)
+    rng = np.random.default_rng(0)
+    for (sid, *_), seconds, rate in zip(ROWS[:4], (1.0, 4.0, 11.0, 0.3), (48000, 44100, 16000, 22050)):
+        sf.write(root / "audio" / f"{sid}.wav", (rng.standard_normal(int(seconds * rate)) * 0.1), rate)
+    (root / "audio" / "105.wav").write_bytes(b"RIFF....WAVEjunk")
+    return root
+
+
+def test_embed_writes_official_layout_equal_to_runtime_encoders(dataset, clap_graphs):
+    report = embed_dataset(dataset, graphs=clap_graphs, batch_size=3, progress=False, log=lambda _: None)
+    assert report.written == {"audio": 4, "text": 5, "text_masked": 5} and len(report.audio_failures) == 1
+    assert "105.wav" in report.audio_failures[0]
+    ds = read_dev_dataset(dataset)
+    audio = ds.load_embeddings("audio", missing="zero")
+    text, masked = ds.load_embeddings("text"), ds.load_embeddings("text_masked")
+    assert not ds.embedding_mask("audio")[4] and np.allclose(np.linalg.norm(audio[:4], axis=1), 1, atol=1e-5)
+
+    enc = AudioEncoder(clap_graphs / AUDIO_GRAPH)
+    expected = enc.embed_files([c.audio_path for c in ds.clips[:4]])
+    assert np.abs(audio[:4] - expected).max() <= 1e-6
+    tenc = TextEncoder(clap_graphs / TEXT_GRAPH, clap_graphs / TOKENIZER_FILE)
+    assert np.abs(text - tenc.embed([c.text for c in ds.clips])).max() <= 1e-6
+    assert np.abs(masked - tenc.embed([mask_class_words(c.text) for c in ds.clips])).max() <= 1e-6
+    assert not np.allclose(text[1], masked[1])  # "piano" is a class word: the masked text differs
+
+    classes = np.load(dataset / "features" / CLASS_TEXT_FILE)
+    assert classes.shape == (23, 512) and classes.dtype == np.float32
+    assert np.abs(classes - tenc.embed(class_description_texts(dataset))).max() <= 1e-6
+
+
+def test_embed_resumes_and_only_fills_gaps(dataset, clap_graphs):
+    runner = CliRunner()
+    first = runner.invoke(app, ["embed", str(dataset), "--graphs", str(clap_graphs)])
+    assert first.exit_code == 0, first.output
+    feats = dataset / "features"
+    kept = feats / "clap_text_embeddings" / "101.npy"
+    before = kept.stat().st_mtime_ns
+    (feats / "clap_audio_embeddings" / "102.npy").unlink()
+    (feats / "clap_text_masked_embeddings" / "103.npy").unlink()
+    second = runner.invoke(app, ["embed", str(dataset), "--graphs", str(clap_graphs), "--batch-size", "2"])
+    assert second.exit_code == 0, second.output
+    assert "audio: 1 written" in second.output and "text_masked: 1 written" in second.output
+    assert "text: 0 written, 5 already there" in second.output
+    assert kept.stat().st_mtime_ns == before
+    assert not list(feats.rglob("*.tmp"))
+
+
+def test_embed_cli_refuses_ambiguous_weights(dataset):
+    result = CliRunner().invoke(app, ["embed", str(dataset)])
+    assert result.exit_code != 0
+
+
+def test_torch_engine_matches_onnx_engine(dataset, clap_graphs, clap_reference, monkeypatch, tmp_path):
+    import bst.train.clap as clap
+
+    monkeypatch.setattr(clap, "load_clap", lambda *a, **k: clap_reference)  # the same real model, built once
+    onnx_root = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(dataset, onnx_root)
+    embed_dataset(dataset, engine="torch", random_weights=True, batch_size=4, progress=False, log=lambda _: None)
+    embed_dataset(onnx_root, graphs=clap_graphs, batch_size=4, progress=False, log=lambda _: None)
+    for kind in ("audio", "text"):
+        a = read_dev_dataset(dataset).load_embeddings(kind, missing="skip")
+        b = read_dev_dataset(onnx_root).load_embeddings(kind, missing="skip")
+        err = float(np.abs(a - b).max())
+        print(f"bst embed torch vs onnx engine, {kind}: max abs diff {err:.2e}")
+        assert a.shape == b.shape and err <= 1e-4

@@ -6,9 +6,16 @@ the whole-clip mel shrunk to 1001 frames (antialiased bilinear, as torchvision's
 chunks picked by `CHUNK_RULE`. laion-clap picks the chunks at random; a deployable pipeline must not, so the
 torch reference (`bst.train.clap`) patches laion's choice to this same rule.
 
-Memory bound for long files: the decoded 48 kHz waveform is kept as int16 (lossless after the round trip,
-96 KB per second) and the whole-clip mel as float32 (25.6 KB per second): about 0.42 GB per hour of audio,
-0.84 GB for a 2-hour clip. The source file itself is read in blocks and never held whole.
+Memory bound for long files: `file_to_mel_fusion` streams. The file is read in blocks of at most
+`_READ_BLOCK_SAMPLES` samples (whatever the channel count), resampled and quantised block by block, and fed to a
+streaming log-mel that keeps only the samples its next STFT block needs; what stays is the whole-clip mel as
+float32 (25.6 KB per second, 92 MB per hour): the chunk rule needs the clip's length, known only at the end.
+The result is identical to `waveform_to_mel_fusion(decode_int16(path))` (same STFT blocks, same arithmetic).
+`load_audio`/`decode_int16` return the whole waveform and so grow with it (int16: 0.35 GB per hour).
+
+Hostile input: samples that are NaN become 0 and +-inf become +-1 before resampling (so one bad sample cannot
+smear NaN over the resampler's filter length); a header rate outside `SOURCE_RATE_RANGE_HZ` is refused (a 1 Hz
+header would make 48000 output samples of every input sample).
 """
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ import functools
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -34,8 +41,14 @@ CHUNK_FRAMES = CLIP_SAMPLES // HOP_SAMPLES + 1  # 1001
 #: which 1001-frame chunks a clip longer than 10 s contributes: the middle start of each third of the start range
 CHUNK_RULE = "centre-of-thirds"
 INT16_SCALE = 32767.0
+#: sample rates a file may declare (1 kHz to 768 kHz); outside it, AudioError
+SOURCE_RATE_RANGE_HZ = (1000, 768000)
 _READ_BLOCK_FRAMES = 1 << 20
+_READ_BLOCK_SAMPLES = 1 << 21  # at most per read, all channels together (8 MB of float32)
 _MEL_BLOCK_FRAMES = 4096
+#: the streaming mel computes a block only once this many samples beyond it have been decoded, so the final
+#: length fix (pad or trim to the length rule, a few samples at most) can never touch samples already used
+_STREAM_MARGIN_SAMPLES = SAMPLE_RATE_HZ
 
 
 # ---------------------------------------------------------------------------------------------- decoding
@@ -46,8 +59,11 @@ def _resample_stream(source_rate: int):
 
 
 def quantize_int16(wave: np.ndarray) -> np.ndarray:
-    """laion-clap's `float32_to_int16`: clip to [-1, 1], x32767 in float32, truncate toward zero."""
-    return (np.clip(np.asarray(wave, dtype=np.float32), -1.0, 1.0) * np.float32(INT16_SCALE)).astype(np.int16)
+    """laion-clap's `float32_to_int16`: clip to [-1, 1], x32767 in float32, truncate toward zero (NaN -> 0)."""
+    x = np.clip(np.asarray(wave, dtype=np.float32), -1.0, 1.0)
+    if not np.isfinite(x).all():
+        x = np.nan_to_num(x, copy=x is wave, nan=0.0)
+    return (x * np.float32(INT16_SCALE)).astype(np.int16)
 
 
 def int16_to_float(wave: np.ndarray) -> np.ndarray:
@@ -60,8 +76,9 @@ def int16_round_trip(wave: np.ndarray) -> np.ndarray:
     return int16_to_float(quantize_int16(wave))
 
 
-def _decode_int16(path: Path) -> np.ndarray:
-    """The 48 kHz mono waveform after the int16 round trip, kept as int16 (see the memory bound above)."""
+def _decode_blocks(path: Path, sink: Callable[[np.ndarray], None]) -> int:
+    """Decode `path` block by block, passing 48 kHz mono int16 pieces to `sink`; returns the length rule's count
+    (`ceil(n * 48000 / sr)`, librosa's util.fix_length) that the pieces must be padded or trimmed to."""
     import soundfile as sf
 
     if not path.is_file():
@@ -71,17 +88,22 @@ def _decode_int16(path: Path) -> np.ndarray:
     try:
         with sf.SoundFile(str(path)) as snd:
             rate = int(snd.samplerate)
+            lo, hi = SOURCE_RATE_RANGE_HZ
+            if not lo <= rate <= hi:
+                raise AudioError(f"{path}: sample rate {rate} Hz is outside the supported {lo}-{hi} Hz")
+            block_frames = max(1, min(_READ_BLOCK_FRAMES, _READ_BLOCK_SAMPLES // max(1, snd.channels)))
             stream = None if rate == SAMPLE_RATE_HZ else _resample_stream(rate)
-            parts: list[np.ndarray] = []
             n_in = 0
             while True:
-                block = snd.read(_READ_BLOCK_FRAMES, dtype="float32", always_2d=True)
-                last = block.shape[0] < _READ_BLOCK_FRAMES
+                block = snd.read(block_frames, dtype="float32", always_2d=True)
+                last = block.shape[0] < block_frames
+                if not np.isfinite(block).all():  # NaN -> 0, +-inf -> +-1 before any arithmetic spreads them
+                    np.nan_to_num(block, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
                 mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
                 n_in += mono.shape[0]
                 out = mono if stream is None else stream.resample_chunk(np.ascontiguousarray(mono), last=last)
                 if out.size:
-                    parts.append(quantize_int16(out))
+                    sink(quantize_int16(out))
                 if last:
                     break
     except AudioError:
@@ -90,16 +112,26 @@ def _decode_int16(path: Path) -> np.ndarray:
         raise AudioError(f"{path}: cannot decode audio ({type(exc).__name__}: {exc})") from None
     if n_in == 0:
         raise AudioError(f"{path}: no audio samples (empty stream)")
-    wave = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
-    n_out = math.ceil(n_in * SAMPLE_RATE_HZ / rate)  # librosa's length rule (util.fix_length)
-    if wave.shape[0] >= n_out:
-        return wave[:n_out]
-    return np.concatenate([wave, np.zeros(n_out - wave.shape[0], dtype=np.int16)])
+    return math.ceil(n_in * SAMPLE_RATE_HZ / rate)
+
+
+def _fix_length(wave: np.ndarray, n: int) -> np.ndarray:
+    if wave.shape[0] >= n:
+        return wave[:n]
+    return np.concatenate([wave, np.zeros(n - wave.shape[0], dtype=wave.dtype)])
+
+
+def decode_int16(path: str | os.PathLike) -> np.ndarray:
+    """The 48 kHz mono waveform after the int16 round trip, kept as int16 (the whole clip: 0.35 GB per hour)."""
+    parts: list[np.ndarray] = []
+    n_out = _decode_blocks(Path(path), parts.append)
+    return _fix_length(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16), n_out)
+
 
 
 def load_audio(path: str | os.PathLike) -> np.ndarray:
     """float32 mono 48 kHz waveform after the int16 round trip, as laion-clap would see it."""
-    return int16_to_float(_decode_int16(Path(path)))
+    return int16_to_float(decode_int16(path))
 
 
 # ---------------------------------------------------------------------------------------------- mel
@@ -135,24 +167,69 @@ def log_mel(wave: np.ndarray) -> np.ndarray:
     x = np.asarray(wave)
     if x.shape[0] <= N_FFT // 2:
         raise AudioError(f"waveform of {x.shape[0]} samples is too short for a {N_FFT}-point centred STFT")
-    half = N_FFT // 2
     n_frames = x.shape[0] // HOP_SAMPLES + 1
     out = np.empty((n_frames, MEL_BINS), dtype=np.float32)
-    fb, window = mel_filterbank(), _hann()
     for t0 in range(0, n_frames, _MEL_BLOCK_FRAMES):
         t1 = min(t0 + _MEL_BLOCK_FRAMES, n_frames)
-        lo, hi = t0 * HOP_SAMPLES - half, (t1 - 1) * HOP_SAMPLES + half
-        seg = x[max(lo, 0):min(hi, x.shape[0])].astype(np.float64)
-        if x.dtype == np.int16:
-            seg = (seg / INT16_SCALE).astype(np.float32).astype(np.float64)
-        if lo < 0:
-            seg = np.concatenate([seg[1:1 - lo][::-1], seg])
-        if hi > x.shape[0]:
-            seg = np.concatenate([seg, seg[-1 - (hi - x.shape[0]):-1][::-1]])
-        frames = np.lib.stride_tricks.sliding_window_view(seg, N_FFT)[::HOP_SAMPLES]
-        power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
-        out[t0:t1] = 10.0 * np.log10(np.maximum(power @ fb, 1e-10))
+        out[t0:t1] = _mel_rows(x, t0, t1, x.shape[0])
     return out
+
+
+def _mel_rows(x: np.ndarray, t0: int, t1: int, n: int, base: int = 0) -> np.ndarray:
+    """Rows t0..t1 of `log_mel` of an n-sample waveform whose samples [base, base + len(x)) are `x`."""
+    half = N_FFT // 2
+    lo, hi = t0 * HOP_SAMPLES - half, (t1 - 1) * HOP_SAMPLES + half
+    parts = [x[max(lo, 0) - base:min(hi, n) - base]]
+    if lo < 0:  # reflect padding, taken from the signal itself (a 1-frame last block has too few samples of its own)
+        parts.insert(0, x[1 - base:1 - lo - base][::-1])
+    if hi > n:
+        parts.append(x[n - 1 - (hi - n) - base:n - 1 - base][::-1])
+    seg = np.concatenate(parts).astype(np.float64)
+    if x.dtype == np.int16:
+        seg = (seg / INT16_SCALE).astype(np.float32).astype(np.float64)
+    frames = np.lib.stride_tricks.sliding_window_view(seg, N_FFT)[::HOP_SAMPLES]
+    power = np.abs(np.fft.rfft(frames * _hann(), axis=1)) ** 2
+    return (10.0 * np.log10(np.maximum(power @ mel_filterbank(), 1e-10))).astype(np.float32)
+
+
+class _StreamingLogMel:
+    """`log_mel` of an int16 waveform fed in pieces, in the same STFT blocks as `log_mel` (so bit-identical),
+    holding only the samples the next block needs; clips of at most 10 s are kept whole for repeat-padding."""
+
+    def __init__(self) -> None:
+        self._buf = np.zeros(0, dtype=np.int16)  # samples [self._base, self._n)
+        self._base = 0
+        self._n = 0
+        self._t0 = 0  # first mel row not yet computed
+        self._rows: list[np.ndarray] = []
+
+    def feed(self, piece: np.ndarray) -> None:
+        self._buf = np.concatenate([self._buf, piece])
+        self._n += piece.shape[0]
+        safe = self._n - _STREAM_MARGIN_SAMPLES  # samples the final length fix cannot change
+        if safe <= CLIP_SAMPLES:
+            return  # may still be a short clip, which is repeat-padded from its whole waveform
+        while True:
+            t1 = self._t0 + _MEL_BLOCK_FRAMES
+            if (t1 - 1) * HOP_SAMPLES + N_FFT // 2 > safe:
+                return
+            self._rows.append(_mel_rows(self._buf, self._t0, t1, self._n, self._base))
+            keep_from = t1 * HOP_SAMPLES - N_FFT // 2 - 1  # the next block's first sample, and one before it for
+            # the end's reflect padding when that block is the last and the clip ends exactly on its frame
+            self._buf = self._buf[keep_from - self._base:].copy()
+            self._base, self._t0 = keep_from, t1
+
+    def finish(self, n: int) -> tuple[np.ndarray, bool]:
+        """The fusion input of the whole clip, its length fixed to `n` samples (the length rule)."""
+        tail = _fix_length(self._buf, n - self._base)
+        if n <= CLIP_SAMPLES:
+            return waveform_to_mel_fusion(tail)
+        n_frames = n // HOP_SAMPLES + 1
+        for t0 in range(self._t0, n_frames, _MEL_BLOCK_FRAMES):
+            self._rows.append(_mel_rows(tail, t0, min(t0 + _MEL_BLOCK_FRAMES, n_frames), n, self._base))
+        mel = np.concatenate(self._rows)
+        self._rows, self._buf = [], tail[:0]
+        return _fusion_from_mel(mel)
 
 
 def shrink_frames(mel: np.ndarray, frames: int = CHUNK_FRAMES) -> np.ndarray:
@@ -200,7 +277,11 @@ def waveform_to_mel_fusion(wave: np.ndarray) -> tuple[np.ndarray, bool]:
     if wave.shape[0] <= CLIP_SAMPLES:
         mel = log_mel(repeat_pad(wave))
         return np.stack([mel] * 4), False
-    mel = log_mel(wave)
+    return _fusion_from_mel(log_mel(wave))
+
+
+def _fusion_from_mel(mel: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The fusion input of a clip longer than 10 s from its whole-clip mel: `CHUNK_RULE` chunks + shrunk mel."""
     if mel.shape[0] == CHUNK_FRAMES:
         return np.stack([mel] * 4), False
     chunks = [mel[s:s + CHUNK_FRAMES] for s in chunk_starts(mel.shape[0])]
@@ -215,5 +296,7 @@ def waveforms_to_mel_fusion(waves: Sequence[np.ndarray]) -> tuple[np.ndarray, np
 
 
 def file_to_mel_fusion(path: str | os.PathLike) -> tuple[np.ndarray, bool]:
-    """Decode and featurise one file, keeping the waveform as int16 (the bounded-memory path)."""
-    return waveform_to_mel_fusion(_decode_int16(Path(path)))
+    """Decode and featurise one file, streaming: memory grows only with the whole-clip mel (see the bound above)."""
+    mel = _StreamingLogMel()
+    n_out = _decode_blocks(Path(path), mel.feed)
+    return mel.finish(n_out)

@@ -12,6 +12,11 @@ from pathlib import Path
 
 from .errors import DataError
 
+#: csv's default per-field limit (128 KiB) would refuse a legitimate long description; the file is read whole anyway,
+#: so the limit guards nothing here (csv has only this process-wide setting)
+FIELD_LIMIT_BYTES = 1 << 30
+csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT_BYTES))
+
 
 @dataclass(frozen=True)
 class CsvRow:

@@ -258,19 +258,22 @@ def find_eval_metadata(root: Path) -> Path:
         raise DataError(f"{root}: not a directory (expected an evaluation package)")
     candidates = sorted(p for folder in (root, root / "metadata") if folder.is_dir() for p in folder.glob("*.csv"))
     matching = []
+    unreadable: list[str] = []
     for path in candidates:
         try:
             header = header_of(path)
-        except DataError:
+        except DataError as exc:
+            unreadable.append(str(exc))
             continue
         if "anonymous_id" in header and "class" not in header:
             matching.append(path)
     if len(matching) == 1:
         return matching[0]
     if not matching:
+        why = f"; unreadable: {'; '.join(unreadable)}" if unreadable else ""
         raise DataError(
             f"{root}: no metadata CSV (one with an anonymous_id column) in the package root or metadata/ "
-            f"(looked at {len(candidates)} CSV file(s)); pass --metadata FILE"
+            f"(looked at {len(candidates)} CSV file(s)){why}; pass --metadata FILE"
         )
     raise DataError(f"{root}: several candidate metadata CSVs ({', '.join(map(str, matching))}); pass --metadata FILE")
 

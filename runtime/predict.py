@@ -22,7 +22,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from . import policy as pol
-from .audio import load_audio
+from .audio import file_to_mel_fusion
 from .bundle import Bundle, load_bundle
 from .datasets import Clip
 from .encoders import AudioEncoder, TextEncoder
@@ -265,21 +265,22 @@ class Predictor:
     # ---- evidence ---------------------------------------------------------------------------------------------
     def _evidence(self, clips: Sequence[Clip]) -> _Evidence:
         n = len(clips)
-        waves, reasons = [], []
+        mels, reasons = [], []
         for clip in clips:
-            wave, reason = _read_audio(clip.audio_path)
-            waves.append(wave)
+            mel, reason = _read_audio(clip.audio_path)  # one clip's waveform at a time, never the batch's
+            mels.append(mel)
             reasons.append(reason)
         texts = [c.text for c in clips]
         text_present = np.array([bool(t) for t in texts])
-        audio_present = np.array([w is not None for w in waves])
+        audio_present = np.array([m is not None for m in mels])
         for i in range(n):
             if reasons[i] is None and not text_present[i]:
                 reasons[i] = "empty metadata"
         audio = np.zeros((n, EMBEDDING_DIM), dtype=np.float32)
-        have = [i for i in range(n) if waves[i] is not None]
+        have = [i for i in range(n) if mels[i] is not None]
         if have:
-            audio[have] = self.audio_encoder.embed_waveforms([waves[i] for i in have])
+            audio[have] = self.audio_encoder.embed_mel(np.stack([mels[i][0] for i in have]),
+                                                       np.array([mels[i][1] for i in have], dtype=bool))
         text = np.zeros((n, EMBEDDING_DIM), dtype=np.float32)
         masked = np.zeros((n, EMBEDDING_DIM), dtype=np.float32)
         idx = [i for i in range(n) if text_present[i]]
@@ -293,15 +294,16 @@ class Predictor:
         return _Evidence(text, audio_present, text_present, reasons, fam, pool)
 
 
-def _read_audio(path: Path | None) -> tuple[np.ndarray | None, str | None]:
-    """The waveform, or None and the fallback reason (never raises for a bad file: the item falls back)."""
+def _read_audio(path: Path | None) -> tuple[tuple[np.ndarray, bool] | None, str | None]:
+    """The clip's fusion input (mel_fusion [4, 1001, 64], longer), streamed from the file so memory stays bounded
+    for long clips, or None and the fallback reason (never raises for a bad file: the item falls back)."""
     if path is None:
         return None, "missing audio"
     try:
         if Path(path).stat().st_size == 0:
             return None, "zero-byte audio"
-        return load_audio(path), None
+        return file_to_mel_fusion(path), None
     except FileNotFoundError:
         return None, "missing audio"
-    except (AudioError, OSError) as exc:
+    except (AudioError, OSError, MemoryError) as exc:
         return None, f"undecodable audio: {exc}"

@@ -51,6 +51,7 @@ def band(lo_hz: float | None = None, hi_hz: float | None = None, exponent: float
         g = 1.0 / np.sqrt(den)
         return g * np.exp(np.log(f) * (-exponent / 2.0)) if exponent else g
 
+    gain.hi_hz = hi_hz  # type: ignore[attr-defined]  # lets `noise` synthesise low-passed noise at a lower rate
     return gain
 
 
@@ -61,12 +62,21 @@ def _square_power(r2: np.ndarray, order: int) -> np.ndarray:
     return out
 
 
-def noise(rng: np.random.Generator, n: int, sr: int, gain: Gain | None = None) -> np.ndarray:
-    """Unit-RMS noise of `n` samples with the given magnitude response (white when None)."""
+def noise(rng: np.random.Generator, n: int, sr: float, gain: Gain | None = None) -> np.ndarray:
+    """Unit-RMS noise of `n` samples with the given magnitude response (white when None).
+
+    Low-passed noise (a `band` with hi_hz) is made at a rate of at least 3x its cut-off and linearly upsampled."""
     if n <= 0:
         return np.zeros(0)
     if gain is None:
         return (rng.random(n) - 0.5) * np.sqrt(12.0)
+    hi_hz, factor = getattr(gain, "hi_hz", None), 1
+    while hi_hz and factor < 16 and sr / (4 * factor) > 3.0 * hi_hz:
+        factor *= 2
+    if factor > 1:
+        low = noise(rng, n // factor + 2, sr / factor, gain)
+        x = np.interp(np.arange(n) / factor, np.arange(len(low)), low)
+        return x / (np.sqrt(np.mean(x * x)) + 1e-12)
     m = min(fft_len(n), NOISE_PERIOD)
     f = np.fft.rfftfreq(m, 1.0 / sr)
     f[0] = f[1]
@@ -124,15 +134,16 @@ def tone(
 ) -> np.ndarray:
     """Additive harmonic stack: amplitude h^-rolloff, optional odd-only, stiff-string inharmonicity, and per-harmonic
     decay rate (higher partials fade faster, as in plucked and struck sounds)."""
-    out = np.zeros(len(phase))
-    fade = np.exp(-np.arange(len(phase)) * (harm_decay / sr)) if harm_decay else None
-    # harmonics by complex powers (one exp instead of n sines); complex64 drifts < 1e-5 over a dozen products
-    rot = np.exp(1j * phase).astype(np.complex64) if not inharm else None
-    z = np.ones(len(phase), dtype=np.complex64) if rot is not None else None
-    decay_h = np.ones(len(phase)) if fade is not None else None
+    out = np.zeros(len(phase), dtype=np.float32)
+    fade = np.exp(-np.arange(len(phase)) * (harm_decay / sr)).astype(np.float32) if harm_decay else None
+    decay_h = np.ones(len(phase), dtype=np.float32) if fade is not None else None
+    # harmonic partials by the Chebyshev recurrence sin((h+1)x) = 2 cos(x) sin(hx) - sin((h-1)x): one sine and one
+    # cosine for the whole stack (float32 stays within 1e-5 over a dozen steps); inharmonic stacks need real sines
+    two_cos = (2.0 * np.cos(phase)).astype(np.float32) if not inharm else None
+    prev, cur = np.zeros(len(phase), dtype=np.float32), np.sin(phase).astype(np.float32)
     for h in range(1, n_harm + 1):
-        if z is not None:
-            z *= rot
+        if two_cos is not None and h > 1:
+            prev, cur = cur, two_cos * cur - prev
         if decay_h is not None and h > 1:
             decay_h *= fade
         if odd and h % 2 == 0:
@@ -140,10 +151,9 @@ def tone(
         k = h * np.sqrt(1.0 + inharm * h * h)
         if k * f0_max_hz > 0.45 * sr:
             break
-        amp = h ** (-rolloff)
-        partial = np.sin(k * phase + 0.7 * h) if z is None else (z * np.complex64(np.exp(0.7j * h))).imag
-        out += amp * (partial if decay_h is None else partial * decay_h)
-    return out
+        partial = cur if two_cos is not None else np.sin(k * phase).astype(np.float32)
+        out += np.float32(h ** (-rolloff)) * (partial if decay_h is None else partial * decay_h)
+    return out.astype(np.float64)
 
 
 def _cycles(phase: np.ndarray) -> np.ndarray:

@@ -51,19 +51,22 @@ class Clip:
 
 
 def safe_child(root: Path, name: str, suffix: str) -> Path:
-    """`root/<name><suffix>`, refusing any id that could name a file outside `root`."""
+    """`root/<name><suffix>`, refusing any id that could name a file outside `root`, or that has control
+    characters (a '\\r' inside an id would also break the submission CSV, whose rows end in '\\n')."""
     bad = (
         not name
         or name != name.strip()
         or "/" in name
         or "\\" in name
-        or "\x00" in name
         or ".." in name
         or os.path.isabs(name)
         or name in {".", "~"}
+        or any(ord(ch) < 32 or ord(ch) == 127 for ch in name)
     )
     if bad:
-        raise DataError(f"id {name!r} cannot be used as a file name (empty, path separators, '..', absolute or NUL)")
+        raise DataError(
+            f"id {name!r} cannot be used as a file name (empty, path separators, '..', absolute or control characters)"
+        )
     return Path(root) / f"{name}{suffix}"
 
 

@@ -193,6 +193,7 @@ CSV_KINDS: dict[str, CsvKind] = {k.name: k for k in [
     CsvKind("id-parent", _rows("../../etc/passwd,x,y,z"), "refused", message="row 1"),
     CsvKind("id-absolute", _rows("/etc/passwd,x,y,z"), "refused", message="row 1"),
     CsvKind("id-backslash", _rows("..\\..\\x,x,y,z"), "refused", message="row 1"),
+    CsvKind("id-carriage-return", _rows('"a\rb",x,y,z'), "refused", message="row 1"),
     CsvKind("id-nul", _rows("a\x001,x,y,z"), "refused", message="row 1"),
     CsvKind("empty-id", _rows(",x,y,z"), "refused", message="row 1"),
     CsvKind("empty-file", b"", "refused", message="empty"),

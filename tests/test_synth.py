@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from bst.runtime.datasets import read_dev_dataset, read_eval_package, read_labels
 from bst.runtime.errors import BstError
-from bst.runtime.taxonomy import CLASSES, CODE_TO_INDEX, CODES, OTHER_CODES, PARENT_INDEX, PARENTS
+from bst.runtime.taxonomy import CLASSES, CODE_TO_INDEX, CODES, OTHER_CODES, PARENT_INDEX
 from bst.runtime.text import mask_class_words, metadata_text
 from bst.train.cli import app
 from bst.train.synth import write_corpus
@@ -71,7 +71,8 @@ def test_dev_layouts_have_the_documented_files_and_columns(synth_corpus, name):
 
     header, desc = _rows(root / "metadata" / "BST_description.csv")
     assert header == ["class", "name", "description", "examples"]
-    assert [(d["class"], d["name"], d["description"]) for d in desc] == [(c.code, c.name, c.description) for c in CLASSES]
+    expected = [(c.code, c.name, c.description) for c in CLASSES]
+    assert [(d["class"], d["name"], d["description"]) for d in desc] == expected
 
 
 def test_dev_is_balanced_and_cs_is_not_and_ids_are_disjoint(synth_corpus):

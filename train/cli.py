@@ -25,11 +25,11 @@ app = typer.Typer(
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write BSD10k/, BSD35k-CS/, eval/ and eval_labels.csv into.")],
     *,
-    per_class: Annotated[int, typer.Option(help="BSD10k clips per class (BSD35k-CS: the same on average).", min=1)] = 12,
+    per_class: Annotated[int, typer.Option(help="BSD10k clips per class (BSD35k-CS: as many on average).", min=1)] = 12,
     seed: Annotated[int, typer.Option(help="Seed: the same seed writes byte-identical files.", min=0)] = 0,
     cs_noise: Annotated[float, typer.Option(help="Share of BSD35k-CS labels made wrong.", min=0.0, max=1.0)] = 0.3,
-    n_eval: Annotated[int, typer.Option("--eval", help="Clips in the evaluation package (at least 8).", min=8)] = 40,
-    with_features: Annotated[bool, typer.Option("--with-features", help="Also write stand-in CLAP embeddings.")] = False,
+    n_eval: Annotated[int, typer.Option("--eval", help="Clips in the evaluation package (8 or more).", min=8)] = 40,
+    with_features: Annotated[bool, typer.Option("--with-features", help="Write stand-in embeddings too.")] = False,
 ) -> None:
     """Write a deterministic synthetic corpus in the BSD10k, BSD35k-CS and evaluation-package layouts."""
     from bst.train.synth import write_corpus

@@ -34,13 +34,15 @@ def note(rng: np.random.Generator, n: int, sr: int, f0: float, timbre: str) -> n
         return d.tone(ph, f0, sr, 12, 1.0) * d.swell(n, sr, rng.uniform(0.05, 0.2), 0.1)
     if timbre == "blow":
         breath = 0.15 * d.noise(rng, n, sr, d.band(f0, 4 * f0))
-        return (d.tone(ph, f0, sr, 9, 1.4, odd=rng.uniform() < 0.5) + breath) * d.swell(n, sr, rng.uniform(0.03, 0.12), 0.08)
+        body = d.tone(ph, f0, sr, 9, 1.4, odd=rng.uniform() < 0.5)  # odd partials only: clarinet-like
+        return (body + breath) * d.swell(n, sr, rng.uniform(0.03, 0.12), 0.08)
     if timbre == "keys":
         two_stage = d.decay(n, sr, rng.uniform(0.6, 2.0)) * (0.6 + 0.4 * d.decay(n, sr, 0.08))
         return d.tone(ph, f0, sr, 10, 1.1, inharm=rng.uniform(2e-4, 1e-3), harm_decay=rng.uniform(1, 4)) * two_stage
     detune = d.saw(d.phase_of(f0 * 1.006, n, sr))
     raw = d.saw(ph) + detune if rng.uniform() < 0.5 else d.square(ph, rng.uniform(0.2, 0.5)) + 0.5 * detune
-    return d.spectral_filter(raw, sr, d.band(30, rng.uniform(800, 6000))) * d.swell(n, sr, rng.uniform(0.005, 0.1), 0.05)
+    filtered = d.spectral_filter(raw, sr, d.band(30, rng.uniform(800, 6000)))
+    return filtered * d.swell(n, sr, rng.uniform(0.005, 0.1), 0.05)
 
 
 def pad(rng: np.random.Generator, n: int, sr: int, freqs: list[float]) -> np.ndarray:
@@ -105,7 +107,8 @@ def _single(rng, n, sr, timbre, lo, hi, chord_prob=0.0):  # noqa: ANN001
 
 def _is_p(rng, n, sr):  # noqa: ANN001
     out = np.zeros(n)
-    d.place(out, [int(rng.uniform(0, 0.02) * sr)], d.hit(rng, sr, rng.choice(["kick", "snare", "hat", "tom", "clap", "cymbal"])))
+    start = int(rng.uniform(0, 0.02) * sr)
+    d.place(out, [start], d.hit(rng, sr, rng.choice(["kick", "snare", "hat", "tom", "clap", "cymbal"])))
     return out
 
 
@@ -140,7 +143,8 @@ def _sp_c(rng, n, sr):  # noqa: ANN001
 
 
 def _sp_p(rng, n, sr):  # noqa: ANN001
-    x = d.voice(rng, n, sr, rng.uniform(70, 300), monotone=rng.uniform() < 0.7, formant_scale=rng.choice([0.7, 1.0, 1.4]))
+    f0, monotone = rng.uniform(70, 300), rng.uniform() < 0.7
+    x = d.voice(rng, n, sr, f0, monotone=monotone, formant_scale=rng.choice([0.7, 1.0, 1.4]))
     effect = rng.integers(3)
     if effect == 0:  # ring modulator
         return x * np.sin(d.phase_of(rng.uniform(30, 200), n, sr))
@@ -215,7 +219,8 @@ def _fx_a(rng, n, sr):  # noqa: ANN001
         call = d.spectral_filter(d.saw(d.phase_of(f0, m, sr)), sr, d.band(400, 3000)) * np.hanning(m)
         d.place(out, d.onsets(rng, n, sr, rng.uniform(0.8, 2.5), 0.6), call)
     else:  # insect buzz
-        out = d.noise(rng, n, sr, d.band(3000, 9000)) * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(20, 60) * d.times(n, sr)))
+        hiss = d.noise(rng, n, sr, d.band(3000, 9000))
+        out = hiss * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(20, 60) * d.times(n, sr)))
     return out + 0.05 * d.noise(rng, n, sr, d.band(100, 2000, 1.0))
 
 
@@ -230,7 +235,8 @@ def _fx_n(rng, n, sr):  # noqa: ANN001
         return out
     if kind == 2:  # thunder / explosion
         start = int(rng.uniform(0, 0.3) * n)
-        return np.concatenate([np.zeros(start), d.noise(rng, n - start, sr, d.band(20, 800, 2.0)) * d.decay(n - start, sr, rng.uniform(0.3, 1.5), 0.01)])
+        rumble = d.noise(rng, n - start, sr, d.band(20, 800, 2.0))
+        return np.concatenate([np.zeros(start), rumble * d.decay(n - start, sr, rng.uniform(0.3, 1.5), 0.01)])
     return d.noise(rng, n, sr, d.band(400, 4000)) * (1 + 0.5 * d.noise(rng, n, sr, d.band(2, 30)))  # water
 
 
@@ -238,7 +244,10 @@ def _fx_ex(rng, n, sr):  # noqa: ANN001
     out = np.zeros(n)
     for start in d.onsets(rng, n, sr, rng.uniform(10, 80)):
         m = int(rng.uniform(0.005, 0.08) * sr)
-        grain = d.chirp(m, sr, rng.uniform(50, 8000), rng.uniform(50, 8000)) if rng.uniform() < 0.6 else d.noise(rng, m, sr)
+        if rng.uniform() < 0.6:
+            grain = d.chirp(m, sr, rng.uniform(50, 8000), rng.uniform(50, 8000))
+        else:
+            grain = d.noise(rng, m, sr)
         d.place(out, [start], grain * np.hanning(m) * rng.uniform(0.2, 1))
     if rng.uniform() < 0.5:  # stutter: repeat a short block
         block = int(rng.uniform(0.03, 0.2) * sr)
@@ -251,7 +260,8 @@ def _fx_el(rng, n, sr):  # noqa: ANN001
     if kind == 0:  # riser / drop sweep with a whoosh
         lo, hi = rng.uniform(80, 400), rng.uniform(2000, 9000)
         f = (lo, hi) if rng.uniform() < 0.5 else (hi, lo)
-        return d.chirp(n, sr, *f) * d.swell(n, sr, 0.2 * n / sr, 0.1 * n / sr) + 0.4 * d.noise(rng, n, sr, d.band(500, 8000)) * np.hanning(n)
+        sweep = d.chirp(n, sr, *f) * d.swell(n, sr, 0.2 * n / sr, 0.1 * n / sr)
+        return sweep + 0.4 * d.noise(rng, n, sr, d.band(500, 8000)) * np.hanning(n)
     out = np.zeros(n)
     if kind == 1:  # beeps
         m = int(rng.uniform(0.05, 0.3) * sr)
@@ -259,7 +269,8 @@ def _fx_el(rng, n, sr):  # noqa: ANN001
         d.place(out, d.onsets(rng, n, sr, rng.uniform(1, 5), 0.2), beep)
         return out
     m = int(rng.uniform(0.1, 0.4) * sr)  # lasers
-    d.place(out, d.onsets(rng, n, sr, rng.uniform(1, 4), 0.5), d.chirp(m, sr, rng.uniform(2000, 5000), rng.uniform(100, 400)) * d.decay(m, sr, 0.1))
+    starts = d.onsets(rng, n, sr, rng.uniform(1, 4), 0.5)
+    d.place(out, starts, d.chirp(m, sr, rng.uniform(2000, 5000), rng.uniform(100, 400)) * d.decay(m, sr, 0.1))
     return out
 
 
@@ -269,9 +280,11 @@ def _ss_n(rng, n, sr):  # noqa: ANN001
 
 
 def _ss_i(rng, n, sr):  # noqa: ANN001
-    out = d.noise(rng, n, sr, d.band(30, 400, 2.0)) + 0.3 * d.tone(d.phase_of(rng.choice([50.0, 60.0]), n, sr), 60, sr, 5, 1.0)
+    room = d.noise(rng, n, sr, d.band(30, 400, 2.0))
+    out = room + 0.3 * d.tone(d.phase_of(rng.choice([50.0, 60.0]), n, sr), 60, sr, 5, 1.0)  # mains hum
     events = np.zeros(n)
-    d.place(events, d.onsets(rng, n, sr, rng.uniform(0.3, 2)), d.modal(rng, sr, 800, 6000, 0.1), gains=rng.uniform(0.1, 0.5, 64))
+    starts = d.onsets(rng, n, sr, rng.uniform(0.3, 2))
+    d.place(events, starts, d.modal(rng, sr, 800, 6000, 0.1), gains=rng.uniform(0.1, 0.5, 64))
     return out + events + 0.3 * babble(rng, n, sr) * (rng.uniform() < 0.5)
 
 

@@ -14,15 +14,15 @@ from bst.runtime.taxonomy import CLASSES, CODES, PARENTS
 
 #: class-indicative words; siblings share a few (guitar, note, ambience) as real metadata does
 VOCAB: dict[str, tuple[str, ...]] = {
-    "m-sp": ("drum", "drums", "beat", "groove", "loop", "rhythm", "drumkit", "breakbeat", "bpm", "tabla", "cajon", "fill"),
-    "m-si": ("solo", "guitar", "piano", "violin", "flute", "melody", "improvisation", "acoustic", "piece", "tune", "played"),
-    "m-m": ("band", "song", "orchestra", "ensemble", "mix", "track", "jam", "music", "instrumental", "chorus", "arrangement"),
+    "m-sp": ("drum", "drums", "beat", "groove", "loop", "rhythm", "drumkit", "breakbeat", "bpm", "tabla", "cajon"),
+    "m-si": ("solo", "guitar", "piano", "violin", "flute", "melody", "improvisation", "acoustic", "piece", "tune"),
+    "m-m": ("band", "song", "orchestra", "ensemble", "mix", "track", "jam", "music", "instrumental", "chorus"),
     "is-p": ("kick", "snare", "hihat", "cymbal", "clap", "hit", "oneshot", "tom", "rimshot", "crash", "percussion"),
     "is-s": ("string", "guitar", "violin", "cello", "pluck", "bass", "pizzicato", "bowed", "note", "harp", "ukulele"),
     "is-w": ("flute", "clarinet", "saxophone", "trumpet", "horn", "wind", "brass", "oboe", "trombone", "note", "reed"),
     "is-k": ("piano", "keyboard", "organ", "harpsichord", "chord", "keys", "note", "grand", "upright", "rhodes"),
     "is-e": ("synth", "synthesizer", "lead", "pad", "bass", "arpeggio", "analog", "oscillator", "electronic", "patch"),
-    "sp-s": ("voice", "speech", "narration", "spoken", "reading", "word", "man", "woman", "says", "voiceover", "phrase"),
+    "sp-s": ("voice", "speech", "narration", "spoken", "reading", "word", "man", "woman", "says", "voiceover"),
     "sp-c": ("conversation", "crowd", "people", "chatter", "talking", "murmur", "dialogue", "voices", "walla", "party"),
     "sp-p": ("robot", "robotic", "vocoder", "tts", "synthetic", "processed", "distorted", "voice", "computer", "alien"),
     "fx-o": ("door", "keys", "dishes", "switch", "drawer", "cup", "glass", "plate", "handle", "zipper", "object"),
@@ -152,7 +152,8 @@ def _description(rng: np.random.Generator, cls: list[str], noise: list[str]) -> 
         f"{rng.choice(PLACES)}.",
     ]
     if len(cls) > 2 or rng.uniform() < 0.4:
-        sentences.append(f"A {rng.choice(noise)} {' '.join(cls[1:]) or 'sound'} for your {rng.choice(['project', 'game', 'film'])}.")
+        use = rng.choice(["project", "game", "film"])
+        sentences.append(f"A {rng.choice(noise)} {' '.join(cls[1:]) or 'sound'} for your {use}.")
     if rng.uniform() < 0.3:
         sentences.append("Free to use, credit appreciated.")
     text = " ".join(sentences)

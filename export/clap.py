@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from bst.runtime.audio import CHUNK_FRAMES, MEL_BINS
-from bst.runtime.encoders import AUDIO_OUTPUT, EMBEDDING_DIM, TEXT_OUTPUT
+from bst.runtime.encoders import (AUDIO_GRAPH, AUDIO_INT8, AUDIO_OUTPUT, EMBEDDING_DIM, TEXT_GRAPH, TEXT_INT8,
+                                  TEXT_OUTPUT, TOKENIZER_FILE)
 from bst.runtime.errors import BstError
 from bst.runtime.session import make_session
 from bst.runtime.text import MAX_TOKENS
@@ -31,9 +32,6 @@ from bst.runtime.text import MAX_TOKENS
 OPSET = 17
 GRAPH_TOLERANCE = 1e-5  # max abs diff, normalised embeddings, ORT fp32 vs torch
 INT8_MIN_COSINE = 0.999
-AUDIO_GRAPH, TEXT_GRAPH = "clap_audio.onnx", "clap_text.onnx"
-AUDIO_INT8, TEXT_INT8 = "clap_audio.int8.onnx", "clap_text.int8.onnx"
-TOKENIZER_FILE = "tokenizer.json"
 
 
 def _window_reverse_fixed(windows: torch.Tensor, window_size: int, H: int, W: int) -> torch.Tensor:

@@ -47,8 +47,13 @@ def note(rng: np.random.Generator, n: int, sr: int, f0: float, timbre: str) -> n
 
 def pad(rng: np.random.Generator, n: int, sr: int, freqs: list[float]) -> np.ndarray:
     """Sustained detuned saw chord through one low-pass: pads and drones (one FFT filter for all voices)."""
-    raw = sum(d.saw(d.phase_of(f * d.lfo(n, sr, rng.uniform(0.1, 0.5), 0.003), n, sr)) for f in freqs)
-    return d.spectral_filter(raw, sr, d.band(30, rng.uniform(600, 4000))) * d.swell(n, sr, rng.uniform(0.05, 1.0), 0.3)
+    cutoff = rng.uniform(600, 4000)
+
+    def render(m: int, rate: float) -> np.ndarray:
+        raw = sum(d.saw(d.phase_of(f * d.lfo(m, rate, rng.uniform(0.1, 0.5), 0.003), m, rate)) for f in freqs)
+        return d.spectral_filter(raw, rate, d.band(30, cutoff))
+
+    return d.low_rate(n, sr, cutoff, render) * d.swell(n, sr, rng.uniform(0.05, 1.0), 0.3)
 
 
 def babble(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
@@ -96,7 +101,7 @@ def _m_m(rng, n, sr):  # noqa: ANN001
     chord = pad(rng, n, sr, [d.midi_hz(root + 12 + k) for k in (0, 4, 7)]) / 3
     lead = melody(rng, n, sr, rng.choice(TIMBRES), root + 24, rng.uniform(2, 5))
     bass = melody(rng, n, sr, "pluck", root, rng.uniform(1, 3))
-    return d.reverb(rng, 0.5 * chord + lead + 0.7 * bass + drum_pattern(rng, n, sr, 0.8), sr, 0.5, 0.15)
+    return 0.5 * chord + lead + 0.7 * bass + drum_pattern(rng, n, sr, 0.8)
 
 
 def _single(rng, n, sr, timbre, lo, hi, chord_prob=0.0):  # noqa: ANN001
@@ -169,8 +174,14 @@ def _fx_o(rng, n, sr):  # noqa: ANN001
 def engine(rng: np.random.Generator, n: int, sr: int, pass_by: bool) -> np.ndarray:
     """Engine harmonics over brown rumble; a pass-by gets a bell-shaped level and a Doppler pitch drop."""
     t = np.linspace(-1.0, 1.0, n)
-    f0 = rng.uniform(25, 90) * ((1.0 - 0.12 * np.tanh(4 * t)) if pass_by else d.lfo(n, sr, 0.2, 0.1))
-    x = d.spectral_filter(d.saw(d.phase_of(f0, n, sr)), sr, d.band(20, rng.uniform(300, 1500)))
+    base, cutoff = rng.uniform(25, 90), rng.uniform(300, 1500)
+
+    def harmonics(m: int, rate: float) -> np.ndarray:
+        u = np.linspace(-1.0, 1.0, m)
+        f0 = base * ((1.0 - 0.12 * np.tanh(4 * u)) if pass_by else d.lfo(m, rate, 0.2, 0.1))
+        return d.spectral_filter(d.saw(d.phase_of(f0, m, rate)), rate, d.band(20, cutoff))
+
+    x = d.low_rate(n, sr, cutoff, harmonics)
     x = x / (np.std(x) + 1e-12) + 0.7 * d.noise(rng, n, sr, d.band(30, 4000, 2.0))
     return x * (np.exp(-((t / 0.35) ** 2)) + 0.05 if pass_by else 1.0)
 

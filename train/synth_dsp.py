@@ -29,7 +29,7 @@ def fft_len(n: int) -> int:
     return best
 
 
-def spectral_filter(x: np.ndarray, sr: int, gain: Gain) -> np.ndarray:
+def spectral_filter(x: np.ndarray, sr: float, gain: Gain) -> np.ndarray:
     """Zero-phase filter `x` by a magnitude response given as a function of frequency in Hz."""
     m = fft_len(len(x))
     f = np.fft.rfftfreq(m, 1.0 / sr)
@@ -70,12 +70,9 @@ def noise(rng: np.random.Generator, n: int, sr: float, gain: Gain | None = None)
         return np.zeros(0)
     if gain is None:
         return (rng.random(n) - 0.5) * np.sqrt(12.0)
-    hi_hz, factor = getattr(gain, "hi_hz", None), 1
-    while hi_hz and factor < 16 and sr / (4 * factor) > 3.0 * hi_hz:
-        factor *= 2
-    if factor > 1:
-        low = noise(rng, n // factor + 2, sr / factor, gain)
-        x = np.interp(np.arange(n) / factor, np.arange(len(low)), low)
+    hi_hz = getattr(gain, "hi_hz", None)
+    if hi_hz and _rate_factor(sr, hi_hz) > 1:
+        x = low_rate(n, sr, hi_hz, lambda n_low, sr_low: noise(rng, n_low, sr_low, gain))
         return x / (np.sqrt(np.mean(x * x)) + 1e-12)
     m = min(fft_len(n), NOISE_PERIOD)
     f = np.fft.rfftfreq(m, 1.0 / sr)
@@ -86,7 +83,24 @@ def noise(rng: np.random.Generator, n: int, sr: float, gain: Gain | None = None)
     return x / (np.sqrt(np.mean(x * x)) + 1e-12)
 
 
-def times(n: int, sr: int) -> np.ndarray:
+def _rate_factor(sr: float, hi_hz: float) -> int:
+    factor = 1
+    while factor < 16 and sr / (4 * factor) > 3.0 * hi_hz:
+        factor *= 2
+    return factor
+
+
+def low_rate(n: int, sr: float, hi_hz: float, render: Callable[[int, float], np.ndarray]) -> np.ndarray:
+    """`render(n, sr)` of content band-limited below `hi_hz`, made at a rate of at least 12x `hi_hz` (up to 16x
+    fewer samples) and linearly upsampled: rumbles, engines and pads cost a fraction of full-rate synthesis."""
+    factor = _rate_factor(sr, hi_hz)
+    if factor == 1:
+        return render(n, sr)
+    low = render(n // factor + 2, sr / factor)
+    return np.interp(np.arange(n) / factor, np.arange(len(low)), low)
+
+
+def times(n: int, sr: float) -> np.ndarray:
     return np.arange(n) / sr
 
 
@@ -109,13 +123,13 @@ def swell(n: int, sr: int, attack_s: float, release_s: float) -> np.ndarray:
     return env
 
 
-def lfo(n: int, sr: int, rate_hz: float, depth: float, phase: float = 0.0) -> np.ndarray:
+def lfo(n: int, sr: float, rate_hz: float, depth: float, phase: float = 0.0) -> np.ndarray:
     """1 + depth * sin: slow amplitude or pitch modulation (computed every 32 samples and interpolated)."""
     coarse = np.arange(0, n + 32, 32)
     return np.interp(np.arange(n), coarse, 1.0 + depth * np.sin(2 * np.pi * rate_hz * coarse / sr + phase))
 
 
-def phase_of(freq_hz: np.ndarray | float, n: int, sr: int) -> np.ndarray:
+def phase_of(freq_hz: np.ndarray | float, n: int, sr: float) -> np.ndarray:
     """Instantaneous phase (radians) of a possibly time-varying frequency."""
     f = np.broadcast_to(np.asarray(freq_hz, dtype=np.float64), (n,))
     return 2 * np.pi * np.cumsum(f) / sr

@@ -110,3 +110,76 @@ def _link_or_copy(src, dst):
     except OSError:
         shutil.copy2(src, dst)
     return dst
+
+
+# --- training pool (issue 4): every family, five folds, reduced sizes, trained once --------------------------------
+def _write_external_layouts(root, cs_dir):
+    """Tiny ESC-50 / UrbanSound8K / FSD50K folders in their standard layouts, with features borrowed from BSD35k-CS
+    clips of the mapped class (so the external terms carry class signal) and a few labels that must be dropped."""
+    import csv
+    import shutil
+
+    from bst.runtime.datasets import read_dev_dataset
+
+    cs = read_dev_dataset(cs_dir)
+    by_code = {}
+    for clip in cs.clips:
+        by_code.setdefault(clip.label, []).append(clip.id)
+    specs = {
+        "esc50": ("meta/esc50.csv", ["filename", "fold", "target", "category"],
+                  [("dog", "fx-a"), ("rain", "fx-n"), ("siren", "fx-v"), ("church_bells", None)], "{id}.wav"),
+        "us8k": ("metadata/UrbanSound8K.csv", ["slice_file_name", "fsID", "fold", "classID", "class"],
+                 [("dog_bark", "fx-a"), ("drilling", "fx-m"), ("children_playing", None)], "{id}.wav"),
+        "fsd50k": ("FSD50K.ground_truth/dev.csv", ["fname", "labels", "mids", "split"],
+                   [("Bark,Dog,Animal", "fx-a"), ("Guitar,Plucked_string_instrument,Music", "is-s"),
+                    ("Water_tap_and_faucet,Water", None), ("Music", None)], "{id}"),
+    }
+    roots = {}
+    for name, (meta, columns, labels, fname) in specs.items():
+        base = root / name
+        (base / meta).parent.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for label, code in labels:
+            source = by_code.get(code or "fx-o", [])[:4]
+            for sid in source:
+                clip_id = f"{name}{sid}"
+                for kind in ("audio", "text"):
+                    dest = base / "features" / f"clap_{kind}_embeddings"
+                    dest.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(cs_dir / "features" / f"clap_{kind}_embeddings" / f"{sid}.npy", dest / f"{clip_id}.npy")
+                row = {"filename": fname.format(id=clip_id), "slice_file_name": fname.format(id=clip_id),
+                       "fname": clip_id, "category": label, "class": label, "labels": label,
+                       "fold": 1, "target": 0, "fsID": 0, "classID": 0, "mids": "", "split": "train"}
+                rows.append({c: row[c] for c in columns})
+        with open(base / meta, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        roots[name] = base
+    return roots
+
+
+@pytest.fixture(scope="session")
+def trained_run(synth_corpus, tmp_path_factory):
+    """`bst train` of every family on the synthetic corpus (with its noisy CS set and tiny external sets) at
+    `bst.train.pool.QUICK_OVERRIDES`. Returns `.run` (= `.path`, the run folder), `.data` (dev set), `.cs`,
+    `.registry`, `.log` (progress lines) and `.external` ({name: root})."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import torch
+
+    from bst.train.pool import QUICK_OVERRIDES, run_pool
+
+    base = tmp_path_factory.mktemp("trained_run")
+    external = _write_external_layouts(base / "external", Path(synth_corpus.cs))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two shared cores: one thread per process is several times faster here
+    log: list[str] = []
+    try:
+        reg = run_pool(Path(synth_corpus.dev), Path(synth_corpus.cs), base / "run", None, seed=0,
+                       overrides=QUICK_OVERRIDES, external=external, log=log.append)
+    finally:
+        torch.set_num_threads(threads)
+    return SimpleNamespace(run=base / "run", path=base / "run", data=Path(synth_corpus.dev),
+                           cs=Path(synth_corpus.cs), registry=reg, log=log, external=external)

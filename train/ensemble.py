@@ -134,6 +134,8 @@ def write_ensembles(run, pools: dict[str, PoolSpec] | None = None) -> dict:
     groups = {f: run.registry["families"][f]["group"] for f in families}
     out = {}
     for name, spec in pools.items():
+        if not any(spec.group_caps.get(g, spec.group_cap) > 0 for g in groups.values()):
+            continue  # nothing this pool may hold (e.g. a pool of only capped-out groups)
         sel = select_weights(probs, labels, groups, spec)
         ens = pool_probs(probs, sel["weights"])
         per_fold = [hf_of(ens[fold == k], labels[fold == k]) for k in np.unique(fold)]

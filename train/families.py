@@ -37,6 +37,7 @@ class CsConfig:
     lambda_soft: float = 0.3
     lambda_hard: float = 0.2
     hard_threshold: float = 0.9
+    label_trust: float = 0.0  # weight of the uploader's label in the soft target (teacher.label_posterior)
     weight: float = 1.0  # sample weight of CS rows in `naive` mode
 
 

@@ -238,7 +238,7 @@ def fold_terms(cfg: FamilyConfig, fold: Fold, data: PoolData, teacher_probs: np.
     elif cfg.cs.mode == "teacher":
         if teacher_probs is None or len(teacher_probs) != len(data.cs):
             raise BstError(f"family {cfg.name!r}: teacher probabilities for fold {fold.k} are missing")
-        tt = teacher.teacher_targets(teacher_probs, cfg.cs.hard_threshold)
+        tt = teacher.teacher_targets(teacher_probs, cfg.cs.hard_threshold, data.cs.labels, cfg.cs.label_trust)
         ones = np.ones(len(data.cs), np.float32)
         terms.append(Term("cs-soft", data.cs, tt.soft, ones, cfg.cs.lambda_soft))
         if len(tt.hard_rows):
@@ -348,6 +348,11 @@ def family_probs(models: Iterable[tuple[torch.nn.Module, float]], audio: np.ndar
 
 
 ALWAYS = ("audio-only", "text-only")  # the runtime's fallbacks: every pool has them
+
+#: reduced pool for tests and demos on the small synthetic corpus: shallow, narrow, few epochs. Batch 16 keeps enough
+#: optimiser steps for BatchNorm running statistics to settle on ~180 training rows (batch 64 collapses there).
+QUICK_OVERRIDES: dict = {"epochs": 15, "patience": 6, "width_div": 4, "branch_blocks": 0, "head_blocks": 0,
+                         "dropout": 0.0, "zero_dims_max": 50, "lr": 0.003, "batch_size": 16}
 
 
 def resolve_families(names: list[str] | None, overrides: dict | None = None) -> list[FamilyConfig]:

@@ -25,12 +25,30 @@ class TeacherTargets:
     threshold: float
 
 
-def teacher_targets(probs: np.ndarray, threshold: float) -> TeacherTargets:
-    """Soft = calibrated teacher distribution; hard relabel = teacher argmax where its probability ≥ threshold."""
-    probs = np.asarray(probs, dtype=np.float32)
-    top = probs.max(axis=1)
+def label_posterior(teacher_probs: np.ndarray, cs_labels: np.ndarray, trust: float) -> np.ndarray:
+    """Teacher prior × noisy-label likelihood: p(c | x, y_cs) ∝ p_T(c | x) · (trust if c = y_cs else (1-trust)/22).
+
+    trust = 0 ignores the uploader's label (pure teacher); the crowd label then only shifts mass the teacher
+    already finds plausible instead of being taken as clean.
+    """
+    probs = np.asarray(teacher_probs, dtype=np.float64)
+    if trust <= 0:
+        return probs.astype(np.float32)
+    n = probs.shape[1]
+    like = np.full_like(probs, (1.0 - trust) / (n - 1))
+    like[np.arange(len(probs)), cs_labels] = trust
+    post = probs * like
+    return (post / post.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def teacher_targets(probs: np.ndarray, threshold: float, cs_labels: np.ndarray | None = None,
+                    label_trust: float = 0.0) -> TeacherTargets:
+    """Soft = teacher distribution (optionally combined with the CS label); hard relabel = its argmax where its
+    probability ≥ threshold."""
+    soft = label_posterior(probs, cs_labels, label_trust) if cs_labels is not None else np.asarray(probs, np.float32)
+    top = soft.max(axis=1)
     rows = np.flatnonzero(top >= threshold)
-    return TeacherTargets(probs, rows, probs[rows].argmax(axis=1).astype(np.int64), threshold)
+    return TeacherTargets(soft, rows, soft[rows].argmax(axis=1).astype(np.int64), threshold)
 
 
 def cached_cs_probs(path: Path, cs_fingerprint: str, compute) -> np.ndarray:

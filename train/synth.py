@@ -26,7 +26,8 @@ import io
 import os
 import shutil
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -189,16 +190,32 @@ def _write_csv(path: Path, columns: Iterable[str], rows: Iterable[Iterable[objec
 
 def _rendered(seed: int, items: list[_Item], label: str, show: bool) -> Iterator[tuple[_Item, bytes]]:
     """(item, WAV bytes) in item order, rendered by a few threads (numpy's FFTs and ufuncs release the GIL; every
-    item has its own random stream, so threading cannot change a byte)."""
+    item has its own random stream, so threading cannot change a byte). At most 2 clips per thread are in flight,
+    and an interrupt cancels the rest instead of waiting for them."""
     workers = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:
-        pairs = zip(items, pool.map(lambda it: _wav_bytes(seed, it), items))
+    pool = ThreadPoolExecutor(workers)
+    try:
+        pending: deque[tuple[_Item, Future[bytes]]] = deque()
+        queue = iter(items)
+
+        def pairs() -> Iterator[tuple[_Item, bytes]]:
+            for it in queue:
+                pending.append((it, pool.submit(_wav_bytes, seed, it)))
+                if len(pending) >= 2 * workers:
+                    done, future = pending.popleft()
+                    yield done, future.result()
+            while pending:
+                done, future = pending.popleft()
+                yield done, future.result()
+
         if not show:
-            yield from pairs
+            yield from pairs()
             return
         from rich.progress import track
 
-        yield from track(pairs, description=label, total=len(items))
+        yield from track(pairs(), description=label, total=len(items))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Staged:
@@ -294,6 +311,8 @@ def write_corpus(
     if n_eval < len(EVAL_TRAPS):
         raise BstError(f"the evaluation package needs at least {len(EVAL_TRAPS)} clips (one per trap), got {n_eval}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BstError(f"{out} exists and is not a directory")
     for part in ("BSD10k", "BSD35k-CS", "eval"):  # refuse before writing anything, not half-way through
         if (out / part).exists() and any((out / part).iterdir()):
             raise BstError(f"{out / part} already exists and is not empty; remove it or choose another output folder")

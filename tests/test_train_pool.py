@@ -1,0 +1,171 @@
+"""The trained pool (session fixture `trained_run`): run-folder contract, calibration, ensembles, v2mix vs naive
+concatenation, abnormal-family exclusion, resume, and the `bst train` / `bst report` commands."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from bst.runtime.metrics import hierarchical_f1
+from bst.runtime.taxonomy import NUM_CLASSES
+from bst.train.cli import app
+from bst.train.folds import official_folds
+from bst.train.pool import (QUICK_OVERRIDES, PoolData, family_probs, load_arrays, load_fold_models, load_run,
+                            train_pool)
+
+FOLD_FILES = ("checkpoint.pt", "args.json", "config.snapshot.json", "heldout.npz", "calibration.json", "fold.json")
+
+
+def test_every_family_trained_with_the_run_folder_contract(trained_run):
+    run = load_run(trained_run.run)
+    dev = load_arrays(trained_run.data)
+    folds = official_folds(dev.labels)
+    statuses = {f: e["status"] for f, e in run.registry["families"].items()}
+    print("families:", statuses)
+    assert set(statuses.values()) == {"done"}, statuses
+    assert {"baseline", "audio-only", "text-only", "v2mix", "naive-concat", "external-esc50"} <= set(statuses)
+    for family in run.families:
+        for f in folds:
+            d = run.fold_dir(family, f.k)
+            assert all((d / name).is_file() for name in FOLD_FILES), d
+            with np.load(d / "heldout.npz") as z:
+                assert list(z["ids"]) == list(dev.ids[f.test])
+                assert z["logits"].shape == z["calibrated_probs"].shape == (len(f.test), NUM_CLASSES)
+                np.testing.assert_allclose(z["calibrated_probs"].sum(1), 1.0, atol=1e-5)
+        oof = run.oof(family)
+        assert list(oof["ids"]) == list(dev.ids) and (oof["labels"] == dev.labels).all()
+        assert sorted(np.unique(oof["fold"])) == list(range(5))
+
+
+def test_calibration_lowers_heldout_nll(trained_run):
+    folds = [s for e in load_run(trained_run.run).registry["families"].values() for s in e["folds"].values()]
+    raw = np.mean([s["nll_test_raw"] for s in folds])
+    cal = np.mean([s["nll_test_calibrated"] for s in folds])
+    print(f"held-out NLL over {len(folds)} fold models: raw {raw:.4f} -> calibrated {cal:.4f}")
+    assert cal < raw
+
+
+def test_ensembles_reach_at_least_the_best_single_family(trained_run):
+    run = load_run(trained_run.run)
+    selectable = run.selectable()
+    oofs = {f: run.oof(f) for f in selectable}
+    labels = next(iter(oofs.values()))["labels"]
+    single = {f: hierarchical_f1(labels, z["probs"].argmax(1)) for f, z in oofs.items()}
+    assert set(run.ensembles) >= {"top5", "top12", "lowrisk"}
+    for name, pool in run.ensembles.items():
+        w = pool["weights"]
+        assert all(v >= 0 for v in w.values()) and abs(sum(w.values()) - 1) < 1e-9
+        assert set(w) <= set(selectable)
+        mixed = sum(v * oofs[f]["probs"].astype(np.float64) for f, v in w.items())
+        hf = hierarchical_f1(labels, mixed.argmax(1))  # recomputed from the files, not read back
+        group = {f: run.registry["families"][f]["group"] for f in single}
+        best = max(v for f, v in single.items() if pool["group_caps"].get(group[f], pool["group_cap"]) > 0)
+        print(f"{name}: ensemble OOF hF {hf:.4f} vs best single {max(single.values()):.4f}")
+        assert hf == pytest.approx(pool["hF"])
+        assert hf >= best
+        groups = {}
+        for f, v in w.items():
+            g = run.registry["families"][f]["group"]
+            groups[g] = groups.get(g, 0) + v
+        if not pool["caps_relaxed"]:
+            assert all(share <= pool["group_caps"].get(g, pool["group_cap"]) + 1e-9 for g, share in groups.items())
+
+
+def test_v2mix_beats_naive_concatenation_of_noisy_labels(trained_run):
+    fam = load_run(trained_run.run).registry["families"]
+    v2, naive = fam["v2mix"]["hF_mean"], fam["naive-concat"]["hF_mean"]
+    print(f"v2mix hF {v2:.4f} vs naive-concat {naive:.4f} (baseline {fam['baseline']['hF_mean']:.4f})")
+    assert v2 > naive
+    args = json.loads((trained_run.run / "families" / "v2mix" / "fold0" / "args.json").read_text())
+    assert args["teacher"] == "baseline" and args["terms"]["cs-soft"] > 0
+
+
+def test_family_probs_is_the_fold_mean_of_calibrated_softmax(trained_run):
+    run = load_run(trained_run.run)
+    dev = load_arrays(trained_run.data)
+    models = load_fold_models(run, "baseline")
+    assert len(models) == 5 and all(not m.training for m, _ in models)
+    f = official_folds(dev.labels)[2]
+    x = dev.take(f.test)
+    one = family_probs(models[2:3], *x.inputs())
+    with np.load(run.fold_dir("baseline", 2) / "heldout.npz") as z:
+        err = np.abs(one - z["calibrated_probs"]).max()
+    print(f"reloaded fold model vs stored held-out probs: max abs diff {err:.2e} (tolerance 1e-5)")
+    assert err < 1e-5
+    mean = family_probs(models, *x.inputs())
+    each = [family_probs([m], *x.inputs()) for m in models]
+    np.testing.assert_allclose(mean, np.mean(each, axis=0), atol=1e-6)
+
+
+def test_report_prints_families_ensembles_and_table4(trained_run):
+    result = CliRunner().invoke(app, ["report", str(trained_run.run)])
+    assert result.exit_code == 0, result.output
+    print(result.output.splitlines()[0])
+    for family in load_run(trained_run.run).families:
+        assert f"| {family} |" in result.output
+    assert "| top12 |" in result.output and "83.4690" in result.output and "best single family:" in result.output
+
+
+def test_progress_names_every_family_and_fold(trained_run):
+    lines = [line for line in trained_run.log if " fold " in line]
+    assert len(lines) == 5 * len(load_run(trained_run.run).families)
+    assert any(line.startswith("external esc50:") and "dropped" in line for line in trained_run.log)
+
+
+def _small(data_dir: Path) -> PoolData:
+    return PoolData.build(load_arrays(data_dir, need_masked=False))
+
+
+def test_interrupted_pool_resumes_without_retraining_done_folds(synth_corpus, tmp_path):
+    from bst.train.families import load_family
+
+    quick = {**QUICK_OVERRIDES, "epochs": 2}
+    configs = [load_family("baseline").with_overrides(quick), _diverging(quick)]
+    data = _small(Path(synth_corpus.dev))
+    seen: list[str] = []
+
+    def stop_after_three(line: str) -> None:
+        seen.append(line)
+        if sum(" fold " in s for s in seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_pool(data, tmp_path / "run", configs, log=stop_after_three)
+    done = {p: p.read_bytes() for p in sorted((tmp_path / "run").glob("families/*/fold*/checkpoint.pt"))}
+    assert len(done) == 3
+    reg = train_pool(data, tmp_path / "run", configs, log=lambda _: None)
+    assert reg["trained"] == [("baseline", 3), ("baseline", 4)] + [("diverging", k) for k in range(5)]
+    assert all(p.read_bytes() == b for p, b in done.items())
+    # an abnormal family is excluded from every pool, with the reason in the registry
+    print("diverging:", reg["families"]["diverging"]["excluded"])
+    assert reg["families"]["diverging"]["excluded"]
+    assert all("diverging" not in p["weights"] for p in reg["ensembles"].values())
+    # resuming on other data is refused
+    other = PoolData.build(data.dev.take(np.arange(len(data.dev) - 23)))
+    from bst.runtime.errors import BstError
+
+    with pytest.raises(BstError, match="other data"):
+        train_pool(other, tmp_path / "run", configs, log=lambda _: None)
+
+
+def _diverging(quick: dict):
+    """A family whose learning rate makes training blow up (non-finite loss or one-class collapse)."""
+    from bst.train.families import FamilyConfig
+
+    return FamilyConfig(name="diverging", group="test").with_overrides({**quick, "lr": 1e6, "label_smoothing": 0.0})
+
+
+def test_train_command_shows_progress_and_fails_cleanly(synth_corpus, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", str(synth_corpus.dev), "--out", str(tmp_path / "run"), "--families",
+                                 "audio-only", "--epochs", "1", "--width-div", "4", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "audio-only fold 5/5" in result.output and "text-only fold 5/5" in result.output
+    assert (tmp_path / "run" / "ensemble.json").is_file()
+    bad = runner.invoke(app, ["train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r2")])
+    assert bad.exit_code == 1 and bad.output.startswith("error:") and "Traceback" not in bad.output
+    unknown = runner.invoke(app, ["train", str(synth_corpus.dev), "--out", str(tmp_path / "r3"), "--families", "nope"])
+    assert unknown.exit_code == 1 and "no family config" in unknown.output

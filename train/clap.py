@@ -81,7 +81,8 @@ def _randomise(model: torch.nn.Module, seed: int) -> None:
                     module.bias.copy_(0.1 * torch.randn(n, generator=gen))
 
 
-def _load_checkpoint(model: torch.nn.Module, ckpt: Path) -> None:
+def _read_checkpoint(ckpt: Path) -> dict:
+    """The model state of a laion-clap checkpoint, read (tensors only) before any model is built."""
     if not ckpt.is_file():
         raise BstError(f"{ckpt}: CLAP checkpoint not found")
     try:
@@ -89,8 +90,14 @@ def _load_checkpoint(model: torch.nn.Module, ckpt: Path) -> None:
     except Exception as exc:
         raise BstError(f"{ckpt}: cannot read as a torch checkpoint ({exc})") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise BstError(f"{ckpt}: no state_dict in this checkpoint")
     state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
     state.pop("text_branch.embeddings.position_ids", None)  # laion-clap's known checkpoint quirk
+    return state
+
+
+def _load_state(model: torch.nn.Module, state: dict, ckpt: Path) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise BstError(f"{ckpt}: not a CLAP fusion checkpoint (missing {list(missing)[:3]}, "
@@ -102,6 +109,7 @@ def load_clap(ckpt: Path | None, *, random_weights: bool = False, seed: int = 0,
     """`CLAP_Module(enable_fusion=True)` in eval mode on CPU, offline; provenance in `.bst_provenance`."""
     if (ckpt is None) == (not random_weights):
         raise BstError("give exactly one of --clap-ckpt PATH or --random-weights")
+    state = _read_checkpoint(Path(ckpt)) if ckpt is not None else None
     import laion_clap
     from transformers import RobertaTokenizer
 
@@ -111,8 +119,9 @@ def load_clap(ckpt: Path | None, *, random_weights: bool = False, seed: int = 0,
         module = laion_clap.CLAP_Module(enable_fusion=True, device="cpu")
     tok_dir, tok_kind = _roberta_tokenizer_dir(tokenizer_dir)
     module.tokenize = RobertaTokenizer.from_pretrained(str(tok_dir))
-    if ckpt is not None:
-        _load_checkpoint(module.model, Path(ckpt))
+    if state is not None:
+        _load_state(module.model, state, Path(ckpt))
+        del state
         sha = _sha256(Path(ckpt))
     else:
         _randomise(module.model, seed)

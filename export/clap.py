@@ -178,17 +178,23 @@ def save_tokenizer(model_or_dir, path: str | os.PathLike) -> Path:
     return path
 
 
-def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, per_channel: bool) -> Path:
-    """Dynamic int8 (weights int8, activations quantised at run time). Per-channel is for the audio tower:
-    per-tensor drops its cosine to about 0.985. Only MatMul/Gemm are quantised there (convolutions stay fp32)."""
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, per_channel: bool,
+                  op_types: Sequence[str] | None = None) -> Path:
+    """Dynamic int8 (weights int8, activations quantised at run time). Per-channel matters for the audio tower:
+    per-tensor drops its cosine to about 0.985; for the text tower it lifts the cosine from ~0.9991 to ~0.9995.
+    `op_types` None quantises onnxruntime's default set (MatMul, Gather, ...)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     dst = Path(dst)
     tmp = dst.with_name(f".{dst.name}.tmp")
     quantize_dynamic(str(src), str(tmp), per_channel=per_channel, weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul", "Gemm"] if per_channel else None)
+                     op_types_to_quantize=list(op_types) if op_types else None)
     os.replace(tmp, dst)
     return dst
+
+
+#: the audio tower's convolutions stay fp32: only its MatMul/Gemm (Swin blocks, projection) become int8
+AUDIO_INT8_OPS = ("MatMul", "Gemm")
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -242,8 +248,8 @@ def export_clap(model, out_dir: str | os.PathLike, *, int8: bool = True) -> dict
     export_text_graph(model, out_dir / TEXT_GRAPH)
     save_tokenizer(model, out_dir / TOKENIZER_FILE)
     if int8:
-        quantize_int8(out_dir / AUDIO_GRAPH, out_dir / AUDIO_INT8, per_channel=True)
-        quantize_int8(out_dir / TEXT_GRAPH, out_dir / TEXT_INT8, per_channel=False)
+        quantize_int8(out_dir / AUDIO_GRAPH, out_dir / AUDIO_INT8, per_channel=True, op_types=AUDIO_INT8_OPS)
+        quantize_int8(out_dir / TEXT_GRAPH, out_dir / TEXT_INT8, per_channel=True)
     numbers = measure_parity(model, out_dir, PARITY_TEXTS)
     numbers["embedding_dim"] = EMBEDDING_DIM
     numbers["provenance"] = model.bst_provenance.to_dict()

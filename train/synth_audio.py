@@ -89,7 +89,7 @@ def _sp_p(rng, n, sr):  # noqa: ANN001
     x = d.voice(rng, n, sr, f0, monotone=monotone, formant_scale=rng.choice([0.7, 1.0, 1.4]))
     effect = rng.integers(3)
     if effect == 0:  # ring modulator
-        return x * np.sin(d.phase_of(rng.uniform(30, 200), n, sr))
+        return x * d.sine(d.phase_of(rng.uniform(30, 200), n, sr))
     if effect == 1:  # bit crusher with sample-and-hold
         hold = int(rng.integers(4, 12))
         x = np.repeat(d.unit(x)[::hold], hold)[:n]
@@ -134,7 +134,7 @@ def _fx_h(rng, n, sr):  # noqa: ANN001
         return out
     if kind == 1:  # breathing
         breath = d.noise(rng, n, sr, d.band(400, 3000))
-        return breath * np.clip(np.sin(2 * np.pi * rng.uniform(0.2, 0.4) * d.times(n, sr)), 0, None) ** 2
+        return breath * np.clip(d.sine(2 * np.pi * rng.uniform(0.2, 0.4) * d.times(n, sr)), 0, None) ** 2
     d.place(out, d.onsets(rng, n, sr, rng.uniform(3, 7), 0.5), d.hit(rng, sr, "clap"), gains=rng.uniform(0.5, 1, 256))
     return out
 
@@ -153,7 +153,7 @@ def _fx_a(rng, n, sr):  # noqa: ANN001
         d.place(out, d.onsets(rng, n, sr, rng.uniform(0.8, 2.5), 0.6), call)
     else:  # insect buzz
         hiss = d.noise(rng, n, sr, d.band(3000, 9000))
-        out = hiss * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(20, 60) * d.times(n, sr)))
+        out = hiss * (0.5 + 0.5 * d.sine(2 * np.pi * rng.uniform(20, 60) * d.times(n, sr)))
     return out + 0.05 * d.noise(rng, n, sr, d.band(100, 2000, 1.0))
 
 
@@ -198,7 +198,7 @@ def _fx_el(rng, n, sr):  # noqa: ANN001
     out = np.zeros(n)
     if kind == 1:  # beeps
         m = int(rng.uniform(0.05, 0.3) * sr)
-        beep = np.sin(d.phase_of(rng.uniform(500, 3000), m, sr)) * d.swell(m, sr, 0.005, 0.01)
+        beep = d.sine(d.phase_of(rng.uniform(500, 3000), m, sr)) * d.swell(m, sr, 0.005, 0.01)
         d.place(out, d.onsets(rng, n, sr, rng.uniform(1, 5), 0.2), beep)
         return out
     m = int(rng.uniform(0.1, 0.4) * sr)  # lasers

@@ -100,13 +100,25 @@ def low_rate(n: int, sr: float, hi_hz: float, render: Callable[[int, float], np.
     return np.interp(np.arange(n) / factor, np.arange(len(low)), low)
 
 
+def sine(phase: np.ndarray) -> np.ndarray:
+    """sin(phase) via a float32 sine of the phase wrapped to [0, 2pi): ~5x faster than float64 numpy, error < 1e-6."""
+    c = phase * (0.5 / np.pi)
+    c -= np.floor(c)
+    c *= 2 * np.pi
+    return np.sin(c.astype(np.float32)).astype(np.float64)
+
+
+def cosine(phase: np.ndarray) -> np.ndarray:
+    return sine(np.asarray(phase) + 0.5 * np.pi)
+
+
 def times(n: int, sr: float) -> np.ndarray:
     return np.arange(n) / sr
 
 
 def decay(n: int, sr: int, tau_s: float, attack_s: float = 0.002) -> np.ndarray:
     """Linear attack then exponential decay."""
-    env = np.exp(-times(n, sr) / tau_s)
+    env = np.exp((times(n, sr) * (-1.0 / tau_s)).astype(np.float32)).astype(np.float64)
     a = min(n, max(1, int(attack_s * sr)))
     env[:a] *= np.linspace(0.0, 1.0, a)
     return env
@@ -126,7 +138,7 @@ def swell(n: int, sr: int, attack_s: float, release_s: float) -> np.ndarray:
 def lfo(n: int, sr: float, rate_hz: float, depth: float, phase: float = 0.0) -> np.ndarray:
     """1 + depth * sin: slow amplitude or pitch modulation (computed every 32 samples and interpolated)."""
     coarse = np.arange(0, n + 32, 32)
-    return np.interp(np.arange(n), coarse, 1.0 + depth * np.sin(2 * np.pi * rate_hz * coarse / sr + phase))
+    return np.interp(np.arange(n), coarse, 1.0 + depth * sine(2 * np.pi * rate_hz * coarse / sr + phase))
 
 
 def phase_of(freq_hz: np.ndarray | float, n: int, sr: float) -> np.ndarray:
@@ -149,12 +161,12 @@ def tone(
     """Additive harmonic stack: amplitude h^-rolloff, optional odd-only, stiff-string inharmonicity, and per-harmonic
     decay rate (higher partials fade faster, as in plucked and struck sounds)."""
     out = np.zeros(len(phase), dtype=np.float32)
-    fade = np.exp(-np.arange(len(phase)) * (harm_decay / sr)).astype(np.float32) if harm_decay else None
+    fade = np.exp(np.arange(len(phase), dtype=np.float32) * np.float32(-harm_decay / sr)) if harm_decay else None
     decay_h = np.ones(len(phase), dtype=np.float32) if fade is not None else None
     # harmonic partials by the Chebyshev recurrence sin((h+1)x) = 2 cos(x) sin(hx) - sin((h-1)x): one sine and one
     # cosine for the whole stack (float32 stays within 1e-5 over a dozen steps); inharmonic stacks need real sines
-    two_cos = (2.0 * np.cos(phase)).astype(np.float32) if not inharm else None
-    prev, cur = np.zeros(len(phase), dtype=np.float32), np.sin(phase).astype(np.float32)
+    two_cos = (2.0 * cosine(phase)).astype(np.float32) if not inharm else None
+    prev, cur = np.zeros(len(phase), dtype=np.float32), sine(phase).astype(np.float32)
     for h in range(1, n_harm + 1):
         if two_cos is not None and h > 1:
             prev, cur = cur, two_cos * cur - prev
@@ -165,7 +177,7 @@ def tone(
         k = h * np.sqrt(1.0 + inharm * h * h)
         if k * f0_max_hz > 0.45 * sr:
             break
-        partial = cur if two_cos is not None else np.sin(k * phase).astype(np.float32)
+        partial = cur if two_cos is not None else sine(k * phase).astype(np.float32)
         out += np.float32(h ** (-rolloff)) * (partial if decay_h is None else partial * decay_h)
     return out.astype(np.float64)
 
@@ -214,12 +226,12 @@ def hit(rng: np.random.Generator, sr: int, kind: str) -> np.ndarray:
     if kind == "kick":
         n = int(0.4 * sr)
         f = rng.uniform(40, 60) + rng.uniform(60, 140) * np.exp(-times(n, sr) / 0.03)
-        return np.sin(phase_of(f, n, sr)) * decay(n, sr, rng.uniform(0.08, 0.2)) + 0.3 * noise(
+        return sine(phase_of(f, n, sr)) * decay(n, sr, rng.uniform(0.08, 0.2)) + 0.3 * noise(
             rng, n, sr
         ) * decay(n, sr, 0.004)
     if kind == "snare":
         n = int(0.3 * sr)
-        body = np.sin(phase_of(rng.uniform(160, 240), n, sr)) * decay(n, sr, 0.04)
+        body = sine(phase_of(rng.uniform(160, 240), n, sr)) * decay(n, sr, 0.04)
         return body + noise(rng, n, sr, band(1000, 7000)) * decay(n, sr, rng.uniform(0.05, 0.12))
     if kind == "hat":
         n = int(0.25 * sr)
@@ -234,7 +246,7 @@ def hit(rng: np.random.Generator, sr: int, kind: str) -> np.ndarray:
         return burst * env
     n = int(0.6 * sr)  # tom / hand drum
     f = rng.uniform(90, 380) * (1.0 + 0.3 * np.exp(-times(n, sr) / 0.05))
-    return np.sin(phase_of(f, n, sr)) * decay(n, sr, rng.uniform(0.08, 0.3))
+    return sine(phase_of(f, n, sr)) * decay(n, sr, rng.uniform(0.08, 0.3))
 
 
 def modal(rng: np.random.Generator, sr: int, lo_hz: float, hi_hz: float, tau_s: float, modes: int = 5) -> np.ndarray:
@@ -243,14 +255,14 @@ def modal(rng: np.random.Generator, sr: int, lo_hz: float, hi_hz: float, tau_s: 
     t = times(n, sr)
     out = 0.5 * noise(rng, n, sr, band(lo_hz)) * decay(n, sr, 0.003)
     for f in np.exp(rng.uniform(np.log(lo_hz), np.log(hi_hz), modes)):
-        out += rng.uniform(0.2, 1.0) * np.sin(2 * np.pi * f * t) * np.exp(-t / (tau_s * rng.uniform(0.3, 1.0)))
+        out += rng.uniform(0.2, 1.0) * sine(2 * np.pi * f * t) * np.exp(-t / (tau_s * rng.uniform(0.3, 1.0)))
     return out
 
 
 def chirp(n: int, sr: int, f_start: float, f_end: float) -> np.ndarray:
     """Exponential frequency sweep from f_start to f_end over n samples."""
     f = f_start * (f_end / f_start) ** (np.arange(n) / max(1, n - 1))
-    return np.sin(phase_of(f, n, sr))
+    return sine(phase_of(f, n, sr))
 
 
 def voice(rng: np.random.Generator, n: int, sr: int, f0_hz: float, *, monotone: bool = False,

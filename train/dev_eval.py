@@ -145,4 +145,6 @@ def format_table3(report: dict, nested: dict, policies: Sequence[SystemPolicy]) 
                      f"{100 * r['override_share']:>10.1f}%{nest_s}")
     if "ensemble_oof_hF" in nested:
         lines.append(f"top-12 ensemble, out-of-fold (what the ranker reranks): hF {100 * nested['ensemble_oof_hF']:.2f}")
+    lines.append("note: each clip was in the training split of 4 of the 5 fold models averaged here, so these figures "
+                 "are optimistic; the nested hF is the held-out estimate")
     return "\n".join(lines)

@@ -49,6 +49,8 @@ _MEL_BLOCK_FRAMES = 4096
 #: the streaming mel computes a block only once this many samples beyond it have been decoded, so the final
 #: length fix (pad or trim to the length rule, a few samples at most) can never touch samples already used
 _STREAM_MARGIN_SAMPLES = SAMPLE_RATE_HZ
+#: the streaming mel is preallocated from the header's length up to this many frames (3 h), then grown
+_PREALLOC_MAX_FRAMES = 3 * 3600 * SAMPLE_RATE_HZ // HOP_SAMPLES
 
 
 # ---------------------------------------------------------------------------------------------- decoding
@@ -76,9 +78,11 @@ def int16_round_trip(wave: np.ndarray) -> np.ndarray:
     return int16_to_float(quantize_int16(wave))
 
 
-def _decode_blocks(path: Path, sink: Callable[[np.ndarray], None]) -> int:
+def _decode_blocks(path: Path, sink: Callable[[np.ndarray], None],
+                   expect: Callable[[int], None] | None = None) -> int:
     """Decode `path` block by block, passing 48 kHz mono int16 pieces to `sink`; returns the length rule's count
-    (`ceil(n * 48000 / sr)`, librosa's util.fix_length) that the pieces must be padded or trimmed to."""
+    (`ceil(n * 48000 / sr)`, librosa's util.fix_length) that the pieces must be padded or trimmed to. `expect` is
+    told the length the header announces (a hint only: headers lie)."""
     import soundfile as sf
 
     if not path.is_file():
@@ -92,6 +96,8 @@ def _decode_blocks(path: Path, sink: Callable[[np.ndarray], None]) -> int:
             if not lo <= rate <= hi:
                 raise AudioError(f"{path}: sample rate {rate} Hz is outside the supported {lo}-{hi} Hz")
             block_frames = max(1, min(_READ_BLOCK_FRAMES, _READ_BLOCK_SAMPLES // max(1, snd.channels)))
+            if expect is not None and snd.frames > 0:
+                expect(math.ceil(snd.frames * SAMPLE_RATE_HZ / rate))
             stream = None if rate == SAMPLE_RATE_HZ else _resample_stream(rate)
             n_in = 0
             while True:
@@ -201,7 +207,24 @@ class _StreamingLogMel:
         self._base = 0
         self._n = 0
         self._t0 = 0  # first mel row not yet computed
-        self._rows: list[np.ndarray] = []
+        self._mel = np.empty((0, MEL_BINS), dtype=np.float32)  # rows [0, self._t0) are filled
+
+    def expect(self, samples: int) -> None:
+        """Preallocate the mel for the announced length: growing it by copies would hold it up to twice."""
+        frames = min(samples // HOP_SAMPLES + 1, _PREALLOC_MAX_FRAMES)
+        if samples > CLIP_SAMPLES and frames > self._mel.shape[0]:
+            self._grow(frames)
+
+    def _grow(self, frames: int) -> None:
+        grown = np.empty((frames, MEL_BINS), dtype=np.float32)
+        grown[:self._t0] = self._mel[:self._t0]
+        self._mel = grown
+
+    def _store(self, t0: int, rows: np.ndarray) -> None:
+        t1 = t0 + rows.shape[0]
+        if t1 > self._mel.shape[0]:
+            self._grow(max(t1, 2 * self._mel.shape[0]))
+        self._mel[t0:t1] = rows
 
     def feed(self, piece: np.ndarray) -> None:
         self._buf = np.concatenate([self._buf, piece])
@@ -213,7 +236,7 @@ class _StreamingLogMel:
             t1 = self._t0 + _MEL_BLOCK_FRAMES
             if (t1 - 1) * HOP_SAMPLES + N_FFT // 2 > safe:
                 return
-            self._rows.append(_mel_rows(self._buf, self._t0, t1, self._n, self._base))
+            self._store(self._t0, _mel_rows(self._buf, self._t0, t1, self._n, self._base))
             keep_from = t1 * HOP_SAMPLES - N_FFT // 2 - 1  # the next block's first sample, and one before it for
             # the end's reflect padding when that block is the last and the clip ends exactly on its frame
             self._buf = self._buf[keep_from - self._base:].copy()
@@ -226,9 +249,9 @@ class _StreamingLogMel:
             return waveform_to_mel_fusion(tail)
         n_frames = n // HOP_SAMPLES + 1
         for t0 in range(self._t0, n_frames, _MEL_BLOCK_FRAMES):
-            self._rows.append(_mel_rows(tail, t0, min(t0 + _MEL_BLOCK_FRAMES, n_frames), n, self._base))
-        mel = np.concatenate(self._rows)
-        self._rows, self._buf = [], tail[:0]
+            t1 = min(t0 + _MEL_BLOCK_FRAMES, n_frames)
+            self._store(t0, _mel_rows(tail, t0, t1, n, self._base))
+        mel, self._mel, self._buf = self._mel[:n_frames], self._mel[:0], tail[:0]
         return _fusion_from_mel(mel)
 
 
@@ -298,5 +321,5 @@ def waveforms_to_mel_fusion(waves: Sequence[np.ndarray]) -> tuple[np.ndarray, np
 def file_to_mel_fusion(path: str | os.PathLike) -> tuple[np.ndarray, bool]:
     """Decode and featurise one file, streaming: memory grows only with the whole-clip mel (see the bound above)."""
     mel = _StreamingLogMel()
-    n_out = _decode_blocks(Path(path), mel.feed)
+    n_out = _decode_blocks(Path(path), mel.feed, mel.expect)
     return mel.finish(n_out)

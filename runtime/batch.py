@@ -150,8 +150,11 @@ def run_predict(opts: RunOptions, progress: Callable[[int, int], None] | None = 
     todo = [c for c in package.clips if c.id not in done]
     resumed = len(done)
     first_prediction_s = None
-    mode = "a" if done else "w"
-    with open(journal, mode, encoding="utf-8") as fh:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if done:  # rewrite what was read, so that a line torn by the kill never sits in front of the lines added now
+        kept = [header, *(p.to_record() for p in done.values())]
+        atomic_write_text(journal, "".join(json.dumps(r) + "\n" for r in kept))
+    with open(journal, "a" if done else "w", encoding="utf-8") as fh:
         if not done:
             fh.write(json.dumps(header) + "\n")
         if progress:
@@ -207,11 +210,22 @@ def _run_record(opts, predictor, package, final, meta_sha, elapsed, first_s, res
         "fallbacks": dict(reasons),
         "fallback_items": [{"id": p.id, "reason": p.fallback} for p in final if p.fallback],
         "overridden": int(sum(p.overridden for p in final)),
+        "unlisted_audio": _unlisted_audio(package),
         "resumed_items": resumed,
         "elapsed_s": round(elapsed, 3),
         "seconds_to_first_batch": None if first_s is None else round(first_s, 3),
         "clips_per_s": round((len(final) - resumed) / elapsed, 3) if elapsed > 0 else None,
     }
+
+
+def _unlisted_audio(package) -> list[str]:
+    """Entries of audio/ that no metadata row names: not predicted (the submission has exactly the metadata's ids),
+    but listed so that a package with a lost metadata row does not pass unnoticed."""
+    folder = Path(package.root) / "audio"
+    if not folder.is_dir():
+        return []
+    listed = {f"{c.id}.wav" for c in package.clips}
+    return sorted(p.name for p in folder.iterdir() if p.name not in listed)
 
 
 def _write_meta(out: Path, predictor: Predictor, record: dict) -> Path:

@@ -104,6 +104,8 @@ class Manifest:
 
 def _build(cls, data: Any, where: str):
     """Dataclass from a dict, naming the manifest key that is missing or unknown."""
+    if data is None:
+        raise BundleError(f"{where}: missing; not a complete bst-rt manifest (re-export the bundle)")
     if not isinstance(data, dict):
         raise BundleError(f"{where}: expected an object, got {type(data).__name__}")
     names = {f.name for f in fields(cls)}

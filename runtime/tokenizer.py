@@ -15,6 +15,10 @@ import numpy as np
 from .errors import BundleError
 from .text import MAX_TOKENS
 
+#: texts are cut to this many characters before tokenising: the first 77 tokens come from far fewer (the cut can
+#: only change them inside a single 16k-character word), and a hostile 1 MB description otherwise costs seconds
+MAX_TEXT_CHARS = 16_384
+
 
 class Tokenizer:
     """`encode_batch(texts) -> (input_ids, attention_mask)`, both int64 [B, longest]."""
@@ -40,7 +44,7 @@ class Tokenizer:
         return cls(tok, pad_id)
 
     def encode_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        encs = self._tok.encode_batch([str(t) for t in texts])
+        encs = self._tok.encode_batch([str(t)[:MAX_TEXT_CHARS] for t in texts])
         longest = max((len(e.ids) for e in encs), default=0)
         ids = np.full((len(encs), longest), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(encs), longest), dtype=np.int64)

@@ -123,10 +123,13 @@ def test_arbitrary_bytes_are_decoded_or_refused_with_the_file_named(payload: byt
 
 @settings(max_examples=25, deadline=None)
 @given(st.integers(400_000, 1_500_000), st.sampled_from([16000, 22050, 44100, 48000]), st.integers(1, 2),
-       st.integers(40, 600), st.integers(1_000, 60_000), st.integers(3_000, 300_000), st.integers(0, 2**16))
+       st.integers(40, 600), st.integers(1_000, 60_000), st.integers(3_000, 300_000), st.integers(1, 4000),
+       st.integers(0, 2**16))
 def test_streaming_fusion_input_is_bit_identical_to_the_whole_waveform_path(
-        n48: int, rate: int, channels: int, mel_block: int, margin: int, read_block: int, seed: int) -> None:
-    """Small STFT/read blocks and margins make a 10-30 s clip cross many streaming block boundaries."""
+        n48: int, rate: int, channels: int, mel_block: int, margin: int, read_block: int, prealloc: int,
+        seed: int) -> None:
+    """Small STFT/read blocks, margins and preallocations make a 10-30 s clip cross many streaming block
+    boundaries and grow its mel buffer."""
     from bst.runtime import audio
 
     n = max(1, n48 * rate // SAMPLE_RATE_HZ)
@@ -136,6 +139,7 @@ def test_streaming_fusion_input_is_bit_identical_to_the_whole_waveform_path(
         mp.setattr(audio, "_MEL_BLOCK_FRAMES", mel_block)
         mp.setattr(audio, "_STREAM_MARGIN_SAMPLES", margin)
         mp.setattr(audio, "_READ_BLOCK_FRAMES", read_block)
+        mp.setattr(audio, "_PREALLOC_MAX_FRAMES", prealloc)
         streamed, longer = file_to_mel_fusion(path)
         whole, whole_longer = waveform_to_mel_fusion(audio.decode_int16(path))
     assert longer == whole_longer

@@ -144,12 +144,12 @@ def _fx_a(rng, n, sr):  # noqa: ANN001
     kind = rng.integers(3)
     if kind == 0:  # bird chirps
         m = int(rng.uniform(0.04, 0.2) * sr)
-        call = d.chirp(m, sr, rng.uniform(2000, 5000), rng.uniform(2500, 7000)) * np.hanning(m)
+        call = d.chirp(m, sr, rng.uniform(2000, 5000), rng.uniform(2500, 7000)) * d.hann(m)
         d.place(out, d.onsets(rng, n, sr, rng.uniform(2, 8), 0.6), call)
     elif kind == 1:  # bark / meow: a harmonic burst with a pitch glide
         m = int(rng.uniform(0.12, 0.6) * sr)
         f0 = rng.uniform(250, 700) * (1 + 0.3 * np.sin(np.linspace(0, np.pi, m)))
-        call = d.spectral_filter(d.saw(d.phase_of(f0, m, sr)), sr, d.band(400, 3000)) * np.hanning(m)
+        call = d.spectral_filter(d.saw(d.phase_of(f0, m, sr)), sr, d.band(400, 3000)) * d.hann(m)
         d.place(out, d.onsets(rng, n, sr, rng.uniform(0.8, 2.5), 0.6), call)
     else:  # insect buzz
         hiss = d.noise(rng, n, sr, d.band(3000, 9000))
@@ -181,7 +181,7 @@ def _fx_ex(rng, n, sr):  # noqa: ANN001
             grain = d.chirp(m, sr, rng.uniform(50, 8000), rng.uniform(50, 8000))
         else:
             grain = d.noise(rng, m, sr)
-        d.place(out, [start], grain * np.hanning(m) * rng.uniform(0.2, 1))
+        d.place(out, [start], grain * d.hann(m) * rng.uniform(0.2, 1))
     if rng.uniform() < 0.5:  # stutter: repeat a short block
         block = int(rng.uniform(0.03, 0.2) * sr)
         out = np.tile(out[:block], n // block + 1)[:n] * 0.7 + 0.3 * out
@@ -194,7 +194,7 @@ def _fx_el(rng, n, sr):  # noqa: ANN001
         lo, hi = rng.uniform(80, 400), rng.uniform(2000, 9000)
         f = (lo, hi) if rng.uniform() < 0.5 else (hi, lo)
         sweep = d.chirp(n, sr, *f) * d.swell(n, sr, 0.2 * n / sr, 0.1 * n / sr)
-        return sweep + 0.4 * d.noise(rng, n, sr, d.band(500, 8000)) * np.hanning(n)
+        return sweep + 0.4 * d.noise(rng, n, sr, d.band(500, 8000)) * d.hann(n)
     out = np.zeros(n)
     if kind == 1:  # beeps
         m = int(rng.uniform(0.05, 0.3) * sr)

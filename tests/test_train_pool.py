@@ -16,6 +16,17 @@ from bst.train.folds import official_folds
 from bst.train.pool import (QUICK_OVERRIDES, PoolData, family_probs, load_arrays, load_fold_models, load_run,
                             train_pool)
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Two shared CPU cores: one torch thread per process is several times faster than two here."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 FOLD_FILES = ("checkpoint.pt", "args.json", "config.snapshot.json", "heldout.npz", "calibration.json", "fold.json")
 
 
@@ -145,6 +156,7 @@ def test_interrupted_pool_resumes_without_retraining_done_folds(synth_corpus, tm
     assert all("diverging" not in p["weights"] for p in reg["ensembles"].values())
     # resuming on other data is refused
     other = PoolData.build(data.dev.take(np.arange(len(data.dev) - 23)))
+    other.dev.fingerprint = "another dataset"
     from bst.runtime.errors import BstError
 
     with pytest.raises(BstError, match="other data"):

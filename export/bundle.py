@@ -75,7 +75,8 @@ def export_bundle(run_dir: Path, out: Path, opts: ExportOptions = ExportOptions(
     staging.mkdir(parents=True)
     try:
         clap = _clap_graphs(staging, opts, log)
-        class_text = _class_text_embeddings(staging, clap)
+        class_root = opts.data_dir or (Path(run.registry["dev_root"]) if run.registry.get("dev_root") else None)
+        class_text = _class_text_embeddings(staging, clap, class_root)
         graphs = {**clap["graphs"]}
         layout = hd.make_layout({p.pool: p.weights for p in policies},
                                 always=(TEXT_ONLY, AUDIO_ONLY))
@@ -157,13 +158,14 @@ def _clap_graphs(staging: Path, opts: ExportOptions, log: Log) -> dict:
             "random": bool(prov.get("random_weights", opts.random_weights))}
 
 
-def _class_text_embeddings(staging: Path, clap: dict) -> np.ndarray:
-    """The 23 class descriptions through the bundle's own fp32 text graph (what the runtime's features compare to)."""
+def _class_text_embeddings(staging: Path, clap: dict, root: Path | None) -> np.ndarray:
+    """The 23 class descriptions (the dev set's BST_description.csv when present, as `bst embed` reads them) through
+    the bundle's own fp32 text graph: what the runtime's semantic feature compares to."""
     from bst.runtime.encoders import TextEncoder
     from bst.train.embed import class_description_texts
 
     enc = TextEncoder(staging / clap["graphs"]["text_encoder"].file, staging / clap["tokenizer"], provider="cpu")
-    emb = np.asarray(enc.embed(class_description_texts()), dtype=np.float32)
+    emb = np.asarray(enc.embed(class_description_texts(root)), dtype=np.float32)
     atomic_save_npy(staging / CLASS_TEXT_FILE, emb)
     return emb
 

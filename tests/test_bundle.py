@@ -58,7 +58,7 @@ def test_manifest_lists_every_file_with_its_hash_and_parity(bundle):
     assert m.clap_weights == "random"
 
 
-def test_class_text_embeddings_come_from_the_bundle_text_graph(bundle):
+def test_class_text_embeddings_come_from_the_bundle_text_graph(bundle, ranked_run):
     from bst.runtime.encoders import TextEncoder
     from bst.train.embed import class_description_texts
 
@@ -66,7 +66,7 @@ def test_class_text_embeddings_come_from_the_bundle_text_graph(bundle):
     emb = b.class_text_embeddings()
     enc = TextEncoder(bundle / b.graph("text_encoder").file, bundle / b.manifest.text.tokenizer_file)
     assert emb.shape == (23, 512)
-    assert np.abs(enc.embed(class_description_texts()) - emb).max() <= 1e-6
+    assert np.abs(enc.embed(class_description_texts(ranked_run.data)) - emb).max() <= 1e-6
 
 
 def test_a_tampered_file_is_refused_before_any_session(bundle, tmp_path):

@@ -67,10 +67,10 @@ def run_demo(opts: DemoOptions = DemoOptions(), log: Log = print) -> dict:
     if not (clap_dir / "clap_parity.json").is_file():
         _stage(log, f"exporting the CLAP encoders to ONNX -> {clap_dir}", t0)
         export_clap(model, clap_dir, int8=False)
-    for part in ("BSD10k", "BSD35k-CS"):
-        _stage(log, f"bst embed {part}", t0)
-        embed_dataset(corpus / part, model=model, graph_dir=clap_dir, log=log)
     del model
+    for part in ("BSD10k", "BSD35k-CS"):
+        _stage(log, f"bst embed {part} (ONNX graphs of that CLAP)", t0)
+        embed_dataset(corpus / part, engine="onnx", graphs=clap_dir, threads=opts.threads, progress=False, log=log)
     run = work / "run"
     _stage(log, f"bst train: {', '.join(opts.families)} (+ audio-only, text-only fallbacks), 5 folds each", t0)
     run_pool(corpus / "BSD10k", corpus / "BSD35k-CS", run, list(opts.families), seed=opts.seed,

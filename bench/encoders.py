@@ -5,7 +5,7 @@ never imports torch). Audio: the encoders get identical `mel_fusion` batches fro
 cost is a separate row). Text: torch runs laion's `get_text_embedding` (its tokenizer pads to 77 tokens), the
 runtime its `tokenizers` encoder padded to the batch's longest text: what each side really does.
 
-    .venv/bin/python bench/encoders.py [--graphs DIR] [--repeats 3]
+    .venv/bin/python bench/encoders.py [--graphs DIR] [--repeats 3] [--threads N]
 """
 from __future__ import annotations
 
@@ -45,21 +45,24 @@ def _waveforms() -> list[np.ndarray]:
     return out
 
 
-def _time(fn, repeats: int) -> float:
+def _time(fn, repeats: int) -> tuple[float, float]:
+    """Median (wall, CPU) seconds of `fn`. CPU time (all threads) is the honest figure on a shared, loaded
+    machine, where wall time mostly measures the neighbours."""
     fn()  # warm-up
-    runs = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        runs.append(time.perf_counter() - t0)
-    return statistics.median(runs)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def worker(engine: str, graphs: Path, repeats: int) -> dict:
+def worker(engine: str, graphs: Path, repeats: int, threads: int | None) -> dict:
     from bst.runtime.audio import waveforms_to_mel_fusion
 
     waves = _waveforms()
@@ -72,6 +75,8 @@ def worker(engine: str, graphs: Path, repeats: int) -> dict:
 
         from bst.train.clap import load_clap
 
+        if threads:
+            torch.set_num_threads(threads)
         model = load_clap(None, random_weights=True, seed=0)
 
         def audio(b: int):
@@ -89,8 +94,8 @@ def worker(engine: str, graphs: Path, repeats: int) -> dict:
                                           AudioEncoder, TextEncoder)
 
         a_file, t_file = (AUDIO_GRAPH, TEXT_GRAPH) if engine == "ort-fp32" else (AUDIO_INT8, TEXT_INT8)
-        a_enc = AudioEncoder(graphs / a_file, provider="cpu")
-        t_enc = TextEncoder(graphs / t_file, graphs / TOKENIZER_FILE, provider="cpu")
+        a_enc = AudioEncoder(graphs / a_file, provider="cpu", threads=threads)
+        t_enc = TextEncoder(graphs / t_file, graphs / TOKENIZER_FILE, provider="cpu", threads=threads)
 
         def audio(b: int):
             return a_enc.embed_mel(mel[:b], longer[:b])
@@ -101,8 +106,9 @@ def worker(engine: str, graphs: Path, repeats: int) -> dict:
         res["audio_file_mb"] = (graphs / a_file).stat().st_size / 1e6
         res["text_file_mb"] = (graphs / t_file).stat().st_size / 1e6
     for b in (1, 8):
-        res[f"audio_ms_b{b}"] = _time(lambda: audio(b), repeats) * 1000 / b
-        res[f"text_ms_b{b}"] = _time(lambda: text(b), repeats) * 1000 / b
+        for kind, fn in (("audio", audio), ("text", text)):
+            wall, cpu = _time(lambda: fn(b), repeats)
+            res[f"{kind}_ms_b{b}"], res[f"{kind}_cpu_ms_b{b}"] = wall * 1000 / b, cpu * 1000 / b
     res["audio_emb"] = np.asarray(audio(8)).tolist()
     res["peak_rss_mb"] = _peak_rss_mb()
     assert ("torch" in sys.modules) == (engine == "torch"), "an ORT worker must not import torch"
@@ -126,6 +132,8 @@ def _table(results: list[dict]) -> str:
     base = results[0]
     rows = [("audio ms/clip, batch 1", "audio_ms_b1"), ("audio ms/clip, batch 8", "audio_ms_b8"),
             ("text ms/text, batch 1", "text_ms_b1"), ("text ms/text, batch 8", "text_ms_b8"),
+            ("audio CPU-ms/clip, b1", "audio_cpu_ms_b1"), ("audio CPU-ms/clip, b8", "audio_cpu_ms_b8"),
+            ("text CPU-ms/text, b1", "text_cpu_ms_b1"), ("text CPU-ms/text, b8", "text_cpu_ms_b8"),
             ("peak RSS MB", "peak_rss_mb"), ("weights MB (audio+text)", "model_mb")]
     head = f"| {'':26} |" + "".join(f" {r['engine']:>20} |" for r in results)
     lines = [head, "|" + "-" * 28 + "|" + "".join("-" * 22 + "|" for _ in results)]
@@ -153,10 +161,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--graphs", type=Path, help="folder with exported CLAP graphs (default: export them now)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads for every engine (default: all)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.graphs, args.repeats)))
+        print(json.dumps(worker(args.worker, args.graphs, args.repeats, args.threads)))
         return
     machine = _machine()
     with tempfile.TemporaryDirectory() as tmp:
@@ -170,11 +179,13 @@ def main() -> None:
         results = []
         for engine in ("torch", "ort-fp32", "ort-int8"):
             out = subprocess.run([sys.executable, __file__, "--worker", engine, "--graphs", str(graphs),
-                                  "--repeats", str(args.repeats)], check=True, capture_output=True, text=True)
+                                  "--repeats", str(args.repeats)] + (["--threads", str(args.threads)] if args.threads else []),
+                                 check=True, capture_output=True, text=True)
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"machine: {machine}")
     print("CLAP fusion (HTSAT-tiny + RoBERTa), seeded random weights; median of "
-          f"{args.repeats} runs after a warm-up; each engine in its own process")
+          f"{args.repeats} runs after a warm-up; each engine in its own process; "
+          f"threads: {args.threads or 'default (all cores)'}")
     print(_table(results))
 
 

@@ -153,23 +153,34 @@ def _build(cache: Path) -> None:
 def ensure_cache(cache_dir: Path | None = None) -> Path:
     """Build the stand-in cache once (atomically: built aside, then renamed) and return its path."""
     cache = Path(cache_dir or os.environ.get("BST_HF_OFFLINE_DIR") or DEFAULT_CACHE_DIR)
-    marker = cache / "bst-stand-in.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("version") == STAND_IN_VERSION:
+    if _is_current(cache):
         return cache
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
     try:
         _build(tmp)
-        if cache.exists():
-            shutil.rmtree(cache, ignore_errors=True)
+        if _is_current(cache):  # another process finished first, and may be reading it: keep theirs
+            return cache
+        if cache.exists():  # stale (older version or half-deleted): move aside, then drop
+            aside = Path(tempfile.mkdtemp(prefix=f".{cache.name}.old.", dir=cache.parent))
+            os.replace(cache, aside / "cache")
+            shutil.rmtree(aside, ignore_errors=True)
         try:
             os.replace(tmp, cache)
         except OSError:  # another process won the race: its cache is as good as ours
-            shutil.rmtree(tmp, ignore_errors=True)
+            pass
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return cache
+
+
+def _is_current(cache: Path) -> bool:
+    marker = cache / "bst-stand-in.json"
+    try:
+        return json.loads(marker.read_text()).get("version") == STAND_IN_VERSION
+    except (OSError, ValueError):
+        return False
 
 
 def activate(cache_dir: Path | None = None) -> Path:

@@ -38,3 +38,19 @@ def test_wrong_checkpoint_is_refused(tmp_path):
         load_clap(None)
     with pytest.raises(BstError, match="not found"):
         load_clap(tmp_path / "absent.pt")
+
+
+def test_offline_model_is_the_full_size_architecture(clap_reference):
+    import os
+
+    import huggingface_hub.constants as hc
+
+    cfg = clap_reference.model.text_branch.config
+    assert (cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads) == (50265, 768, 12, 12)
+    assert (cfg.intermediate_size, cfg.max_position_embeddings, cfg.pad_token_id) == (3072, 514, 1)
+    n_params = sum(p.numel() for p in clap_reference.parameters())
+    print(f"CLAP fusion parameters: {n_params / 1e6:.1f} M")
+    assert n_params > 150e6
+    assert hc.HF_HUB_OFFLINE and os.environ["HF_HUB_OFFLINE"] == "1" and "hf-offline" in hc.HF_HUB_CACHE
+    tok = clap_reference.tokenize
+    assert [tok.convert_tokens_to_ids(t) for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>")] == [0, 1, 2, 3, 4]

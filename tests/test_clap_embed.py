@@ -101,3 +101,20 @@ def test_torch_engine_matches_onnx_engine(dataset, clap_graphs, clap_reference, 
         err = float(np.abs(a - b).max())
         print(f"bst embed torch vs onnx engine, {kind}: max abs diff {err:.2e}")
         assert a.shape == b.shape and err <= 1e-4
+
+
+def test_embed_refuses_to_mix_encoders(dataset, clap_graphs):
+    import json
+
+    from bst.train.embed import RECORD_FILE
+
+    embed_dataset(dataset, graphs=clap_graphs, progress=False, log=lambda _: None)
+    record = dataset / "features" / RECORD_FILE
+    data = json.loads(record.read_text())
+    assert data["encoder"]["weights"] == "random" and data["encoder"]["chunk_rule"] == "centre-of-thirds"
+    data["encoder"]["seed"] = 1
+    record.write_text(json.dumps(data))
+    (dataset / "features" / "clap_text_embeddings" / "101.npy").unlink()
+    result = CliRunner().invoke(app, ["embed", str(dataset), "--graphs", str(clap_graphs)])
+    assert result.exit_code == 1 and "another CLAP encoder" in result.output and "seed" in result.output
+    assert not (dataset / "features" / "clap_text_embeddings" / "101.npy").exists()

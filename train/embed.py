@@ -12,6 +12,7 @@ runs at prediction time; 'torch' runs laion-clap's own pipeline (`bst.train.clap
 from __future__ import annotations
 
 import csv
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,9 @@ Engine = Literal["onnx", "torch"]
 KIND_DIRS = {"audio": "clap_audio_embeddings", "text": "clap_text_embeddings",
              "text_masked": "clap_text_masked_embeddings"}
 CLASS_TEXT_FILE = "clap_class_text_embeddings.npy"
+#: which encoder wrote a features/ folder; a run with another encoder refuses to add to it
+RECORD_FILE = "clap_embed.json"
+_IDENTITY_KEYS = ("weights", "checkpoint_sha256", "seed", "tokenizer", "chunk_rule")
 GRAPH_CACHE = Path.home() / ".cache" / "bst-rt" / "clap-graphs"
 
 
@@ -89,6 +93,7 @@ class _Encoders:
             self._clap = clap
             self._model = clap.load_clap(clap_ckpt, random_weights=random_weights, seed=seed,
                                          tokenizer_dir=tokenizer_dir)
+            self.provenance = self._model.bst_provenance.to_dict()
             return
         if engine != "onnx":
             raise BstError(f"unknown engine {engine!r}: use onnx or torch")
@@ -97,9 +102,10 @@ class _Encoders:
 
         folder = Path(graphs) if graphs is not None else _exported_graphs(clap_ckpt, random_weights, seed,
                                                                            tokenizer_dir)
-        for name in (AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE):
+        for name in (AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE, "clap_parity.json"):
             if not (folder / name).is_file():
                 raise BstError(f"{folder / name}: missing from the CLAP graph folder")
+        self.provenance = json.loads((folder / "clap_parity.json").read_text(encoding="utf-8")).get("provenance", {})
         self._audio = AudioEncoder(folder / AUDIO_GRAPH, provider=provider, threads=threads)  # type: ignore[arg-type]
         self._text = TextEncoder(folder / TEXT_GRAPH, folder / TOKENIZER_FILE, provider=provider,  # type: ignore[arg-type]
                                  threads=threads)
@@ -145,6 +151,26 @@ def _exported_graphs(clap_ckpt: Path | None, random_weights: bool, seed: int, to
     return folder
 
 
+def _check_record(features: Path, provenance: dict, *, existing: bool, log: Callable[[str], None]) -> None:
+    """Refuse to mix embeddings of two encoders in one features/ folder; record ours on first write."""
+    from bst.runtime.atomic import atomic_write_text
+
+    ours = {k: provenance.get(k) for k in _IDENTITY_KEYS}
+    path = features / RECORD_FILE
+    if path.is_file():
+        theirs = {k: json.loads(path.read_text(encoding="utf-8")).get("encoder", {}).get(k) for k in _IDENTITY_KEYS}
+        if theirs != ours:
+            diff = ", ".join(f"{k}: {theirs[k]} there vs {ours[k]} now" for k in _IDENTITY_KEYS if theirs[k] != ours[k])
+            raise BstError(f"{features}: embeddings there were made by another CLAP encoder ({diff}); "
+                           "embed into a fresh copy of the dataset or delete its features/ folder")
+        return
+    if existing:
+        log(f"warning: {features} already holds embeddings with no {RECORD_FILE} (official features?); "
+            "only the missing ones are added, by this encoder")
+    features.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({"encoder": ours}, indent=2) + "\n")
+
+
 def _read_clips(root: Path) -> list[Clip]:
     try:
         detect_dev_layout(root)
@@ -183,6 +209,7 @@ def embed_dataset(root: Path, *, engine: Engine = "onnx", clap_ckpt: Path | None
 
     encoders = _Encoders(engine, clap_ckpt=clap_ckpt, random_weights=random_weights, seed=seed,
                          tokenizer_dir=tokenizer_dir, graphs=graphs, provider=provider, threads=threads)
+    _check_record(features, encoders.provenance, existing=any(report.skipped_existing.values()), log=log)
     if not class_file.is_file():
         atomic_save_npy(class_file, np.asarray(encoders.text(class_description_texts(root)), dtype=np.float32))
 

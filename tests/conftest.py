@@ -62,7 +62,7 @@ def ranked_run(trained_run, synth_corpus, tmp_path_factory):
     from bst.train.cli import app
 
     src = Path(getattr(trained_run, "run", getattr(trained_run, "path", trained_run)))
-    data = Path(getattr(synth_corpus, "dev"))
+    data = Path(getattr(trained_run, "data", synth_corpus.dev))
     run = tmp_path_factory.mktemp("ranked_run") / "run"
     run.mkdir()
     for item in src.iterdir():

@@ -126,6 +126,8 @@ def write_ensembles(run, pools: dict[str, PoolSpec] | None = None) -> dict:
     pools = pools or POOLS
     families = run.selectable()
     if not families:
+        doc = {"objective": "none: every family is excluded or unfinished", "pools": {}}
+        atomic_write_text(run.path / "ensemble.json", json.dumps(doc, indent=2) + "\n")
         return {}
     oofs = {f: run.oof(f) for f in families}
     labels = oofs[families[0]]["labels"]

@@ -351,7 +351,7 @@ ALWAYS = ("audio-only", "text-only")  # the runtime's fallbacks: every pool has 
 
 #: reduced pool for tests and demos on the small synthetic corpus: shallow, narrow, few epochs. Batch 16 keeps enough
 #: optimiser steps for BatchNorm running statistics to settle on ~180 training rows (batch 64 collapses there).
-QUICK_OVERRIDES: dict = {"epochs": 15, "patience": 6, "width_div": 4, "branch_blocks": 0, "head_blocks": 0,
+QUICK_OVERRIDES: dict = {"epochs": 12, "patience": 5, "width_div": 4, "branch_blocks": 0, "head_blocks": 0,
                          "dropout": 0.0, "zero_dims_max": 50, "lr": 0.003, "batch_size": 16}
 
 

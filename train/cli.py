@@ -81,15 +81,24 @@ def train_cmd(
     seed: Annotated[int, typer.Option(help="Pool seed (a seed is a parameter, not a family).", min=0)] = 0,
     external: Annotated[list[str] | None, typer.Option(help="NAME=PATH of esc50, us8k or fsd50k (repeatable).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice).", min=1)] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Reduced sizes of the test pool (small synthetic data).")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=JSON family option override (repeatable).")] = None,
 ) -> None:
     """Train every family on the five official folds; progress per family and fold; resumes an interrupted run."""
     import torch
 
-    from bst.train.pool import run_pool
+    from bst.train.pool import QUICK_OVERRIDES, run_pool
 
     if threads:
         torch.set_num_threads(threads)
-    overrides = {k: v for k, v in (("epochs", epochs), ("patience", patience), ("width_div", width_div)) if v}
+    overrides = dict(QUICK_OVERRIDES) if quick else {}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        try:
+            overrides[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            raise typer.BadParameter(f"--set expects KEY=JSON, got {item!r}") from None
+    overrides.update({k: v for k, v in (("epochs", epochs), ("patience", patience), ("width_div", width_div)) if v})
     names = [f.strip() for f in families.split(",") if f.strip()] if families else None
     roots = {}
     for item in external or []:
@@ -124,7 +133,7 @@ def rank(
     seed: Annotated[int, typer.Option(help="Ranker random seed.")] = 0,
 ) -> None:
     """Fit the candidate ranker (nested 5-fold CV), freeze the four systems into RUN/systems.json."""
-    from bst.train.systems import RankOptions, rank_run
+    from bst.train.systems import RankOptions, format_heldout_table, load_systems, rank_run
 
     meta = rank_run(run_dir, data, RankOptions(k=k, max_override_share=max_override_share, seed=seed),
                     log=typer.echo)
@@ -136,6 +145,7 @@ def rank(
                    f"({100 * (r['hF'] - nested['ensemble_oof_hF']):+.2f}), overrides {100 * r['override_share']:.1f}%, "
                    f"fixed {r['fixed']} / broke {r['broken']}; frozen tau={th['tau']} "
                    f"cross-parent tau={th['cross_parent_tau']} min score={th['cross_parent_min_score']}")
+    typer.echo(format_heldout_table(meta, load_systems(run_dir)))
     typer.echo(f"wrote {run_dir / 'ranker'} and {run_dir / 'systems.json'}")
 
 

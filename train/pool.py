@@ -522,6 +522,6 @@ def run_pool(dev_root: Path, cs_root: Path | None, out: Path, families: list[str
     data = PoolData.build(dev, cs, ext)
     log(f"dev {len(dev)} clips; CS {len(data.cs) if data.cs is not None else 0} clips "
         f"({data.cs_dropped_overlap} dropped as dev duplicates); {len(configs)} families")
-    extra = {"dev_root": str(dev_root), "cs_root": str(cs_root) if cs_root else None, "overrides": overrides or {},
-             "external_roots": {k: str(v) for k, v in (external or {}).items()}}
+    extra = {"dev_root": str(Path(dev_root).resolve()), "cs_root": str(Path(cs_root).resolve()) if cs_root else None,
+             "overrides": overrides or {}, "external_roots": {k: str(Path(v).resolve()) for k, v in (external or {}).items()}}
     return train_pool(data, out, configs, seed=seed, log=log, extra=extra)

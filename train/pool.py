@@ -428,7 +428,8 @@ def _teacher_probs(run: Path, cfg: FamilyConfig, fold: Fold, data: PoolData) -> 
     def compute() -> np.ndarray:
         return family_probs([load_fold_model(run, cfg.cs.teacher, fold.k)], *data.cs.inputs())
 
-    return teacher.cached_cs_probs(d / "cs_teacher.npz", data.cs.fingerprint, compute)
+    key = f"{data.cs.fingerprint}:{hashlib.sha256((d / 'checkpoint.pt').read_bytes()).hexdigest()}"
+    return teacher.cached_cs_probs(d / "cs_teacher.npz", key, compute)
 
 
 def _open_registry(out: Path, data: PoolData, seed: int, configs: list[FamilyConfig]) -> dict:

@@ -52,7 +52,8 @@ def teacher_targets(probs: np.ndarray, threshold: float, cs_labels: np.ndarray |
 
 
 def cached_cs_probs(path: Path, cs_fingerprint: str, compute) -> np.ndarray:
-    """Teacher probabilities on the CS set, cached beside the teacher's fold checkpoint and keyed by the CS data."""
+    """Teacher probabilities on the CS set, cached beside the teacher's fold checkpoint; the key (CS data + teacher
+    checkpoint hash) makes a retrained teacher or other CS features recompute them."""
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
             if str(z["fingerprint"]) == cs_fingerprint:

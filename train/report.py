@@ -49,10 +49,14 @@ def format_report(run_dir: Path | str) -> str:
              "| family | group | hF % (mean ± std, 5 folds) | OOF hF % | held-out NLL raw → calibrated | note |",
              "|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: -r["hF_mean"] if np.isfinite(r["hF_mean"]) else 1.0):
-        hf = f"{_pct(r['hF_mean'])} ± {_pct(r['hF_std']).strip()}" if r["status"] == "done" else r["status"]
+        if r["status"] == "done":
+            hf = f"{_pct(r['hF_mean'])} ± {_pct(r['hF_std']).strip()}"
+        else:
+            hf = f"{r['status']} ({r['folds']}/5 folds)" if r["status"] != "skipped" else "skipped"
         note = ("EXCLUDED: " + r["note"]) if reg["families"][r["family"]].get("excluded") else r["note"]
-        lines.append(f"| {r['family']} | {r['group']} | {hf} | {_pct(r['hF_oof'])} | "
-                     f"{r['nll_raw']:.3f} → {r['nll_cal']:.3f} | {note} |")
+        nll = f"{r['nll_raw']:.3f} → {r['nll_cal']:.3f}" if r["folds"] else "-"
+        oof = _pct(r["hF_oof"]) if r["status"] == "done" else "-"
+        lines.append(f"| {r['family']} | {r['group']} | {hf} | {oof} | {nll} | {note} |")
     selectable = [r for r in done if not reg["families"][r["family"]].get("excluded")]
     if selectable:
         best = max(selectable, key=lambda r: r["hF_mean"])

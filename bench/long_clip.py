@@ -5,7 +5,7 @@
 Writes the clip block by block (never held whole here), then measures peak RSS (ru_maxrss of the child) of:
 `import` (baseline: numpy, soundfile, soxr and bst.runtime.audio imported), `frontend` (file -> mel_fusion, the
 streaming path), `whole-waveform` (decode the whole clip as int16, then mel: the non-streaming way), `predict-read` (what `Predictor` does per clip) and, with --bundle, a whole `bst-rt predict` over a
-one-clip evaluation package. Side by side with the size of the 48 kHz waveform as float64 / int16 for scale.
+one-clip evaluation package, after the same with a 10 s clip (what the sessions alone take). Side by side with the size of the 48 kHz waveform as float64 / int16 for scale.
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def peak_rss_mb(code: str, *args: str) -> tuple[float, float]:
 
 def predict_rss_mb(bundle: Path, clip: Path, work: Path) -> tuple[float, float]:
     """Peak RSS of a whole `bst-rt predict` child (ru_maxrss of the waited-for child, via os.wait4)."""
-    package = work / "eval"
+    package = work / f"eval-{clip.stem}"
     (package / "audio").mkdir(parents=True, exist_ok=True)
     target = package / "audio" / "long-clip.wav"
     if not target.exists():
@@ -82,7 +82,7 @@ def predict_rss_mb(bundle: Path, clip: Path, work: Path) -> tuple[float, float]:
     exe = Path(sys.executable).with_name("bst-rt")
     t0 = time.perf_counter()
     proc = subprocess.Popen([str(exe), "predict", str(package), "--bundle", str(bundle), "--out",
-                             str(work / "out.csv"), "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             str(work / f"{clip.stem}.csv"), "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     secs = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
@@ -116,10 +116,13 @@ def main() -> None:
             rss, secs = peak_rss_mb(code, str(clip))
             results[name] = {"peak_rss_mb": round(rss), "seconds": round(secs, 1)}
             print(f"{name:>14}: peak RSS {rss:8.0f} MB  {secs:7.1f} s", flush=True)
-        if args.bundle is not None:
-            rss, secs = predict_rss_mb(args.bundle, clip, work)
-            results["bst-rt predict"] = {"peak_rss_mb": round(rss), "seconds": round(secs, 1)}
-            print(f"{'bst-rt predict':>14}: peak RSS {rss:8.0f} MB  {secs:7.1f} s", flush=True)
+        if args.bundle is not None:  # the same package with a 10 s clip first: sessions, tokenizer, bundle checks
+            short = work / "short.wav"
+            write_clip(short, 10 / 3600, args.rate, args.channels)
+            for name, path in (("bst-rt predict 10 s", short), ("bst-rt predict", clip)):
+                rss, secs = predict_rss_mb(args.bundle, path, work)
+                results[name] = {"peak_rss_mb": round(rss), "seconds": round(secs, 1)}
+                print(f"{name:>14}: peak RSS {rss:8.0f} MB  {secs:7.1f} s", flush=True)
         print(json.dumps(results, indent=2))
 
 

@@ -94,7 +94,7 @@ def test_each_refused_metadata_kind_is_one_clear_error_and_no_output(kind: str, 
     result = CliRunner().invoke(app, ["predict", str(tmp_path), "--metadata", str(meta), "--bundle", str(bundle),
                                       "--out", str(out)])
     assert result.exit_code == 1
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]  # stdout holds only the progress bar
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(meta) in lines[0], result.output
     assert spec.message in lines[0]
     assert not out.exists() and not out.parent.exists()

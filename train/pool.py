@@ -20,7 +20,7 @@ import torch
 
 from bst.runtime.atomic import atomic_open, atomic_write_text
 from bst.runtime.datasets import read_dev_dataset
-from bst.runtime.errors import BstError, DataError
+from bst.runtime.errors import BstError
 from bst.runtime.metrics import hierarchical_f1
 from bst.runtime.taxonomy import NUM_CLASSES
 

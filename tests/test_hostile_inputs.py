@@ -85,18 +85,19 @@ def test_each_readable_metadata_kind_reads_every_row(kind: str, tmp_path: Path) 
 
 
 @pytest.mark.parametrize("kind", sorted(k for k, v in CSV_KINDS.items() if v.outcome == "refused"))
-def test_each_refused_metadata_kind_is_one_clear_error_and_no_output(kind: str, bundle, tmp_path: Path) -> None:
+def test_each_refused_metadata_kind_is_one_clear_error_and_no_output(kind: str, tmp_path: Path) -> None:
+    """Refused before any bundle work (the --bundle given does not even exist): a bad package costs nothing."""
     spec = CSV_KINDS[kind]
     (tmp_path / "audio").mkdir()
     meta = tmp_path / "metadata.csv"
     meta.write_bytes(spec.content)
     out = tmp_path / "out" / "submission.csv"
-    result = CliRunner().invoke(app, ["predict", str(tmp_path), "--metadata", str(meta), "--bundle", str(bundle),
-                                      "--out", str(out)])
+    result = CliRunner().invoke(app, ["predict", str(tmp_path), "--metadata", str(meta), "--bundle",
+                                      str(tmp_path / "no-bundle"), "--out", str(out)])
     assert result.exit_code == 1
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]  # stdout holds only the progress bar
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(meta) in lines[0], result.output
-    assert spec.message in lines[0]
+    assert spec.message in lines[0] and "bundle" not in lines[0]
     assert not out.exists() and not out.parent.exists()
     with pytest.raises(DataError):
         read_eval_package(tmp_path, meta)

@@ -100,6 +100,6 @@ def test_cli_prints_table3_and_records_it(ranked_run):
     result = CliRunner().invoke(app, ["dev-as-eval", str(ranked_run.run), str(ranked_run.data)])
     assert result.exit_code == 0, result.output
     print("\n" + result.output)
-    assert "cross-parent" in result.output and "nested hF" in result.output
+    assert "cross-parent" in result.output and "held-out hF" in result.output
     saved = json.loads((ranked_run.run / "dev_eval.json").read_text())
     assert sorted(saved["systems"]) == ["1", "2", "3", "4"]

@@ -17,7 +17,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
 from bst.runtime.features import FEATURE_NAMES, CandidateFeatures, candidate_features, stack_features
-from bst.runtime.metrics import hierarchical_f1
+from bst.runtime.metrics import evaluate_predictions, hierarchical_f1
 from bst.runtime.policy import Decisions, RankerChoice, SystemPolicy, decide, item_evidence, limit_overrides, \
     ranker_choice
 
@@ -181,15 +181,22 @@ def nested_estimate(rows: CandidateRows, specs: dict[int, TuningSpec], seed: int
         per_fold.append(fold_report)
         log(f"  nested fold {k}: " + ", ".join(f"system {s} tau={fold_report[f'system{s}']['tau']}" for s in specs))
     base = rows.ensemble.argmax(axis=1)
-    report = {"ensemble_oof_hF": hierarchical_f1(rows.labels, base), "per_fold": per_fold}
+    report = {"ensemble_oof_hF": hierarchical_f1(rows.labels, base), "ensemble_oof": table3(rows.labels, base),
+              "per_fold": per_fold}
     for sid in specs:
         report[f"system{sid}"] = {
-            "hF": hierarchical_f1(rows.labels, final[sid]),
+            **table3(rows.labels, final[sid]),
             "override_share": float(overridden[sid].mean()),
             "fixed": int(((final[sid] == rows.labels) & (base != rows.labels)).sum()),
             "broken": int(((final[sid] != rows.labels) & (base == rows.labels)).sum()),
         }
     return report
+
+
+def table3(labels: np.ndarray, predicted: np.ndarray) -> dict:
+    """Seed Table 3's columns as fractions: hF, flat accuracy, top-level accuracy, cross-parent error."""
+    m = evaluate_predictions(labels, predicted)
+    return {key: float(m[key]) for key in ("hF", "accuracy", "parent_accuracy", "cross_parent_error")}
 
 
 def fit_final(rows: CandidateRows, specs: dict[int, TuningSpec], seed: int) -> tuple[HistGradientBoostingClassifier,

@@ -19,7 +19,7 @@ import numpy as np
 from bst.runtime.atomic import atomic_write_bytes, atomic_write_text
 from bst.runtime.datasets import read_dev_dataset
 from bst.runtime.errors import BstError, DataError
-from bst.runtime.policy import AUDIO_ONLY, TEXT_ONLY, SystemPolicy, load_policies, save_policies
+from bst.runtime.policy import AUDIO_ONLY, TEXT_ONLY, SystemPolicy, item_evidence, load_policies, save_policies
 
 from . import ranker as rk
 
@@ -124,6 +124,15 @@ def oof_by_dataset_order(run, families: list[str], ids: list[str], labels: np.nd
     return out
 
 
+def _oof_base(run, pools: dict, pool: str, ds, labels: np.ndarray, text_present: np.ndarray) -> np.ndarray:
+    """A no-ranker system's out-of-fold predictions, with the same missing-modality fallbacks as deployment."""
+    policy = SystemPolicy(0, pool, pool, pool_weights(pools, pool), False)
+    oof = oof_by_dataset_order(run, sorted(set(policy.families) | {TEXT_ONLY, AUDIO_ONLY}), ds.ids, labels)
+    audio_present = ds.embedding_mask("audio")
+    return np.array([int(np.argmax(item_evidence(policy, {f: p[i] for f, p in oof.items()}, bool(audio_present[i]),
+                                                 bool(text_present[i]))[0])) for i in range(len(labels))])
+
+
 def rank_run(run_dir: Path | str, data_dir: Path | str, opts: RankOptions = RankOptions(), log: rk.Log = print) -> dict:
     """`bst rank`: candidate rows from OOF probabilities, nested estimate, final ranker, frozen systems."""
     import joblib
@@ -149,6 +158,10 @@ def rank_run(run_dir: Path | str, data_dir: Path | str, opts: RankOptions = Rank
 
     specs = tuning_specs(opts)
     nested = rk.nested_estimate(rows, specs, opts.seed, log)
+    for sid, pool in ((3, "top5"), (4, "lowrisk")):  # no ranker: the held-out figure is the pool's OOF prediction
+        if pool in pools:
+            nested[f"system{sid}"] = {**rk.table3(labels, _oof_base(run, pools, pool, ds, labels, text_present)),
+                                      "override_share": 0.0, "kind": "out-of-fold"}
     model, thresholds = rk.fit_final(rows, specs, opts.seed)
     buf = io.BytesIO()
     joblib.dump(model, buf)
@@ -174,3 +187,24 @@ def rank_run(run_dir: Path | str, data_dir: Path | str, opts: RankOptions = Rank
     atomic_write_text(folder / RANKER_JSON, json.dumps(meta, indent=2) + "\n")
     save_policies(run.path / SYSTEMS_JSON, policies)
     return meta
+
+
+def format_heldout_table(meta: dict, policies: list[SystemPolicy] | None = None) -> str:
+    """Table 3's columns (percent) on held-out predictions: nested-CV ranker systems, out-of-fold no-ranker ones."""
+    nested = meta["nested_cv"]
+    names = {p.system_id: p.name for p in policies or []}
+    lines = [f"held-out figures ({meta['rows']['items']} clips; ranker: nested 5-fold CV; others: out-of-fold)",
+             f"{'system':<18}{'hF':>8}{'flat':>8}{'top-level':>11}{'cross-parent':>14}{'overrides':>11}"
+             f"{'fixed/broke':>13}"]
+    base = {**nested.get("ensemble_oof", {}), "override_share": 0.0}
+    for sid in (0, 1, 2, 3, 4):
+        r = base if sid == 0 else nested.get(f"system{sid}")
+        if r is None or "accuracy" not in r:
+            continue
+        label = "top12, no ranker" if sid == 0 else f"{sid} {names.get(sid, '')}"
+        fixed = f"{r['fixed']}/{r['broken']}" if "fixed" in r else "-"
+        lines.append(f"{label:<18}{100 * r['hF']:>8.2f}{100 * r['accuracy']:>8.2f}{100 * r['parent_accuracy']:>11.2f}"
+                     f"{100 * r['cross_parent_error']:>14.2f}{100 * r['override_share']:>10.1f}%{fixed:>13}")
+    lines.append(f"true class among the ranker's candidates: {100 * meta['rows']['candidate_recall']:.1f}%")
+    return "\n".join(lines)
+

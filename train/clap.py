@@ -21,7 +21,7 @@ hf_offline.activate()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bst.runtime.audio import CHUNK_RULE, SAMPLE_RATE_HZ  # noqa: E402
+from bst.runtime.audio import CHUNK_RULE  # noqa: E402
 from bst.runtime.errors import BstError  # noqa: E402
 
 RANDOM_WEIGHTS_WARNING = (
@@ -185,5 +185,5 @@ def reference_text_embedding(model, texts: Sequence[str]) -> np.ndarray:
         return model.get_text_embedding(list(texts)).astype(np.float32)
 
 
-__all__ = ["ClapProvenance", "RANDOM_WEIGHTS_WARNING", "SAMPLE_RATE_HZ", "fixed_chunk_rule", "load_clap",
+__all__ = ["ClapProvenance", "RANDOM_WEIGHTS_WARNING", "fixed_chunk_rule", "load_clap",
            "reference_audio_embedding", "reference_audio_embedding_from_files", "reference_text_embedding"]

@@ -2,14 +2,12 @@
 the cap, the ranker learns an informative feature, and `bst rank` freezes four systems the runtime can load."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 from bst.runtime.features import FEATURE_NAMES
 from bst.runtime.metrics import hierarchical_f1
-from bst.runtime.policy import SystemPolicy, load_policies
+from bst.runtime.policy import SystemPolicy
 from bst.runtime.taxonomy import NUM_CLASSES, PARENT_INDEX
 from bst.train import ranker as rk
 

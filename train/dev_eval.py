@@ -144,7 +144,9 @@ def format_table3(report: dict, nested: dict, policies: Sequence[SystemPolicy]) 
                      f"{100 * r['parent_accuracy']:>11.2f}{100 * r['cross_parent_error']:>14.2f}"
                      f"{100 * r['override_share']:>10.1f}%{nest_s}")
     if "ensemble_oof_hF" in nested:
-        lines.append(f"top-12 ensemble, out-of-fold (what the ranker reranks): hF {100 * nested['ensemble_oof_hF']:.2f}")
-    lines.append("note: each clip was in the training split of 4 of the 5 fold models averaged here, so these figures are\n"
-                 "optimistic; held-out hF = nested-CV ranker (systems 1, 2) / out-of-fold ensemble (systems 3, 4)")
+        lines.append(f"top-12 ensemble, out-of-fold (what the ranker reranks): "
+                     f"hF {100 * nested['ensemble_oof_hF']:.2f}")
+    lines.append("note: each clip was in the training split of 4 of the 5 fold models averaged here, so these "
+                 "figures are\noptimistic; held-out hF = nested-CV ranker (systems 1, 2) / out-of-fold ensemble "
+                 "(systems 3, 4)")
     return "\n".join(lines)

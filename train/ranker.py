@@ -82,7 +82,8 @@ class CandidateRows:
 
 
 def build_rows(policy: SystemPolicy, family_oof: dict[str, np.ndarray], text: np.ndarray, text_present: np.ndarray,
-               audio_present: np.ndarray, class_text: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> CandidateRows:
+               audio_present: np.ndarray, class_text: np.ndarray, labels: np.ndarray,
+               folds: np.ndarray) -> CandidateRows:
     """Candidate rows of every item from out-of-fold family probabilities (the deployment path: `item_evidence`,
     then `candidate_features`; labels only become the target column afterwards)."""
     items, ensembles = [], []

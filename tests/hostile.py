@@ -68,6 +68,11 @@ def write_8ch_96k_24bit(path: Path) -> None:
              subtype="PCM_24")
 
 
+def write_1024_channels(path: Path) -> None:
+    """libsndfile's channel maximum: reads are bounded in samples, not frames (a 1 M-frame read would be 4 GB)."""
+    sf.write(path, _tone(0.25, 16000, channels=1024), 16000, subtype="PCM_16")
+
+
 def write_8k_mono(path: Path) -> None:
     sf.write(path, _tone(3.0, 8000), 8000, subtype="PCM_16")
 
@@ -140,6 +145,7 @@ AUDIO_KINDS: dict[str, AudioKind] = {k.name: k for k in [
     AudioKind("absurd-rate", write_absurd_rate, "fallback", "undecodable audio"),
     AudioKind("all-nan", write_all_nan, "decoded"),
     AudioKind("8ch-96k-24bit", write_8ch_96k_24bit, "decoded"),
+    AudioKind("1024-channels", write_1024_channels, "decoded"),
     AudioKind("8k-mono", write_8k_mono, "decoded"),
     AudioKind("float-nan-inf", write_float_nan_inf, "decoded"),
     AudioKind("silence", write_silence, "decoded"),

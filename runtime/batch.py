@@ -51,12 +51,23 @@ def package_versions(names: Sequence[str] = RUNTIME_PACKAGES) -> dict[str, str]:
     return found
 
 
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def _hash_or_none(path: Path | None) -> str | None:
+    """sha256 of a regular file; None when absent or unreadable (that clip already fell back: the record must not
+    fail after the CSV was written)."""
+    try:
+        return sha256_file(path) if path is not None and path.is_file() else None
+    except OSError:
+        return None
+
+
 def audio_digest(clips: Sequence[Clip]) -> str:
-    """sha256 over 'id sha256-of-file' lines in package order ('-' for a missing file): one value for all audio."""
+    """sha256 over 'id sha256-of-file' lines in package order ('-' for a missing or unreadable file)."""
     digest = hashlib.sha256()
     for clip in clips:
-        h = sha256_file(clip.audio_path) if clip.audio_path is not None and clip.audio_path.is_file() else "-"
-        digest.update(f"{clip.id} {h}\n".encode())
+        digest.update(f"{clip.id} {_hash_or_none(clip.audio_path) or '-'}\n".encode())
     return digest.hexdigest()
 
 
@@ -67,14 +78,14 @@ def find_overlap(clips: Sequence[Clip], data_dir: Path) -> list[dict[str, str]]:
         raise DataError(f"{data_dir}: --check-overlap needs a dataset folder")
     by_hash: dict[str, str] = {}
     for path in sorted(data_dir.rglob("*")):
-        if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file() and path.stat().st_size > 0:
-            by_hash.setdefault(sha256_file(path), str(path.relative_to(data_dir)))
+        if path.suffix.lower() in AUDIO_SUFFIXES and (h := _hash_or_none(path)) not in (None, _EMPTY_SHA256):
+            by_hash.setdefault(h, str(path.relative_to(data_dir)))
     hits = []
     for clip in clips:
-        if clip.audio_path is not None and clip.audio_path.is_file() and clip.audio_path.stat().st_size > 0:
-            match = by_hash.get(sha256_file(clip.audio_path))
-            if match:
-                hits.append({"id": clip.id, "matches": match})
+        h = _hash_or_none(clip.audio_path)
+        match = by_hash.get(h) if h not in (None, _EMPTY_SHA256) else None  # empty files are all "equal"
+        if match:
+            hits.append({"id": clip.id, "matches": match})
     return hits
 
 

@@ -63,6 +63,16 @@ def write_directory(path: Path) -> None:
     (path / "inside.wav").write_bytes(_wav_bytes())
 
 
+def write_link_to_proc_mem(path: Path) -> None:
+    """A symlink to a 'regular' file whose reads fail with EIO (size 0): hashing it for the run record raised."""
+    os.symlink("/proc/self/mem", path)
+
+
+def write_link_to_device(path: Path) -> None:
+    """A symlink to an endless character device: not a regular file, so never opened."""
+    os.symlink("/dev/zero", path)
+
+
 def write_8ch_96k_24bit(path: Path) -> None:
     sf.write(path, _tone(2.0, 96000, channels=8) * np.linspace(0.2, 1.0, 8, dtype=np.float32), 96000,
              subtype="PCM_24")
@@ -141,6 +151,8 @@ AUDIO_KINDS: dict[str, AudioKind] = {k.name: k for k in [
     AudioKind("truncated-header", write_truncated_header, "fallback", "undecodable audio"),
     AudioKind("random-bytes", write_random_bytes, "fallback", "undecodable audio"),
     AudioKind("directory", write_directory, "fallback", "missing audio"),
+    AudioKind("link-to-device", write_link_to_device, "fallback", "missing audio"),
+    AudioKind("link-to-proc-mem", write_link_to_proc_mem, "fallback", "zero-byte audio"),
     AudioKind("no-frames", write_no_frames, "fallback", "undecodable audio"),
     AudioKind("absurd-rate", write_absurd_rate, "fallback", "undecodable audio"),
     AudioKind("all-nan", write_all_nan, "decoded"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -187,8 +188,14 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, per_channel: b
 
     dst = Path(dst)
     tmp = dst.with_name(f".{dst.name}.tmp")
-    quantize_dynamic(str(src), str(tmp), per_channel=per_channel, weight_type=QuantType.QInt8,
-                     op_types_to_quantize=list(op_types) if op_types else None)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its "consider pre-processing" advice is for static quantisation
+    try:
+        quantize_dynamic(str(src), str(tmp), per_channel=per_channel, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=list(op_types) if op_types else None)
+    finally:
+        root.setLevel(level)
     os.replace(tmp, dst)
     return dst
 

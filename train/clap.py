@@ -112,6 +112,9 @@ def load_clap(ckpt: Path | None, *, random_weights: bool = False, seed: int = 0,
     state = _read_checkpoint(Path(ckpt)) if ckpt is not None else None
     import laion_clap
     from transformers import RobertaTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the "Loading weights" bar of the (deliberately) empty stand-in weights
 
     torch.manual_seed(seed)
     with warnings.catch_warnings():

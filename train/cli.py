@@ -197,7 +197,7 @@ def demo_cmd(
     work: Annotated[Path, typer.Option(help="Working folder (corpus, embeddings, run, CSVs).")] = Path("artifacts/demo-work"),
     bundle: Annotated[Path, typer.Option(help="Where the bundle goes (recorded as the default bundle).")] = Path("artifacts/demo"),
     per_class: Annotated[int, typer.Option(min=4, help="Synthetic clips per class.")] = 10,
-    epochs: Annotated[int, typer.Option(min=1, help="Max epochs per fold.")] = 30,
+    epochs: Annotated[int, typer.Option(min=1, help="Max epochs per fold.")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the corpus, CLAP's random weights and training.")] = 0,
 ) -> None:
     """The whole chain on the synthetic corpus with CLAP at RANDOM weights: ends with a scored CSV and a bundle."""

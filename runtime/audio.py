@@ -97,7 +97,7 @@ def _decode_blocks(path: Path, sink: Callable[[np.ndarray], None],
                 raise AudioError(f"{path}: sample rate {rate} Hz is outside the supported {lo}-{hi} Hz")
             block_frames = max(1, min(_READ_BLOCK_FRAMES, _READ_BLOCK_SAMPLES // max(1, snd.channels)))
             if expect is not None and snd.frames > 0:
-                expect(math.ceil(snd.frames * SAMPLE_RATE_HZ / rate))
+                expect(length_rule(snd.frames, rate))
             stream = None if rate == SAMPLE_RATE_HZ else _resample_stream(rate)
             n_in = 0
             while True:
@@ -118,7 +118,13 @@ def _decode_blocks(path: Path, sink: Callable[[np.ndarray], None],
         raise AudioError(f"{path}: cannot decode audio ({type(exc).__name__}: {exc})") from None
     if n_in == 0:
         raise AudioError(f"{path}: no audio samples (empty stream)")
-    return math.ceil(n_in * SAMPLE_RATE_HZ / rate)
+    return length_rule(n_in, rate)
+
+
+def length_rule(n: int, source_rate_hz: int) -> int:
+    """librosa's resampled length, `ceil(n * (48000 / sr))` in float64 as librosa computes it: the float ratio
+    sometimes lands a hair above an integer (327222 samples at 22.05 kHz -> 712321, not 712320)."""
+    return int(np.ceil(n * (float(SAMPLE_RATE_HZ) / source_rate_hz)))
 
 
 def _fix_length(wave: np.ndarray, n: int) -> np.ndarray:

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 END_TO_END_TOLERANCE = 1e-4
 LIBROSA_DATA = Path("/work/shared/audio/librosa-data")
-REAL_FILES = ["456440__inspectorj__bird-whistling-robin-single-13.ogg", "198-209-0000.ogg",
+REAL_FILES = ["456440__inspectorj__bird-whistling-robin-single-13.ogg", "5703-47212-0000.ogg",
               "admiralbob77_-_Choice_-_Drum-bass.ogg"]
 TEXTS = ["Solo piano. piano classical waltz. A slow waltz in A minor.", "dog barking", "",
          "Zoom H6, 96 kHz — café ambience; <b>bold</b> words & emoji 🎧 " * 4, "x " * 200]

@@ -100,6 +100,18 @@ def test_load_audio_is_bit_identical_to_librosa(tmp_path, rate, channels, fmt):
     np.testing.assert_array_equal(got, ref)
 
 
+def test_length_rule_is_librosas_float_rule(tmp_path):
+    """327222 samples at 22.05 kHz: exact arithmetic says 712320, librosa's float ratio gives 712321."""
+    path = tmp_path / "edge.wav"
+    sf.write(path, np.random.default_rng(5).standard_normal(327222) * 0.1, 22050, subtype="PCM_16")
+    got, ref = audio.load_audio(path), _librosa_reference(path)
+    assert got.shape == ref.shape == (712321,)
+    np.testing.assert_array_equal(got, ref)
+    mel_file, _ = audio.file_to_mel_fusion(path)
+    mel_wave, _ = audio.waveform_to_mel_fusion(got)
+    np.testing.assert_array_equal(mel_file, mel_wave)
+
+
 def test_block_decoding_equals_one_shot(tmp_path, monkeypatch):
     path = LIBROSA_DATA / "198-209-0000.ogg"
     whole = audio.load_audio(path)

@@ -39,17 +39,27 @@ _CHILD = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def torch_free_run(bundle, synth_corpus, tmp_path_factory):
-    out = tmp_path_factory.mktemp("predict") / "sys1.csv"
+    """One full run in a subprocess where the training stack cannot be imported; a training folder holding a copy
+    of one evaluation clip is passed to --check-overlap."""
+    import shutil
+
+    base = tmp_path_factory.mktemp("predict")
+    out = base / "sys1.csv"
+    package = read_eval_package(synth_corpus.eval)
+    shared = next(c for c in package.clips if c.audio_path is not None and c.audio_path.stat().st_size > 0)
+    (base / "train_set" / "audio").mkdir(parents=True)
+    shutil.copy2(shared.audio_path, base / "train_set" / "audio" / "12345.wav")
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, ",".join(BLOCKED), "predict", str(synth_corpus.eval), "-o", str(out),
-         "--bundle", str(bundle), "--system", "1", "--provider", "auto", "--threads", "2", "--meta-yaml"],
+         "--bundle", str(bundle), "--system", "1", "--provider", "auto", "--threads", "2", "--meta-yaml",
+         "--check-overlap", str(base / "train_set")],
         capture_output=True, text=True, timeout=600,
     )
-    return proc, out
+    return proc, out, shared.id
 
 
 def test_predict_runs_with_torch_sklearn_laion_and_onnx_unimportable(torch_free_run, synth_corpus):
-    proc, out = torch_free_run
+    proc, out, _ = torch_free_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     package = read_eval_package(synth_corpus.eval)
     validate_submission(out, package.ids)
@@ -63,7 +73,7 @@ def test_predict_runs_with_torch_sklearn_laion_and_onnx_unimportable(torch_free_
 def test_run_record_traces_the_submission(torch_free_run, bundle, synth_corpus):
     from bst.runtime.bundle import load_bundle, sha256_file
 
-    _, out = torch_free_run
+    _, out, _ = torch_free_run
     record = json.loads(record_path(out).read_text())
     package = read_eval_package(synth_corpus.eval)
     assert record["bundle_id"] == load_bundle(bundle).manifest.bundle_id
@@ -80,17 +90,22 @@ def test_run_record_traces_the_submission(torch_free_run, bundle, synth_corpus):
 
 
 def test_existing_output_is_never_overwritten_without_force(torch_free_run, bundle, synth_corpus):
-    _, out = torch_free_run
+    _, out, _ = torch_free_run
     before = out.read_bytes()
     result = CliRunner().invoke(app, ["predict", str(synth_corpus.eval), "-o", str(out), "--bundle", str(bundle)])
     assert result.exit_code == 1 and "pass --force" in result.output
     assert out.read_bytes() == before
 
 
-def test_resume_continues_a_killed_run_and_gives_the_same_csv(torch_free_run, bundle, synth_corpus, tmp_path):
-    """Kill after the second batch (the progress callback raises), then --resume: same rows as the full run."""
-    _, full = torch_free_run
-    out = tmp_path / "resumed.csv"
+def test_resume_continues_a_killed_run_and_gives_the_same_csv(bundle, synth_corpus, tmp_path):
+    """Kill after the second batch (the progress callback raises), then --resume: same rows as an unbroken run.
+    A 12-clip metadata file of the package keeps this quick."""
+    package = read_eval_package(synth_corpus.eval)
+    with open(package.metadata_path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    subset = tmp_path / "subset.csv"
+    with open(subset, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(rows[:13])
     calls = []
 
     def killer(done, total):
@@ -98,7 +113,8 @@ def test_resume_continues_a_killed_run_and_gives_the_same_csv(torch_free_run, bu
         if len(calls) == 3:
             raise KeyboardInterrupt
 
-    opts = RunOptions(synth_corpus.eval, out, bundle=bundle, system=1, provider="cpu", batch_size=4)
+    out = tmp_path / "resumed.csv"
+    opts = RunOptions(synth_corpus.eval, out, bundle=bundle, system=1, provider="cpu", batch_size=4, metadata=subset)
     with pytest.raises(KeyboardInterrupt):
         run_predict(opts, killer)
     assert not out.exists() and journal_path(out).is_file()
@@ -106,8 +122,11 @@ def test_resume_continues_a_killed_run_and_gives_the_same_csv(torch_free_run, bu
         run_predict(opts)
     opts.resume = True
     result = run_predict(opts)
-    assert result.record["resumed_items"] == 8
-    assert read_submission(out) == read_submission(full)
+    assert result.record["resumed_items"] == 8 and result.record["rows"] == 12
+    unbroken = RunOptions(synth_corpus.eval, tmp_path / "unbroken.csv", bundle=bundle, system=1, provider="cpu",
+                          batch_size=5, metadata=subset)
+    run_predict(unbroken)
+    assert read_submission(out) == read_submission(unbroken.out)
 
 
 def test_bad_arguments_fail_with_one_line(bundle, synth_corpus, tmp_path):
@@ -119,17 +138,7 @@ def test_bad_arguments_fail_with_one_line(bundle, synth_corpus, tmp_path):
     assert r.exit_code == 1 and "metadata CSV" in r.output
 
 
-def test_check_overlap_reports_shared_audio(bundle, synth_corpus, tmp_path):
-    import shutil
-
-    package = read_eval_package(synth_corpus.eval)
-    clip = next(c for c in package.clips if c.audio_path is not None and c.audio_path.stat().st_size > 0)
-    data = tmp_path / "train_set" / "audio"
-    data.mkdir(parents=True)
-    shutil.copy2(clip.audio_path, data / "12345.wav")
-    out = tmp_path / "o.csv"
-    result = run_predict(RunOptions(synth_corpus.eval, out, bundle=bundle, system=3, provider="cpu",
-                                    batch_size=16, check_overlap=tmp_path / "train_set"))
-    assert result.record["overlap"]["clips"] == [{"id": clip.id, "matches": "audio/12345.wav"}]
-    with open(out, newline="") as fh:
-        assert len(list(csv.reader(fh))) == len(package.clips) + 1
+def test_check_overlap_reports_shared_audio(torch_free_run):
+    _, out, shared_id = torch_free_run
+    record = json.loads(record_path(out).read_text())
+    assert record["overlap"]["clips"] == [{"id": shared_id, "matches": "audio/12345.wav"}]

@@ -4,8 +4,10 @@
 
 Writes the clip block by block (never held whole here), then measures peak RSS (ru_maxrss of the child) of:
 `import` (baseline: numpy, soundfile, soxr and bst.runtime.audio imported), `frontend` (file -> mel_fusion, the
-streaming path), `whole-waveform` (decode the whole clip as int16, then mel: the non-streaming way), `predict-read` (what `Predictor` does per clip) and, with --bundle, a whole `bst-rt predict` over a
-one-clip evaluation package, after the same with a 10 s clip (what the sessions alone take). Side by side with the size of the 48 kHz waveform as float64 / int16 for scale.
+streaming path), `whole-waveform` (decode the whole clip as int16, then mel: the non-streaming way),
+`predict-read` (what `Predictor` does per clip) and, with --bundle, a whole `bst-rt predict` over a one-clip
+evaluation package, after the same with a 10 s clip (what the sessions alone take). Side by side with the size
+of the 48 kHz waveform as float64 / float32 / int16 for scale.
 """
 from __future__ import annotations
 
@@ -80,13 +82,15 @@ def predict_rss_mb(bundle: Path, clip: Path, work: Path) -> tuple[float, float]:
         os.symlink(clip.resolve(), target)
     (package / "metadata.csv").write_text("anonymous_id,title,tags,description\nlong-clip,long clip,long,two hours\n")
     exe = Path(sys.executable).with_name("bst-rt")
+    errors = work / f"{clip.stem}.stderr"
     t0 = time.perf_counter()
-    proc = subprocess.Popen([str(exe), "predict", str(package), "--bundle", str(bundle), "--out",
-                             str(work / f"{clip.stem}.csv"), "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    with open(errors, "wb") as err:  # a file, not a pipe: a full pipe would block the child
+        proc = subprocess.Popen([str(exe), "predict", str(package), "--bundle", str(bundle), "--out",
+                                 str(work / f"{clip.stem}.csv"), "--force"], stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
     secs = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"bst-rt predict failed: {proc.stderr.read().decode()[-2000:]}")
+        raise SystemExit(f"bst-rt predict failed: {errors.read_text(errors='replace')[-2000:]}")
     return usage.ru_maxrss / 1024, secs
 
 
@@ -115,14 +119,14 @@ def main() -> None:
         for name, code in CHILD.items():
             rss, secs = peak_rss_mb(code, str(clip))
             results[name] = {"peak_rss_mb": round(rss), "seconds": round(secs, 1)}
-            print(f"{name:>14}: peak RSS {rss:8.0f} MB  {secs:7.1f} s", flush=True)
+            print(f"{name:>19}: peak RSS {rss:8.0f} MB  {secs:7.1f} s", flush=True)
         if args.bundle is not None:  # the same package with a 10 s clip first: sessions, tokenizer, bundle checks
             short = work / "short.wav"
             write_clip(short, 10 / 3600, args.rate, args.channels)
             for name, path in (("bst-rt predict 10 s", short), ("bst-rt predict", clip)):
                 rss, secs = predict_rss_mb(args.bundle, path, work)
                 results[name] = {"peak_rss_mb": round(rss), "seconds": round(secs, 1)}
-                print(f"{name:>14}: peak RSS {rss:8.0f} MB  {secs:7.1f} s", flush=True)
+                print(f"{name:>19}: peak RSS {rss:8.0f} MB  {secs:7.1f} s", flush=True)
         print(json.dumps(results, indent=2))
 
 

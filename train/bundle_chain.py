@@ -1,0 +1,44 @@
+"""The exported bundle as a development-as-evaluation chain (`bst dev-as-eval RUN DATA --bundle DIR`).
+
+Same protocol as `dev_eval.TorchChain`, but the clips go through what ships: decoding, the numpy front end and the
+ONNX graphs of `bst.runtime.predict.Predictor`, with every system's set-level override cap applied over the set.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from bst.runtime.datasets import Clip
+from bst.runtime.predict import Predictor
+from bst.runtime.taxonomy import CODE_TO_INDEX
+
+from .dev_eval import SystemOutput
+
+
+class BundleChain:
+    name = "bundle"
+
+    def __init__(self, bundle: Path | str, *, provider: str = "cpu", threads: int | None = None,
+                 batch_size: int = 16) -> None:
+        self.predictor = Predictor.load(Path(bundle), system=1, provider=provider, threads=threads)
+        self.systems = tuple(sorted(int(s) for s in self.predictor.bundle.manifest.systems))
+        self.batch_size = batch_size
+
+    @property
+    def policies(self):
+        return [self.predictor.with_system(s).policy for s in self.systems]
+
+    def predict(self, clips: Sequence[Clip]) -> dict[int, SystemOutput]:
+        undecided: dict[int, list] = {s: [] for s in self.systems}
+        for start in range(0, len(clips), self.batch_size):
+            part = self.predictor.undecided_systems(clips[start:start + self.batch_size], self.systems)
+            for s in self.systems:
+                undecided[s] += part[s]
+        out = {}
+        for s in self.systems:
+            final = self.predictor.with_system(s).finalize(undecided[s])
+            out[s] = SystemOutput(np.array([CODE_TO_INDEX[p.label] for p in final], dtype=np.int64),
+                                  np.array([p.score for p in final]), np.array([p.overridden for p in final]))
+        return out

@@ -74,7 +74,9 @@ def test_ensembles_reach_at_least_the_best_single_family(trained_run):
         hf = hierarchical_f1(labels, mixed.argmax(1))  # recomputed from the files, not read back
         group = {f: run.registry["families"][f]["group"] for f in single}
         best = max(v for f, v in single.items() if pool["group_caps"].get(group[f], pool["group_cap"]) > 0)
-        print(f"{name}: ensemble OOF hF {hf:.4f} vs best single {max(single.values()):.4f}")
+        print(f"{name}: ensemble OOF hF {hf:.4f} (nested {pool['hF_nested_mean']:.4f}) vs best single "
+              f"{max(single.values()):.4f}")
+        assert 0.0 < pool["hF_nested_mean"] <= 1.0
         assert hf == pytest.approx(pool["hF"])
         assert hf >= best
         groups = {}

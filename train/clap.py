@@ -39,6 +39,7 @@ class ClapProvenance:
     seed: int | None
     tokenizer: str  # "roberta-base" (real files) | "stand-in-bpe" (trained with `tokenizers`, see hf_offline)
     tokenizer_dir: str
+    tokenizer_sha256: str  # of vocab.json + merges.txt: the ids every text embedding depends on
     chunk_rule: str = CHUNK_RULE
 
     def to_dict(self) -> dict:
@@ -50,6 +51,13 @@ def _sha256(path: Path) -> str:
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
+    return h.hexdigest()
+
+
+def _tokenizer_sha256(folder: Path) -> str:
+    h = hashlib.sha256()
+    for name in ("vocab.json", "merges.txt"):
+        h.update((folder / name).read_bytes())
     return h.hexdigest()
 
 
@@ -133,7 +141,8 @@ def load_clap(ckpt: Path | None, *, random_weights: bool = False, seed: int = 0,
     module.eval()
     module.bst_provenance = ClapProvenance(
         weights="checkpoint" if ckpt is not None else "random", checkpoint_sha256=sha,
-        seed=None if ckpt is not None else seed, tokenizer=tok_kind, tokenizer_dir=str(tok_dir))
+        seed=None if ckpt is not None else seed, tokenizer=tok_kind, tokenizer_dir=str(tok_dir),
+        tokenizer_sha256=_tokenizer_sha256(tok_dir))
     return module
 
 

@@ -32,7 +32,7 @@ KIND_DIRS = {"audio": "clap_audio_embeddings", "text": "clap_text_embeddings",
 CLASS_TEXT_FILE = "clap_class_text_embeddings.npy"
 #: which encoder wrote a features/ folder; a run with another encoder refuses to add to it
 RECORD_FILE = "clap_embed.json"
-_IDENTITY_KEYS = ("weights", "checkpoint_sha256", "seed", "tokenizer", "chunk_rule")
+_IDENTITY_KEYS = ("weights", "checkpoint_sha256", "seed", "tokenizer", "tokenizer_sha256", "chunk_rule")
 GRAPH_CACHE = Path.home() / ".cache" / "bst-rt" / "clap-graphs"
 
 
@@ -144,7 +144,7 @@ def _exported_graphs(clap_ckpt: Path | None, random_weights: bool, seed: int, to
     model = clap.load_clap(clap_ckpt, random_weights=random_weights, seed=seed, tokenizer_dir=tokenizer_dir)
     prov = model.bst_provenance
     key = (f"ckpt-{prov.checkpoint_sha256[:16]}" if prov.checkpoint_sha256 else f"random-seed{seed}") + \
-        f"-{prov.tokenizer}"
+        f"-{prov.tokenizer}-{prov.tokenizer_sha256[:12]}"
     folder = GRAPH_CACHE / key
     if not (folder / "clap_parity.json").is_file():
         export_clap(model, folder, int8=False)

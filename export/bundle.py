@@ -130,8 +130,7 @@ def _clap_graphs(staging: Path, opts: ExportOptions, log: Log) -> dict:
                 raise BstError(f"{src / name}: missing from the CLAP graph folder")
             _place(src / name, staging / name)
         parity = json.loads((src / "clap_parity.json").read_text(encoding="utf-8"))
-        val_ok = parity  # measured when that folder was exported; re-check the tolerances here
-        ec.check_parity(val_ok)
+        ec.check_parity(parity)  # measured when that folder was exported; the tolerances are re-checked here
     else:
         from bst.train.clap import load_clap
 
@@ -155,7 +154,7 @@ def _clap_graphs(staging: Path, opts: ExportOptions, log: Log) -> dict:
                                        {"cosine_min": parity[key], "cosine_required": parity["int8_min_cosine_required"]})
     prov = parity.get("provenance", {})
     return {"graphs": graphs, "tokenizer": ec.TOKENIZER_FILE, "provenance": prov,
-            "random": bool(prov.get("random_weights", opts.random_weights))}
+            "random": prov.get("weights") == "random" or bool(prov.get("random_weights", opts.random_weights))}
 
 
 def _class_text_embeddings(staging: Path, clap: dict, root: Path | None) -> np.ndarray:

@@ -103,3 +103,13 @@ def test_cli_prints_table3_and_records_it(ranked_run):
     assert "cross-parent" in result.output and "held-out hF" in result.output
     saved = json.loads((ranked_run.run / "dev_eval.json").read_text())
     assert sorted(saved["systems"]) == ["1", "2", "3", "4"]
+
+
+def test_dev_as_eval_before_rank_is_refused_with_one_line(ranked_run, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("registry.json", "ensemble.json"):
+        (run / name).write_bytes((ranked_run.run / name).read_bytes())
+    result = CliRunner().invoke(app, ["dev-as-eval", str(run), str(ranked_run.data)])
+    assert result.exit_code == 1
+    assert "bst rank" in result.output and "Traceback" not in result.output

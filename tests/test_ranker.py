@@ -14,7 +14,7 @@ from bst.train import ranker as rk
 SPECS = {1: rk.TuningSpec(0.2, allow_cross_parent=True), 2: rk.TuningSpec(0.1, allow_cross_parent=False)}
 
 
-def _scenario(n: int = 700, seed: int = 0) -> rk.CandidateRows:
+def _scenario(n: int = 700, seed: int = 0, inputs: dict | None = None) -> rk.CandidateRows:
     """Items whose ensemble often confuses the true class with a sibling while the metadata embedding points at the
     truth: a case the paper's reranker is meant for, so a working ranker must beat the ensemble on held-out folds."""
     rng = np.random.default_rng(seed)
@@ -34,6 +34,8 @@ def _scenario(n: int = 700, seed: int = 0) -> rk.CandidateRows:
         oof[fam] = p / p.sum(axis=1, keepdims=True)
     policy = SystemPolicy(1, "primary", "top12", {"f1": 0.5, "f2": 0.5}, True, k=3)
     folds = np.arange(n) % 5
+    if inputs is not None:
+        inputs.update(policy=policy, oof=oof, text=text.astype(np.float32), class_text=class_text.astype(np.float32))
     return rk.build_rows(policy, oof, text.astype(np.float32), np.ones(n, bool), np.ones(n, bool),
                          class_text.astype(np.float32), labels, folds)
 
@@ -48,6 +50,22 @@ def test_rows_target_marks_the_true_class_once_per_item_at_most(rows):
     per_item = np.add.reduceat(rows.target, rows.offsets[:-1])
     assert per_item.max() == 1
     assert per_item.mean() == pytest.approx(rows.recall_at_candidates)
+
+
+def test_training_rows_are_what_the_runtime_computes_for_each_item():
+    """Training and deployment cannot drift: each item's rows equal the runtime path (item_evidence, then
+    candidate_features) run on that item alone."""
+    from bst.runtime.features import candidate_features
+    from bst.runtime.policy import item_evidence
+
+    inputs: dict = {}
+    rows = _scenario(n=60, seed=3, inputs=inputs)
+    for i in range(60):
+        ens, fam = item_evidence(inputs["policy"], {f: p[i] for f, p in inputs["oof"].items()}, True, True)
+        alone = candidate_features(ens, fam, inputs["text"][i], inputs["class_text"], audio_present=True,
+                                   text_present=True, k=inputs["policy"].k)
+        np.testing.assert_array_equal(rows.items[i].candidates, alone.candidates)
+        np.testing.assert_array_equal(rows.features[rows.offsets[i]:rows.offsets[i + 1]], alone.features)
 
 
 def test_nested_cv_never_lets_a_fold_see_itself(rows, monkeypatch):

@@ -257,6 +257,7 @@ class _StreamingLogMel:
         for t0 in range(self._t0, n_frames, _MEL_BLOCK_FRAMES):
             t1 = min(t0 + _MEL_BLOCK_FRAMES, n_frames)
             self._store(t0, _mel_rows(tail, t0, t1, n, self._base))
+            self._t0 = t1  # `_grow` keeps rows [0, _t0): rows stored here must count, or a later grow drops them
         mel, self._mel, self._buf = self._mel[:n_frames], self._mel[:0], tail[:0]
         return _fusion_from_mel(mel)
 

@@ -183,3 +183,14 @@ def trained_run(synth_corpus, tmp_path_factory):
         torch.set_num_threads(threads)
     return SimpleNamespace(run=base / "run", path=base / "run", data=Path(synth_corpus.dev),
                            cs=Path(synth_corpus.cs), registry=reg, log=log, external=external)
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Two shared CPU cores: one torch thread per process is several times faster than two here."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

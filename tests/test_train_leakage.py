@@ -14,13 +14,7 @@ from bst.train.folds import official_folds
 from bst.train.pool import (QUICK_OVERRIDES, Arrays, PoolData, family_probs, fold_terms, load_arrays, train_fold)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two shared CPU cores: one torch thread per process is several times faster than two here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

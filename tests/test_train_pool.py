@@ -16,15 +16,7 @@ from bst.train.folds import official_folds
 from bst.train.pool import (QUICK_OVERRIDES, PoolData, family_probs, load_arrays, load_fold_models, load_run,
                             train_pool)
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two shared CPU cores: one torch thread per process is several times faster than two here."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 FOLD_FILES = ("checkpoint.pt", "args.json", "config.snapshot.json", "heldout.npz", "calibration.json", "fold.json")

@@ -140,7 +140,7 @@ def main() -> None:
     ap.add_argument("--clap-ckpt", default="", help="checkpoint of the bundle (default: random weights, --seed)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--rt-venv", type=Path, default=None, help="existing runtime-only venv to measure")
     ap.add_argument("--torch-venv", type=Path, default=ROOT / ".venv")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")

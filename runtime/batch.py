@@ -97,7 +97,7 @@ class RunOptions:
     system: int = 1
     provider: str = "auto"
     threads: int | None = None
-    batch_size: int = 8
+    batch_size: int = 4
     int8: bool = False
     resume: bool = False
     force: bool = False

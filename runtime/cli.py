@@ -121,7 +121,7 @@ def predict(
     system: Annotated[int, typer.Option(min=1, max=4, help="System 1-4 of the bundle.")] = 1,
     provider: Annotated[Provider, typer.Option(help="auto picks CUDA only when it really works.")] = Provider.auto,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Threads per ONNX session (default: ORT's).")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch.")] = 8,
+    batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch; peak memory grows with it.")] = 4,
     int8: Annotated[bool, typer.Option("--int8", help="Use the bundle's int8 CLAP graphs.")] = False,
     meta_yaml: Annotated[bool, typer.Option("--meta-yaml", help="Also write a starting OUT.meta.yaml.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from OUT.partial.jsonl.")] = False,

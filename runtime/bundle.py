@@ -5,13 +5,13 @@ would otherwise produce plausible, wrong predictions. Where a bundle lives by de
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .datasets import file_sha256
 from .errors import BundleError
 
 from .manifest import MANIFEST_NAME, FileSpec, GraphSpec, Manifest, read_manifest
@@ -25,12 +25,7 @@ DEFAULT_RECORD_NAME = "default-bundle"
 DEMO_BUNDLE_DIR = Path("artifacts") / "demo"
 
 
-def sha256_file(path: Path, block_bytes: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
+sha256_file = file_sha256  # one hashing helper for datasets, bundles and run records
 
 
 def config_dir() -> Path:

@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bst.runtime.audio import CHUNK_RULE  # noqa: E402
+from bst.runtime.datasets import file_sha256  # noqa: E402
 from bst.runtime.errors import BstError  # noqa: E402
 
 RANDOM_WEIGHTS_WARNING = (
@@ -46,12 +47,6 @@ class ClapProvenance:
         return {**asdict(self), "random_weights": self.weights == "random"}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _tokenizer_sha256(folder: Path) -> str:
@@ -133,7 +128,7 @@ def load_clap(ckpt: Path | None, *, random_weights: bool = False, seed: int = 0,
     if state is not None:
         _load_state(module.model, state, Path(ckpt))
         del state
-        sha = _sha256(Path(ckpt))
+        sha = file_sha256(Path(ckpt))
     else:
         _randomise(module.model, seed)
         warnings.warn(RANDOM_WEIGHTS_WARNING, RuntimeWarning, stacklevel=2)

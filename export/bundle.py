@@ -15,7 +15,6 @@ import subprocess
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from bst.runtime import audio as rt_audio
 from bst.runtime.atomic import atomic_save_npy, atomic_write_text
+from bst.runtime.batch import package_versions
 from bst.runtime.bundle import sha256_file
 from bst.runtime.errors import BstError
 from bst.runtime.features import FEATURE_NAMES, NUM_FEATURES, candidate_features, stack_features
@@ -266,16 +266,6 @@ def _file_spec(staging: Path, file: str) -> FileSpec:
     return FileSpec(file, sha256_file(staging / file), (staging / file).stat().st_size)
 
 
-def _versions() -> dict[str, str]:
-    out = {}
-    for name in PROVENANCE_PACKAGES:
-        try:
-            out[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            pass
-    return out
-
-
 def _git_revision() -> str | None:
     try:
         res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
@@ -317,7 +307,8 @@ def _manifest(staging, run, policies, layout, graphs, clap, ranker_info, opts: E
         systems={str(p.system_id): p.to_dict() for p in policies},
         ranker=ranker_info,
         provenance={
-            "packages": _versions(), "git_revision": _git_revision(), "run_dir": str(run.path.resolve()),
+            "packages": package_versions(PROVENANCE_PACKAGES), "git_revision": _git_revision(),
+            "run_dir": str(run.path.resolve()),
             "data_fingerprints": run.registry.get("data_fingerprints"), "clap": clap["provenance"],
             "scores": _scores(run, ranker_info),
         },

@@ -15,6 +15,7 @@ from .datasets import file_sha256
 from .errors import BundleError
 
 from .manifest import MANIFEST_NAME, FileSpec, GraphSpec, Manifest, read_manifest
+from .manifest_contract import check_manifest_contract
 from .taxonomy import CODES
 
 #: environment variable that names the bundle when `--bundle` is not given
@@ -118,7 +119,8 @@ def verify_file(root: Path, spec: FileSpec) -> None:
 
 
 def load_bundle(root: Path, *, verify: bool = True) -> Bundle:
-    """Parse the manifest (schema checked) and verify every listed file before anything uses it."""
+    """Parse the manifest (schema and value types checked), verify every listed file, then check that the contract it
+    records (text template, front end, chunk rule, features, tokenizer) is the one this runtime implements."""
     root = Path(root)
     if not root.is_dir():
         raise BundleError(f"{root}: no such bundle folder (build one with `bst export` or `bst demo`)")
@@ -129,4 +131,5 @@ def load_bundle(root: Path, *, verify: bool = True) -> Bundle:
     if verify:
         for spec in manifest.all_files():
             verify_file(root, spec)
+    check_manifest_contract(manifest, root)
     return Bundle(root, manifest)

@@ -6,7 +6,9 @@ heads graph's family and pool axes, the systems' policies and every file's sha25
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +118,58 @@ def _build(cls, data: Any, where: str):
         raise BundleError(f"{where}: missing key(s) {', '.join(missing)}")
     if unknown:
         raise BundleError(f"{where}: unknown key(s) {', '.join(unknown)} (written by a newer bst export?)")
+    hints = typing.get_type_hints(cls)
+    prefix = f"{where}." if ": " in where else f"{where}: "
+    for name, value in data.items():
+        _check_type(value, hints[name], f"{prefix}{name}")
     return cls(**data)
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _check_type(value: Any, hint: Any, where: str) -> None:
+    """Refuse a value whose JSON type differs from the field's annotation (a size given as a string, say): read on,
+    it would fail far from its cause or, worse, compare unequal and pass silently."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in args:
+            try:
+                _check_type(value, option, where)
+                return
+            except BundleError as exc:
+                errors.append(exc)
+        raise BundleError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got {type(value).__name__}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise BundleError(f"{where}: expected a list, got {type(value).__name__}")
+        for i, item in enumerate(value):
+            _check_type(item, args[0], f"{where}[{i}]")
+        return
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise BundleError(f"{where}: expected an object, got {type(value).__name__}")
+        for key, item in value.items():
+            _check_type(item, args[1], f"{where}.{key}")
+        return
+    if is_dataclass(hint):
+        if not isinstance(value, hint):
+            raise BundleError(f"{where}: expected an object ({hint.__name__}), got {type(value).__name__}")
+        return
+    ok = {
+        str: isinstance(value, str),
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+    }.get(hint)
+    if ok is None:
+        raise TypeError(f"manifest field {where}: unsupported annotation {hint!r}")
+    if not ok:
+        raise BundleError(f"{where}: expected {_type_name(hint)}, got {type(value).__name__} {value!r:.40}")
 
 
 def manifest_from_dict(data: dict, source: str = MANIFEST_NAME) -> Manifest:

@@ -96,7 +96,10 @@ def real_package(synth_corpus, tmp_path_factory):
         if clip.audio_path is not None:
             dst = root / "audio" / f"{clip.id}.wav"
             try:
-                sf.write(dst, A.load_audio(clip.audio_path), A.SAMPLE_RATE_HZ, subtype="FLOAT")
+                if sf.info(str(clip.audio_path)).samplerate == A.SAMPLE_RATE_HZ:
+                    shutil.copy2(clip.audio_path, dst)  # e.g. the stereo 16-bit trap: the client decodes it
+                else:
+                    sf.write(dst, A.load_audio(clip.audio_path), A.SAMPLE_RATE_HZ, subtype="FLOAT")
             except Exception:  # the traps (zero-byte, undecodable) stay as they are
                 shutil.copy2(clip.audio_path, dst)
         rows.append((clip.id, clip.title, clip.tags, clip.description))

@@ -74,6 +74,56 @@ def test_frontend_graph_handles_boundary_lengths(tmp_path):
 
 
 # ---- decision graphs ---------------------------------------------------------------------------------------------
+def test_decision_graph_matches_numpy_on_random_evidence_with_ties_and_fallbacks(tmp_path):
+    """Cheap and bundle-free: a small ranker on random rows, random heads outputs (some all-tied), both fallbacks,
+    thresholds that make the ranker override often; the reference is the runtime's own numpy functions."""
+    import onnx
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from bst.export import ranker as rk
+    from bst.export.portable import reference_decision
+    from bst.export.portable_decision import build_decision
+    from bst.runtime import policy as pol
+    from bst.runtime.features import NUM_FEATURES
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, NUM_FEATURES)).astype(np.float32)
+    est = HistGradientBoostingClassifier(max_iter=20).fit(x, (x[:, 0] + x[:, 12] > 0).astype(int))
+    ranker_path = rk.export_ranker(est, NUM_FEATURES, tmp_path / "ranker.onnx")
+    families, pools = ["a", "b", "audio-only", "c", "text-only"], ["p1", "p2"]
+    weights = {"p1": {"a": 0.5, "b": 0.3, "c": 0.2}, "p2": {"a": 1.0}}
+    policies = [
+        pol.SystemPolicy(1, "s1", "p1", weights["p1"], True, k=3, tau=0.05, cross_parent_tau=0.2,
+                         cross_parent_min_score=0.5),
+        pol.SystemPolicy(2, "s2", "p2", weights["p2"], False),
+        pol.SystemPolicy(3, "s3", "p1", weights["p1"], True, k=2, tau=-1.0, cross_parent_tau=-1.0,
+                         cross_parent_min_score=0.0),
+    ]
+    n = 300
+    logits = rng.standard_normal((n, len(families), 23)) * 3
+    logits[:10] = 0.0  # every class tied: the order rules decide
+    fam = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(np.float32)
+    w = np.array([[weights[p].get(f, 0.0) for f in families] for p in pools])
+    pool = np.einsum("bfc,pf->bpc", fam, w).astype(np.float32)
+    text = rng.standard_normal((n, 512)).astype(np.float32)
+    class_text = rng.standard_normal((23, 512)).astype(np.float32)
+    audio_present, text_present = rng.random(n) > 0.2, rng.random(n) > 0.2
+    ranker = _session(ranker_path)
+    overrides = 0
+    for p in policies:
+        graph = build_decision(p, families, pools, class_text, onnx.load(str(ranker_path)) if p.use_ranker else None)
+        onnx.save(graph, str(tmp_path / f"decision_{p.system_id}.onnx"))
+        s = _session(tmp_path / f"decision_{p.system_id}.onnx")
+        feeds = {"family_probs": fam, "pool_probs": pool, "text_embedding": text, "audio_present": audio_present,
+                 "text_present": text_present}
+        label, score = s.run(None, {i.name: feeds[i.name] for i in s.get_inputs()})
+        ref = reference_decision(p, families, pools, fam, pool, text, audio_present, text_present, class_text, ranker)
+        assert (label == ref.labels).all(), p.system_id
+        assert float(np.abs(score - ref.scores).max()) <= 1e-6, p.system_id
+        overrides += int(ref.overridden.sum())
+    assert overrides > 0
+
+
 @pytest.fixture(scope="module")
 def real_package(synth_corpus, tmp_path_factory):
     """An evaluation package: the shared real clips resampled to 48 kHz (float WAV of what the runtime decodes)

@@ -240,7 +240,7 @@ def _read_csv(path: Path) -> dict[str, tuple[str, float]]:
 def test_node_client_matches_bst_rt_predict(bundle, real_package, tmp_path):
     if not (NODE_CLIENT / "node_modules" / "onnxruntime-node").is_dir():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_CLIENT, check=True, timeout=600)
-    for system in ("1", "4"):
+    for system in ("1",):  # a ranker system; the decision graphs of all four are compared above (CI time)
         py_out, node_out = tmp_path / f"py{system}.csv", tmp_path / f"node{system}.csv"
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "bst.runtime", "predict", str(real_package), "--bundle", str(bundle),

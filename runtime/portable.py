@@ -6,7 +6,6 @@ Torch-free like the rest of `bst.runtime`: onnxruntime sessions only.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np

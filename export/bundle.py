@@ -30,6 +30,7 @@ from bst.runtime.manifest import (
     MANIFEST_NAME, SCHEMA_VERSION, AudioSpec, FileSpec, GraphSpec, HeadsSpec, Manifest, TensorSpec, TextSpec,
 )
 from bst.runtime.policy import AUDIO_ONLY, TEXT_ONLY, item_evidence
+from bst.runtime.portable import portable_section
 from bst.runtime.session import make_session
 from bst.runtime.taxonomy import CODES
 from bst.runtime.text import MAX_TOKENS, TEMPLATE_VERSION
@@ -98,6 +99,8 @@ def export_bundle(run_dir: Path, out: Path, opts: ExportOptions = ExportOptions(
                            "positive_column": int(list(model.classes_).index(1)), "estimator": meta["estimator"],
                            "thresholds": meta["thresholds"], "nested_cv": meta.get("nested_cv", {}),
                            "model_sha256": meta["model_sha256"]}
+        graphs.update(_portable_graphs(staging, policies, layout, class_text, graphs, ranker_info,
+                                       audio, text, masked))
         manifest = _manifest(staging, run, policies, layout, graphs, clap, ranker_info, opts)
         atomic_write_text(staging / MANIFEST_NAME, manifest.to_json())
         if out.exists():
@@ -249,6 +252,19 @@ def _ranker_spec(staging: Path, model, rows: np.ndarray) -> GraphSpec:
     return _graph_spec(staging, "ranker", RANKER_FILE, rk.OPSET, "fp32", record)
 
 
+def _portable_graphs(staging, policies, layout, class_text, graphs, ranker_info, audio, text, masked) -> dict:
+    """The front end and each system's decision as graphs (docs/portable.md), validated on the export's items."""
+    from . import portable as pt
+
+    heads = make_session(staging / HEADS_FILE, provider="cpu")
+    feeds = {"audio_embedding": audio, "text_embedding": text, "masked_text_embedding": masked}
+    outs = heads.run(list(hd.OUTPUT_NAMES), {i.name: feeds[i.name] for i in heads.get_inputs()})
+    ranker_file = graphs["ranker"].file if "ranker" in graphs else None
+    return pt.add_portable_graphs(staging, policies, layout.families, layout.pools, class_text, ranker_file,
+                                  (outs[0], outs[1]), text, _graph_spec,
+                                  positive_column=int(ranker_info.get("positive_column", 1)))
+
+
 # ---- manifest ----------------------------------------------------------------------------------------------------
 def _tensor_specs(args) -> list[TensorSpec]:
     return [TensorSpec(a.name, str(a.type), [d if isinstance(d, int) else str(d) for d in a.shape]) for a in args]
@@ -313,4 +329,6 @@ def _manifest(staging, run, policies, layout, graphs, clap, ranker_info, opts: E
             "scores": _scores(run, ranker_info),
         },
         clap_weights="random" if clap["random"] else "checkpoint",
+        portable=portable_section([str(p.system_id) for p in policies],
+                                  [i.name for i in graphs["heads"].inputs]),
     )

@@ -16,7 +16,7 @@ from .errors import BundleError
 
 MANIFEST_NAME = "manifest.json"
 #: major.minor; a reader refuses another major, accepts any minor of its own major
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: optional `portable` section (docs/portable.md)
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,8 @@ class Manifest:
     ranker: dict[str, Any]
     provenance: dict[str, Any]
     clap_weights: str = "checkpoint"
+    #: the graph-only contract for non-Python clients (`bst.runtime.portable.portable_section`); {} when absent
+    portable: dict[str, Any] = field(default_factory=dict)
 
     def all_files(self) -> list[FileSpec]:
         return [g.file_spec() for g in self.graphs.values()] + list(self.files.values())

@@ -85,16 +85,20 @@ class _Encoders:
     """audio(paths) -> ([n, 512] rows for the decodable ones, their positions, failure messages); text(texts)."""
 
     def __init__(self, engine: Engine, *, clap_ckpt: Path | None, random_weights: bool, seed: int,
-                 tokenizer_dir: Path | None, graphs: Path | None, provider: str, threads: int | None) -> None:
+                 tokenizer_dir: Path | None, graphs: Path | None, provider: str, threads: int | None,
+                 device: str = "cpu") -> None:
         self.engine = engine
         if engine == "torch":
             from . import clap
+            from .device import clap_to_device, resolve_device
 
             self._clap = clap
-            self._model = clap.load_clap(clap_ckpt, random_weights=random_weights, seed=seed,
-                                         tokenizer_dir=tokenizer_dir)
+            self._model = clap_to_device(clap.load_clap(clap_ckpt, random_weights=random_weights, seed=seed,
+                                                        tokenizer_dir=tokenizer_dir), resolve_device(device))
             self.provenance = self._model.bst_provenance.to_dict()
             return
+        if device != "cpu":
+            raise BstError("--device applies to the torch engine; the onnx engine takes --provider")
         if engine != "onnx":
             raise BstError(f"unknown engine {engine!r}: use onnx or torch")
         from bst.export.clap import AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE
@@ -187,7 +191,7 @@ def _batches(items: list, size: int):
 def embed_dataset(root: Path, *, engine: Engine = "onnx", clap_ckpt: Path | None = None,
                   random_weights: bool = False, seed: int = 0, tokenizer_dir: Path | None = None,
                   graphs: Path | None = None, batch_size: int = 8, provider: str = "cpu",
-                  threads: int | None = None, progress: bool = True,
+                  threads: int | None = None, progress: bool = True, device: str = "cpu",
                   log: Callable[[str], None] = print) -> EmbedReport:
     """Embed every clip of a development set or evaluation package under `root/features/` (see module doc)."""
     root = Path(root)
@@ -208,7 +212,8 @@ def embed_dataset(root: Path, *, engine: Engine = "onnx", clap_ckpt: Path | None
         return report
 
     encoders = _Encoders(engine, clap_ckpt=clap_ckpt, random_weights=random_weights, seed=seed,
-                         tokenizer_dir=tokenizer_dir, graphs=graphs, provider=provider, threads=threads)
+                         tokenizer_dir=tokenizer_dir, graphs=graphs, provider=provider, threads=threads,
+                         device=device)
     _check_record(features, encoders.provenance, existing=any(report.skipped_existing.values()), log=log)
     if not class_file.is_file():
         atomic_save_npy(class_file, np.asarray(encoders.text(class_description_texts(root)), dtype=np.float32))

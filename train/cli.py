@@ -54,6 +54,8 @@ def embed_cmd(
     provider: Annotated[str, typer.Option(help="onnxruntime provider: cpu, cuda or auto.")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads (default: all cores).")] = None,
     device: Annotated[str, typer.Option(help="torch engine: auto, cpu, cuda or cuda:N.")] = "cpu",
+    builtin_class_texts: Annotated[bool, typer.Option("--builtin-class-texts", help="Use the built-in class texts "
+                                                      "where metadata/BST_description.csv is unreadable.")] = False,
 ) -> None:
     """Write CLAP audio, text and masked-text embeddings under DATASET_DIR/features/ (skips files already there)."""
     from bst.train.embed import embed_dataset
@@ -64,7 +66,8 @@ def embed_cmd(
         typer.echo("WARNING: CLAP at RANDOM weights: these embeddings are meaningless outside tests and demos.", err=True)
     report = embed_dataset(dataset_dir, engine=engine, clap_ckpt=clap_ckpt, random_weights=random_weights,  # type: ignore[arg-type]
                            seed=seed, tokenizer_dir=tokenizer_dir, graphs=graphs, batch_size=batch_size,
-                           provider=provider, threads=threads, device=device, log=typer.echo)
+                           provider=provider, threads=threads, device=device,
+                           builtin_class_texts=builtin_class_texts, log=typer.echo)
     typer.echo(report.summary())
 
 

@@ -211,3 +211,21 @@ def test_refuses_a_description_file_it_cannot_read_unless_told(tmp_path):
     with pytest.raises(DataError, match="cannot read"):
         class_description_texts(binary)
 
+
+
+def test_embed_device_is_for_the_torch_engine_only():
+    from bst.train.embed import _Encoders
+
+    with pytest.raises(BstError, match="--device applies to the torch engine"):
+        _Encoders("onnx", clap_ckpt=None, random_weights=True, seed=0, tokenizer_dir=None, graphs=None,
+                  provider="cpu", threads=None, device="cuda")
+
+
+def test_bst_train_refuses_a_bad_device_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from bst.train.cli import app
+
+    result = CliRunner().invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--device", "tpu"])
+    assert result.exit_code == 1 and result.output.startswith("error:") and "unknown device 'tpu'" in result.output
+    assert "Traceback" not in result.output

@@ -119,6 +119,10 @@ def train_cmd(
         if not sep or not path:
             raise typer.BadParameter(f"--external expects NAME=PATH, got {item!r}")
         roots[name.strip()] = Path(path)
+    from bst.train.device import check_spec, resolve_device
+
+    # fail before loading data: a bad spec, or (without Ray) a CUDA request this machine cannot honour
+    device = str(resolve_device(device)) if ray is None else check_spec(device)
     bars = default_progress(progress)
     try:
         reg = run_pool(data, cs, out, names, seed=seed, overrides=overrides, external=roots,

@@ -36,11 +36,17 @@ def cuda_works(index: int = 0) -> tuple[bool, str]:
     return True, ""
 
 
-def resolve_device(spec: str = "cpu") -> torch.device:
-    """'auto' -> cuda:0 when it works, else cpu; 'cpu'; 'cuda' / 'cuda:N' -> that device or a one-line error."""
+def check_spec(spec: str) -> str:
+    """The normalised spec, or a one-line error for one that is none of auto, cpu, cuda, cuda:N."""
     spec = (spec or "cpu").strip().lower()
     if not _SPEC.match(spec):
         raise BstError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N")
+    return spec
+
+
+def resolve_device(spec: str = "cpu") -> torch.device:
+    """'auto' -> cuda:0 when it works, else cpu; 'cpu'; 'cuda' / 'cuda:N' -> that device or a one-line error."""
+    spec = check_spec(spec)
     if spec == "cpu":
         return torch.device("cpu")
     index = int(spec.split(":", 1)[1]) if ":" in spec else 0

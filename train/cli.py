@@ -53,6 +53,9 @@ def embed_cmd(
     batch_size: Annotated[int, typer.Option(help="Clips / texts per encoder call.", min=1)] = 8,
     provider: Annotated[str, typer.Option(help="onnxruntime provider: cpu, cuda or auto.")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads (default: all cores).")] = None,
+    device: Annotated[str, typer.Option(help="torch engine: auto, cpu, cuda or cuda:N.")] = "cpu",
+    builtin_class_texts: Annotated[bool, typer.Option("--builtin-class-texts", help="Use the built-in class texts "
+                                                      "where metadata/BST_description.csv is unreadable.")] = False,
 ) -> None:
     """Write CLAP audio, text and masked-text embeddings under DATASET_DIR/features/ (skips files already there)."""
     from bst.train.embed import embed_dataset
@@ -63,7 +66,8 @@ def embed_cmd(
         typer.echo("WARNING: CLAP at RANDOM weights: these embeddings are meaningless outside tests and demos.", err=True)
     report = embed_dataset(dataset_dir, engine=engine, clap_ckpt=clap_ckpt, random_weights=random_weights,  # type: ignore[arg-type]
                            seed=seed, tokenizer_dir=tokenizer_dir, graphs=graphs, batch_size=batch_size,
-                           provider=provider, threads=threads, log=typer.echo)
+                           provider=provider, threads=threads, device=device,
+                           builtin_class_texts=builtin_class_texts, log=typer.echo)
     typer.echo(report.summary())
 
 
@@ -83,11 +87,20 @@ def train_cmd(
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice).", min=1)] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Reduced sizes of the test pool (small synthetic data).")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=JSON family option override (repeatable).")] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA only if a test kernel works), cpu, cuda or cuda:N.")] = "cpu",
+    ray: Annotated[str | None, typer.Option(help="Spread the (family, fold) trainings over Ray: auto (running "
+                                                 "cluster or a new local one) or a cluster ADDRESS.")] = None,
+    ray_cpus: Annotated[float, typer.Option(help="CPU cores each Ray fold task requests.", min=0.01)] = 1.0,
+    ray_gpus: Annotated[float | None, typer.Option(help="GPU share each Ray fold task requests on CUDA "
+                                                        "(default 0.25).", min=0.01, max=1.0)] = None,
+    progress: Annotated[bool, typer.Option(help="Progress bars on stderr (terminal only).")] = True,
 ) -> None:
-    """Train every family on the five official folds; progress per family and fold; resumes an interrupted run."""
+    """Train every family on the five official folds (progress bars: epochs, validation figure, ETAs); resumes an
+    interrupted run."""
     import torch
 
     from bst.train.pool import QUICK_OVERRIDES, run_pool
+    from bst.train.progress import PoolProgress, default_progress
 
     if threads:
         torch.set_num_threads(threads)
@@ -106,7 +119,19 @@ def train_cmd(
         if not sep or not path:
             raise typer.BadParameter(f"--external expects NAME=PATH, got {item!r}")
         roots[name.strip()] = Path(path)
-    reg = run_pool(data, cs, out, names, seed=seed, overrides=overrides, external=roots, log=typer.echo)
+    from bst.train.device import check_spec, resolve_device
+
+    # fail before loading data: a bad spec, or (without Ray) a CUDA request this machine cannot honour
+    device = str(resolve_device(device)) if ray is None else check_spec(device)
+    bars = default_progress(progress)
+    try:
+        reg = run_pool(data, cs, out, names, seed=seed, overrides=overrides, external=roots,
+                       log=bars.print if isinstance(bars, PoolProgress) else typer.echo,
+                       device=device, progress=bars, ray=ray,
+                       ray_options={"cpus": ray_cpus, "gpu_fraction": ray_gpus, "threads": threads or 1})
+    finally:
+        bars.close()
+    typer.echo(f"trained on: {', '.join(reg.get('devices', [])) or 'nothing new (resumed)'}")
     for name, pool in reg.get("ensembles", {}).items():
         typer.echo(f"ensemble {name}: hF {100 * pool['hF']:.2f} ({len(pool['weights'])} families)")
     typer.echo(f"wrote {out / 'registry.json'} (`bst report {out}` for the table)")

@@ -36,32 +36,60 @@ _IDENTITY_KEYS = ("weights", "checkpoint_sha256", "seed", "tokenizer", "tokenize
 GRAPH_CACHE = Path.home() / ".cache" / "bst-rt" / "clap-graphs"
 
 
-def class_description_texts(root: Path | None = None) -> list[str]:
-    """The 23 class texts in label order: 'Name. description', from the dataset's metadata/BST_description.csv
-    when it has a usable (class code or name, description) table, else from `bst.runtime.taxonomy`."""
+#: header of the real BSD10k taxonomy file (v1.0): metadata/BST_description.csv
+BST_DESCRIPTION_COLUMNS = ("ClassKey", "ClassName", "TopLevel", "Description", "Examples")
+_KEY_COLUMNS = ("classkey", "class", "code", "class_code", "label", "id")
+_NAME_COLUMNS = ("classname", "name", "class_name", "subclass", "category")
+
+
+def _class_text(index: int, description: str, examples: str) -> str:
+    """'Name. Description.' plus ' Examples: ...' when the examples are not already part of the description."""
+    text = f"{CLASSES[index].name}. {description}"
+    if examples and examples.lower().rstrip(".") not in description.lower():
+        text = f"{text.rstrip('.')}. Examples: {examples.rstrip('.')}."
+    return text
+
+
+def class_description_texts(root: Path | None = None, *, builtin_fallback: bool = False) -> list[str]:
+    """The 23 class texts in label order from the dataset's metadata/BST_description.csv (the real header
+    `ClassKey,ClassName,TopLevel,Description,Examples`, or the synthetic corpus' `class,name,description,examples`):
+    'Name. Description' (+ ' Examples: ...'). Without the file: the built-in `bst.runtime.taxonomy` texts. A file
+    that is there but unreadable, or does not describe all 23 classes, is refused (DataError) unless
+    `builtin_fallback` (then a warning and the built-in text for each class it lacks): the ranker's class-text
+    feature must not silently use other texts than the dataset's."""
     texts = [f"{c.name}. {c.description}" for c in CLASSES]
     path = Path(root) / "metadata" / "BST_description.csv" if root is not None else None
     if path is None or not path.is_file():
         return texts
+
+    def refuse(why: str) -> list[str]:
+        if not builtin_fallback:
+            raise DataError(f"{path}: {why} (expected the header {','.join(BST_DESCRIPTION_COLUMNS)}; "
+                            "--builtin-class-texts uses the built-in taxonomy texts instead)")
+        warnings.warn(f"{path}: {why}; using the built-in taxonomy texts for those classes",
+                      RuntimeWarning, stacklevel=3)
+        return texts
+
     by_name = {c.name.lower(): c.index for c in CLASSES}
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.DictReader(fh))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from None
-    found = 0
+        return refuse(f"cannot read ({exc})")
+    found: set[int] = set()
     for row in rows:
-        low = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
-        desc = next((v for k, v in low.items() if "description" in k and v), "")
-        key = next((v for k, v in low.items() if k in ("class", "code", "class_code", "label", "id") and v), "")
-        name = next((v for k, v in low.items() if k in ("name", "class_name", "subclass", "category") and v), "")
+        low = {k.strip().lower(): (v or "").strip() for k, v in row.items() if isinstance(k, str)}  # no overflow
+        desc = low.get("description", "") or next((v for k, v in low.items() if "description" in k and v), "")
+        key = next((low[k] for k in _KEY_COLUMNS if low.get(k)), "")
+        name = next((low[k] for k in _NAME_COLUMNS if low.get(k)), "")
         idx = CODE_TO_INDEX.get(key, by_name.get(key.lower(), by_name.get(name.lower())))
         if idx is not None and desc:
-            texts[idx] = f"{CLASSES[idx].name}. {desc}"
-            found += 1
-    if found == 0:
-        warnings.warn(f"{path}: no (class, description) rows recognised; using the built-in taxonomy texts",
-                      RuntimeWarning, stacklevel=2)
+            texts[idx] = _class_text(idx, desc, low.get("examples", ""))
+            found.add(idx)
+    if len(found) < len(CLASSES):
+        missing = [c.code for c in CLASSES if c.index not in found]
+        return refuse(f"no usable (class, description) row for {len(missing)} of {len(CLASSES)} classes "
+                      f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
     return texts
 
 
@@ -85,16 +113,20 @@ class _Encoders:
     """audio(paths) -> ([n, 512] rows for the decodable ones, their positions, failure messages); text(texts)."""
 
     def __init__(self, engine: Engine, *, clap_ckpt: Path | None, random_weights: bool, seed: int,
-                 tokenizer_dir: Path | None, graphs: Path | None, provider: str, threads: int | None) -> None:
+                 tokenizer_dir: Path | None, graphs: Path | None, provider: str, threads: int | None,
+                 device: str = "cpu") -> None:
         self.engine = engine
         if engine == "torch":
             from . import clap
+            from .device import clap_to_device, resolve_device
 
             self._clap = clap
-            self._model = clap.load_clap(clap_ckpt, random_weights=random_weights, seed=seed,
-                                         tokenizer_dir=tokenizer_dir)
+            self._model = clap_to_device(clap.load_clap(clap_ckpt, random_weights=random_weights, seed=seed,
+                                                        tokenizer_dir=tokenizer_dir), resolve_device(device))
             self.provenance = self._model.bst_provenance.to_dict()
             return
+        if device != "cpu":
+            raise BstError("--device applies to the torch engine; the onnx engine takes --provider")
         if engine != "onnx":
             raise BstError(f"unknown engine {engine!r}: use onnx or torch")
         from bst.export.clap import AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE
@@ -187,13 +219,15 @@ def _batches(items: list, size: int):
 def embed_dataset(root: Path, *, engine: Engine = "onnx", clap_ckpt: Path | None = None,
                   random_weights: bool = False, seed: int = 0, tokenizer_dir: Path | None = None,
                   graphs: Path | None = None, batch_size: int = 8, provider: str = "cpu",
-                  threads: int | None = None, progress: bool = True,
+                  threads: int | None = None, progress: bool = True, device: str = "cpu",
+                  builtin_class_texts: bool = False,
                   log: Callable[[str], None] = print) -> EmbedReport:
     """Embed every clip of a development set or evaluation package under `root/features/` (see module doc)."""
     root = Path(root)
     if batch_size < 1:
         raise BstError(f"batch size must be at least 1, got {batch_size}")
     clips = _read_clips(root)
+    class_description_texts(root, builtin_fallback=builtin_class_texts)  # refuse a bad taxonomy file up front
     features = root / "features"
     report = EmbedReport(root=root, engine=engine)
     todo: dict[str, list[Clip]] = {}
@@ -208,10 +242,12 @@ def embed_dataset(root: Path, *, engine: Engine = "onnx", clap_ckpt: Path | None
         return report
 
     encoders = _Encoders(engine, clap_ckpt=clap_ckpt, random_weights=random_weights, seed=seed,
-                         tokenizer_dir=tokenizer_dir, graphs=graphs, provider=provider, threads=threads)
+                         tokenizer_dir=tokenizer_dir, graphs=graphs, provider=provider, threads=threads,
+                         device=device)
     _check_record(features, encoders.provenance, existing=any(report.skipped_existing.values()), log=log)
     if not class_file.is_file():
-        atomic_save_npy(class_file, np.asarray(encoders.text(class_description_texts(root)), dtype=np.float32))
+        atomic_save_npy(class_file, np.asarray(encoders.text(class_description_texts(
+            root, builtin_fallback=builtin_class_texts)), dtype=np.float32))
 
     from rich.progress import Progress
 

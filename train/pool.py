@@ -7,7 +7,6 @@ the exporter, ranker and systems use; `family_probs` is THE deployment-time defi
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import platform
@@ -31,6 +30,7 @@ from .folds import N_FOLDS, Fold, official_folds
 
 REGISTRY_SCHEMA = 1
 Log = Callable[[str], None]
+EpochHook = Callable[[int, int, float], None]
 
 
 # ---------------------------------------------------------------- data
@@ -116,32 +116,43 @@ def confidence_weights(conf: np.ndarray, power: float) -> np.ndarray:
     return w.astype(np.float32)
 
 
-def _tensors(x: Arrays, rows: np.ndarray) -> list[torch.Tensor]:
-    return [torch.from_numpy(np.ascontiguousarray(a[rows])) for a in x.inputs()]
+def _tensors(x: Arrays, rows: np.ndarray, device: torch.device | None = None) -> list[torch.Tensor]:
+    return [torch.from_numpy(np.ascontiguousarray(a[rows])).to(device or "cpu") for a in x.inputs()]
 
 
 def predict_logits(model: torch.nn.Module, x: Arrays, batch: int = 4096) -> np.ndarray:
+    """Logits [N,23] as CPU numpy, on whichever device the model's parameters are."""
     model.eval()
+    device = next(model.parameters()).device
     out = []
     with torch.no_grad():
         for start in range(0, len(x), batch):
             rows = np.arange(start, min(start + batch, len(x)))
-            out.append(model(*_tensors(x, rows)).numpy())
+            out.append(model(*_tensors(x, rows, device)).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), np.float32)
 
 
-def train_fold(cfg: FamilyConfig, terms: list[Term], val: Arrays, test: Arrays, seed: int) -> FoldOutcome:
-    """Train one fold model: the first term drives the epoch, each other term adds a same-size sampled batch."""
+def _cpu_state(model: torch.nn.Module) -> dict:
+    """A CPU copy of the weights: checkpoints load on any device and the best epoch survives later updates."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def train_fold(cfg: FamilyConfig, terms: list[Term], val: Arrays, test: Arrays, seed: int,
+               device: torch.device | None = None, on_epoch: EpochHook | None = None) -> FoldOutcome:
+    """Train one fold model: the first term drives the epoch, each other term adds a same-size sampled batch.
+    Initialisation and augmentation noise are drawn on the CPU whatever `device` is (same streams on every device);
+    `on_epoch(epoch, max_epochs, val_accuracy)` reports progress."""
+    device = device or torch.device("cpu")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = build_model(cfg)
+    model = build_model(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
     main = terms[0]
     counts = np.bincount(main.targets, minlength=NUM_CLASSES) + 1.0
-    log_prior = torch.log(torch.from_numpy((counts / counts.sum()).astype(np.float32)))
-    best = (-1.0, 0, copy.deepcopy(model.state_dict()))
+    log_prior = torch.log(torch.from_numpy((counts / counts.sum()).astype(np.float32))).to(device)
+    best = (-1.0, 0, _cpu_state(model))
     since, finite, last_loss, epoch = 0, True, float("nan"), 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -156,16 +167,16 @@ def train_fold(cfg: FamilyConfig, terms: list[Term], val: Arrays, test: Arrays, 
             audio = augment(audio, cfg, gen)
             text = drop_rows(augment(text, cfg, gen), cfg.text_dropout, gen)
             masked = drop_rows(augment(masked, cfg, gen), cfg.text_dropout, gen)
-            logits = model(audio, text, masked)
-            loss, offset = torch.zeros(()), 0
+            logits = model(audio.to(device), text.to(device), masked.to(device))
+            loss, offset = torch.zeros((), device=device), 0
             for t, rows in zip(terms, picks):
                 chunk = logits[offset:offset + len(rows)]
                 offset += len(rows)
-                w = torch.from_numpy(t.weights[rows])
+                w = torch.from_numpy(t.weights[rows]).to(device)
                 if t.soft:
-                    loss = loss + t.lam * soft_loss(chunk, torch.from_numpy(t.targets[rows]))
+                    loss = loss + t.lam * soft_loss(chunk, torch.from_numpy(t.targets[rows]).to(device))
                 else:
-                    y = torch.from_numpy(t.targets[rows])
+                    y = torch.from_numpy(t.targets[rows]).to(device)
                     loss = loss + t.lam * hard_loss(chunk, y, w, cfg, log_prior if t is main else None)
                     if cfg.hier_weight and t is main:
                         loss = loss + cfg.hier_weight * hier_loss(chunk, y, w)
@@ -180,13 +191,15 @@ def train_fold(cfg: FamilyConfig, terms: list[Term], val: Arrays, test: Arrays, 
             break
         sched.step()
         acc = float((predict_logits(model, val).argmax(1) == val.labels).mean()) if len(val) else 0.0
+        if on_epoch is not None:
+            on_epoch(epoch, cfg.epochs, acc)
         if acc > best[0]:
-            best, since = (acc, epoch, copy.deepcopy(model.state_dict())), 0
+            best, since = (acc, epoch, _cpu_state(model)), 0
         else:
             since += 1
             if since >= cfg.patience:
                 break
-    model.load_state_dict(best[2])
+    model.load_state_dict(best[2])  # copies into the model's device
     return FoldOutcome(best[2], predict_logits(model, val), predict_logits(model, test), epoch, best[1], best[0],
                        finite, last_loss, {t.name: len(t.x) for t in terms})
 
@@ -316,14 +329,16 @@ def load_run(run_dir: Path | str) -> Run:
     return Run(path, registry, ensembles)
 
 
-def load_fold_model(run: Run | Path | str, family: str, k: int) -> tuple[torch.nn.Module, float]:
-    """One fold model in eval mode with its fitted temperature."""
+def load_fold_model(run: Run | Path | str, family: str, k: int,
+                    device: torch.device | str = "cpu") -> tuple[torch.nn.Module, float]:
+    """One fold model in eval mode on `device` with its fitted temperature (checkpoints hold CPU tensors and load
+    on any device)."""
     run = run if isinstance(run, Run) else load_run(run)
     d = run.fold_dir(family, k)
     if not (d / "fold.json").is_file():
         raise BstError(f"{d}: fold not complete (run `bst train` again to resume)")
-    ckpt = torch.load(d / "checkpoint.pt", map_location="cpu", weights_only=True)
-    model = build_model(FamilyConfig(**_read_json(d / "config.snapshot.json")))
+    ckpt = torch.load(d / "checkpoint.pt", map_location=device, weights_only=True)
+    model = build_model(FamilyConfig(**_read_json(d / "config.snapshot.json"))).to(device)
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     return model, float(_read_json(d / "calibration.json")["temperature"])
@@ -422,11 +437,12 @@ def _write_oof(run: Path, family: str, folds: list[Fold], dev: Arrays) -> None:
         np.savez(fh, ids=dev.ids.astype(str), labels=dev.labels, probs=probs, fold=fold_of)
 
 
-def _teacher_probs(run: Path, cfg: FamilyConfig, fold: Fold, data: PoolData) -> np.ndarray:
+def _teacher_probs(run: Path, cfg: FamilyConfig, fold: Fold, data: PoolData,
+                   device: torch.device | None = None) -> np.ndarray:
     d = run / "families" / cfg.cs.teacher / f"fold{fold.k}"
 
     def compute() -> np.ndarray:
-        return family_probs([load_fold_model(run, cfg.cs.teacher, fold.k)], *data.cs.inputs())
+        return family_probs([load_fold_model(run, cfg.cs.teacher, fold.k, device or "cpu")], *data.cs.inputs())
 
     key = f"{data.cs.fingerprint}:{hashlib.sha256((d / 'checkpoint.pt').read_bytes()).hexdigest()}"
     return teacher.cached_cs_probs(d / "cs_teacher.npz", key, compute)
@@ -455,10 +471,36 @@ def _open_registry(out: Path, data: PoolData, seed: int, configs: list[FamilyCon
     return reg
 
 
+def fold_line(i: int, n: int, family: str, k: int, scores: dict) -> str:
+    return (f"[{i}/{n}] {family} fold {k + 1}/{N_FOLDS}: hF {scores['hF']:.4f} "
+            f"(epochs {scores['epochs_run']}, T {scores['temperature']:.2f})")
+
+
+def train_and_write_fold(out: Path, cfg: FamilyConfig, fold: Fold, data: PoolData, seed: int,
+                         device: torch.device | None = None, on_epoch: EpochHook | None = None) -> dict:
+    """Train one (family, fold) and write its fold folder (fold.json last); returns its scores. Depends only on
+    the run folder (the teacher's fold-k checkpoint) and its arguments: sequential and Ray runs both call it."""
+    tprobs = _teacher_probs(out, cfg, fold, data, device) if cfg.cs.mode == "teacher" else None
+    terms = fold_terms(cfg, fold, data, tprobs)
+    fseed = family_seed(seed, cfg.name, fold.k)
+    result = train_fold(cfg, terms, data.dev.take(fold.val), data.dev.take(fold.test), fseed, device, on_epoch)
+    scores = _fold_scores(result, data.dev.labels[fold.val], data.dev.labels[fold.test])
+    args = {"family": cfg.name, "fold": fold.k, "seed": fseed, "pool_seed": seed,
+            "n_train": int(len(fold.train)), "n_val": int(len(fold.val)), "n_test": int(len(fold.test)),
+            "terms": result.term_sizes, "teacher": cfg.cs.teacher if cfg.cs.mode == "teacher" else None,
+            "data_fingerprints": data.fingerprints(), "torch": torch.__version__}
+    _write_fold(out / "families" / cfg.name / f"fold{fold.k}", cfg, fold, data, result, scores, args)
+    return scores
+
+
 def train_pool(data: PoolData, out: Path, configs: list[FamilyConfig], *, seed: int = 0, log: Log = print,
-               extra: dict | None = None) -> dict:
+               extra: dict | None = None, device: torch.device | str = "cpu", progress=None,
+               ray: str | None = None, ray_options: dict | None = None) -> dict:
     """Train (or resume) every family × fold, then screen the families and select the ensembles. Returns the
-    registry; `trained` lists the (family, fold) pairs trained by this call."""
+    registry; `trained` lists the (family, fold) pairs trained by this call. `device`: where models train
+    (a torch.device or an auto|cpu|cuda[:N] spec, bst.train.device); `progress`: a bst.train.progress.PoolProgress;
+    `ray`: None (sequential here) or "auto"/ADDRESS: every missing fold is a Ray task first (bst.train.pool_ray;
+    workers resolve the device spec) and the loop below then only reads the fold folders back."""
     from .ensemble import screen_families, write_ensembles
 
     out = Path(out)
@@ -466,8 +508,24 @@ def train_pool(data: PoolData, out: Path, configs: list[FamilyConfig], *, seed: 
     folds = official_folds(data.dev.labels)
     reg = _open_registry(out, data, seed, configs)
     reg.update(extra or {})
+    _json(out / "registry.json", reg)  # before any fold: a student's teacher is read through load_run
+    todo = _missing_folds(out, configs, folds, data)
+    if progress is not None:
+        progress.start(todo)
+    trained: list = []
+    if ray is not None:
+        from .pool_ray import train_folds_ray
+
+        spec = device if isinstance(device, str) else str(device)
+        trained, ran_on = train_folds_ray(out, todo, data, seed, spec, ray, progress=progress, log=log,
+                                          **(ray_options or {}))
+    else:
+        from .device import device_name, resolve_device
+
+        device = resolve_device(device) if isinstance(device, str) else device
+        ran_on = {device_name(device)} if todo else set()
+    reg["devices"] = sorted(set(reg.get("devices", [])) | ran_on)  # which devices trained this run's folds
     _json(out / "registry.json", reg)
-    trained = []
     for i, cfg in enumerate(configs, 1):
         entry = reg["families"][cfg.name]
         missing = [n for n in cfg.external if n not in data.external]
@@ -482,21 +540,16 @@ def train_pool(data: PoolData, out: Path, configs: list[FamilyConfig], *, seed: 
                 entry["folds"][str(fold.k)] = _read_json(d / "fold.json")
                 continue
             entry["status"] = "training"
-            tprobs = _teacher_probs(out, cfg, fold, data) if cfg.cs.mode == "teacher" else None
-            terms = fold_terms(cfg, fold, data, tprobs)
-            fseed = family_seed(seed, cfg.name, fold.k)
-            result = train_fold(cfg, terms, data.dev.take(fold.val), data.dev.take(fold.test), fseed)
-            scores = _fold_scores(result, data.dev.labels[fold.val], data.dev.labels[fold.test])
-            args = {"family": cfg.name, "fold": fold.k, "seed": fseed, "pool_seed": seed,
-                    "n_train": int(len(fold.train)), "n_val": int(len(fold.val)), "n_test": int(len(fold.test)),
-                    "terms": result.term_sizes, "teacher": cfg.cs.teacher if cfg.cs.mode == "teacher" else None,
-                    "data_fingerprints": data.fingerprints(), "torch": torch.__version__}
-            _write_fold(d, cfg, fold, data, result, scores, args)
+            if progress is not None:
+                progress.fold_started(cfg.name, fold.k)
+            scores = train_and_write_fold(out, cfg, fold, data, seed, device,
+                                          progress.epoch if progress is not None else None)
             entry["folds"][str(fold.k)] = scores
             _json(out / "registry.json", reg)
             trained.append((cfg.name, fold.k))
-            log(f"[{i}/{len(configs)}] {cfg.name} fold {fold.k + 1}/{N_FOLDS}: hF {scores['hF']:.4f} "
-                f"(epochs {scores['epochs_run']}, T {scores['temperature']:.2f})")
+            if progress is not None:
+                progress.fold_done(cfg.name, fold.k)
+            log(fold_line(i, len(configs), cfg.name, fold.k, scores))
         _write_oof(out, cfg.name, folds, data.dev)
         hfs = np.array([entry["folds"][str(k)]["hF"] for k in range(N_FOLDS)], dtype=float)
         oof = np.load(out / "families" / cfg.name / "oof.npz")
@@ -510,8 +563,21 @@ def train_pool(data: PoolData, out: Path, configs: list[FamilyConfig], *, seed: 
     return reg
 
 
+def _missing_folds(out: Path, configs: list[FamilyConfig], folds: list[Fold],
+                   data: PoolData) -> list[tuple[FamilyConfig, Fold]]:
+    """(family, fold) pairs this call must train, in training order (teachers first): trainable and no fold.json."""
+    todo = []
+    for cfg in configs:
+        if (cfg.uses_cs and data.cs is None) or any(n not in data.external for n in cfg.external):
+            continue
+        todo += [(cfg, f) for f in folds if not (out / "families" / cfg.name / f"fold{f.k}" / "fold.json").is_file()]
+    return todo
+
+
 def run_pool(dev_root: Path, cs_root: Path | None, out: Path, families: list[str] | None = None, *, seed: int = 0,
-             overrides: dict | None = None, external: dict[str, Path] | None = None, log: Log = print) -> dict:
+             overrides: dict | None = None, external: dict[str, Path] | None = None, log: Log = print,
+             device: torch.device | str = "cpu", progress=None, ray: str | None = None,
+             ray_options: dict | None = None) -> dict:
     """Load the data named on the command line and train the pool (what `bst train` calls)."""
     from .external import load_external
 
@@ -525,4 +591,5 @@ def run_pool(dev_root: Path, cs_root: Path | None, out: Path, families: list[str
         f"({data.cs_dropped_overlap} dropped as dev duplicates); {len(configs)} families")
     extra = {"dev_root": str(Path(dev_root).resolve()), "cs_root": str(Path(cs_root).resolve()) if cs_root else None,
              "overrides": overrides or {}, "external_roots": {k: str(Path(v).resolve()) for k, v in (external or {}).items()}}
-    return train_pool(data, out, configs, seed=seed, log=log, extra=extra)
+    return train_pool(data, out, configs, seed=seed, log=log, extra=extra, device=device, progress=progress, ray=ray,
+                      ray_options=ray_options)

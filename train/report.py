@@ -44,7 +44,7 @@ def format_report(run_dir: Path | str) -> str:
     rows = family_rows(reg)
     done = [r for r in rows if r["status"] == "done"]
     lines = [f"run {run.path}: {reg['n_dev']} dev clips, {reg['n_cs']} CS clips, pool seed {reg['seed']}, "
-             f"{len(done)}/{len(rows)} families done",
+             f"{len(done)}/{len(rows)} families done; trained on {', '.join(reg.get('devices') or ['cpu'])}",
              "",
              "| family | group | hF % (mean ± std, 5 folds) | OOF hF % | held-out NLL raw → calibrated | note |",
              "|---|---|---|---|---|---|"]

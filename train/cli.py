@@ -110,6 +110,12 @@ def train_cmd(
     for name, pool in reg.get("ensembles", {}).items():
         typer.echo(f"ensemble {name}: hF {100 * pool['hF']:.2f} ({len(pool['weights'])} families)")
     typer.echo(f"wrote {out / 'registry.json'} (`bst report {out}` for the table)")
+    if not reg.get("ensembles"):
+        from bst.runtime.errors import BstError
+        from bst.train.ensemble import why_no_pool
+        from bst.train.pool import load_run
+
+        raise BstError(f"training finished without an ensemble: {why_no_pool(load_run(out))}")
 
 
 @app.command("report")

@@ -25,8 +25,7 @@ from bst.runtime.metrics import hierarchical_f1
 from bst.runtime.taxonomy import NUM_CLASSES
 
 from . import calibrate, teacher
-from .families import (FamilyConfig, augment, build_model, drop_rows, hard_loss, hier_loss, load_family,
-                       soft_loss)
+from .families import FamilyConfig, TermBatch, augment, build_model, drop_rows, eq1_loss, load_family
 from .folds import N_FOLDS, Fold, official_folds
 
 REGISTRY_SCHEMA = 1
@@ -157,18 +156,12 @@ def train_fold(cfg: FamilyConfig, terms: list[Term], val: Arrays, test: Arrays, 
             text = drop_rows(augment(text, cfg, gen), cfg.text_dropout, gen)
             masked = drop_rows(augment(masked, cfg, gen), cfg.text_dropout, gen)
             logits = model(audio, text, masked)
-            loss, offset = torch.zeros(()), 0
+            batches, offset = [], 0
             for t, rows in zip(terms, picks):
-                chunk = logits[offset:offset + len(rows)]
+                batches.append(TermBatch(t.name, logits[offset:offset + len(rows)], torch.from_numpy(t.targets[rows]),
+                                         torch.from_numpy(t.weights[rows]), t.lam, t is main))
                 offset += len(rows)
-                w = torch.from_numpy(t.weights[rows])
-                if t.soft:
-                    loss = loss + t.lam * soft_loss(chunk, torch.from_numpy(t.targets[rows]))
-                else:
-                    y = torch.from_numpy(t.targets[rows])
-                    loss = loss + t.lam * hard_loss(chunk, y, w, cfg, log_prior if t is main else None)
-                    if cfg.hier_weight and t is main:
-                        loss = loss + cfg.hier_weight * hier_loss(chunk, y, w)
+            loss, _ = eq1_loss(batches, cfg, log_prior)
             last_loss = float(loss.detach())
             if not np.isfinite(last_loss):
                 finite = False
@@ -292,8 +285,10 @@ class Run:
         return [f for f, e in self.registry["families"].items() if e["status"] == "done"]
 
     def selectable(self) -> list[str]:
-        """Done families not excluded as abnormal."""
-        return [f for f in self.families if not self.registry["families"][f].get("excluded")]
+        """Done families a pool may hold: not excluded as abnormal, not trained on CS labels taken as clean."""
+        from .ensemble import pool_candidates
+
+        return pool_candidates(self)
 
     def oof(self, family: str) -> dict[str, np.ndarray]:
         with np.load(self.family_dir(family) / "oof.npz", allow_pickle=False) as z:
@@ -374,12 +369,22 @@ def resolve_families(names: list[str] | None, overrides: dict | None = None) -> 
     return [configs[t] for t in teachers] + [c for n, c in configs.items() if n not in teachers]
 
 
+def validation_scores(val_logits: np.ndarray, labels_val: np.ndarray, trained_finite: bool) -> dict:
+    """What the abnormal-family screen reads (seed §2.1: "abnormal validation behaviour"): the inner split that early
+    stopping and calibration already saw, never the test fold, so a family's exclusion is a training-time decision."""
+    finite = trained_finite and bool(np.isfinite(val_logits).all())
+    pred = val_logits.argmax(1) if finite else np.zeros(len(labels_val), np.int64)
+    share = np.bincount(pred, minlength=NUM_CLASSES).max() / max(len(pred), 1)
+    return {"val_hF": float(hierarchical_f1(labels_val, pred)) if finite else float("nan"),
+            "val_finite": finite, "val_top_class_share": float(share)}
+
+
 def _fold_scores(out: FoldOutcome, labels_val: np.ndarray, labels_test: np.ndarray) -> dict:
     temperature = calibrate.fit_temperature(out.val_logits, labels_val)
     pred = out.test_logits.argmax(1)
     share = np.bincount(pred, minlength=NUM_CLASSES).max() / max(len(pred), 1)
     finite = out.finite and bool(np.isfinite(out.test_logits).all())
-    return {
+    return {**validation_scores(out.val_logits, labels_val, out.finite),
         "hF": float(hierarchical_f1(labels_test, pred)) if finite else float("nan"),
         "accuracy": float((pred == labels_test).mean()),
         "temperature": temperature,
@@ -409,6 +414,14 @@ def _write_fold(d: Path, cfg: FamilyConfig, fold: Fold, data: PoolData, out: Fol
     _json(d / "calibration.json", {"temperature": scores["temperature"], "fitted_on": "validation",
                                    "n_val": int(len(fold.val))})
     _json(d / "fold.json", scores)  # written last: the fold is complete
+
+
+def _with_validation(d: Path, scores: dict) -> dict:
+    """A fold written before validation figures were recorded: derive them from its stored validation logits."""
+    if "val_hF" in scores:
+        return scores
+    with np.load(d / "heldout.npz", allow_pickle=False) as z:
+        return {**scores, **validation_scores(z["val_logits"], z["val_labels"], bool(scores.get("finite", True)))}
 
 
 def _write_oof(run: Path, family: str, folds: list[Fold], dev: Arrays) -> None:
@@ -479,7 +492,7 @@ def train_pool(data: PoolData, out: Path, configs: list[FamilyConfig], *, seed: 
         for fold in folds:
             d = out / "families" / cfg.name / f"fold{fold.k}"
             if (d / "fold.json").is_file():
-                entry["folds"][str(fold.k)] = _read_json(d / "fold.json")
+                entry["folds"][str(fold.k)] = _with_validation(d, _read_json(d / "fold.json"))
                 continue
             entry["status"] = "training"
             tprobs = _teacher_probs(out, cfg, fold, data) if cfg.cs.mode == "teacher" else None
@@ -500,7 +513,9 @@ def train_pool(data: PoolData, out: Path, configs: list[FamilyConfig], *, seed: 
         _write_oof(out, cfg.name, folds, data.dev)
         hfs = np.array([entry["folds"][str(k)]["hF"] for k in range(N_FOLDS)], dtype=float)
         oof = np.load(out / "families" / cfg.name / "oof.npz")
+        val_hfs = [entry["folds"][str(k)]["val_hF"] for k in range(N_FOLDS)]
         entry.update(status="done", hF_mean=float(np.mean(hfs)), hF_std=float(np.std(hfs)),
+                     val_hF_mean=float(np.mean(val_hfs)),
                      hF_oof=float(hierarchical_f1(oof["labels"], oof["probs"].argmax(1))))
         _json(out / "registry.json", reg)
     screen_families(reg)

@@ -175,3 +175,125 @@ def test_train_command_shows_progress_and_fails_cleanly(synth_corpus, tmp_path):
     assert bad.exit_code == 1 and bad.output.startswith("error:") and "Traceback" not in bad.output
     unknown = runner.invoke(app, ["train", str(synth_corpus.dev), "--out", str(tmp_path / "r3"), "--families", "nope"])
     assert unknown.exit_code == 1 and "no family config" in unknown.output
+
+
+# ---------------------------------------------------------------- seed items: validation screen, CS-as-clean, no pool
+
+
+def _fold(val_hf: float, val_share: float, test_hf: float, test_share: float, finite: bool = True) -> dict:
+    return {"val_hF": val_hf, "val_top_class_share": val_share, "val_finite": finite, "hF": test_hf,
+            "top_class_share": test_share, "finite": finite}
+
+
+def test_abnormal_exclusion_reads_validation_not_test_figures():
+    from bst.train.ensemble import screen_families
+
+    def family(folds):
+        return {"status": "done", "group": "core", "folds": {str(k): f for k, f in enumerate(folds)},
+                "hF_mean": float(np.mean([f["hF"] for f in folds])),
+                "val_hF_mean": float(np.mean([f["val_hF"] for f in folds]))}
+
+    normal = [_fold(0.70, 0.10, 0.70, 0.10)] * 5
+    reg = {"families": {
+        "a": family(normal), "b": family(normal), "c": family(normal),
+        # fine on validation, collapsed and far below the pool on the test folds: kept
+        "fine-val-bad-test": family([_fold(0.69, 0.12, 0.05, 0.95)] * 5),
+        # collapsed on one fold's validation split and far below on validation, fine on test: excluded
+        "bad-val-fine-test": family([_fold(0.30, 0.80, 0.75, 0.10)] + [_fold(0.40, 0.20, 0.75, 0.10)] * 4),
+        # non-finite validation logits on fold 2 only
+        "nan-val": family([_fold(0.7, 0.1, 0.7, 0.1)] * 2 + [_fold(float("nan"), float("nan"), 0.7, 0.1, finite=False)]
+                          + [_fold(0.7, 0.1, 0.7, 0.1)] * 2),
+    }}
+    screen_families(reg)
+    verdicts = {f: e["excluded"] for f, e in reg["families"].items()}
+    print(verdicts)
+    assert verdicts["fine-val-bad-test"] is None and verdicts["a"] is None
+    assert "collapse" in verdicts["bad-val-fine-test"] and "fold 0 validation" in verdicts["bad-val-fine-test"]
+    assert "validation hF far below" in verdicts["bad-val-fine-test"]
+    assert "non-finite" in verdicts["nan-val"] and "fold 2" in verdicts["nan-val"]
+    assert "collapse" not in verdicts["nan-val"]  # a non-finite fold has no predictions to call a collapse
+
+
+def test_fold_records_the_validation_figures_the_screen_reads(trained_run):
+    from bst.train.pool import validation_scores
+
+    run = load_run(trained_run.run)
+    dev = load_arrays(trained_run.data)
+    folds = official_folds(dev.labels)
+    for family in ("baseline", "v2mix"):
+        for f in folds:
+            scores = json.loads((run.fold_dir(family, f.k) / "fold.json").read_text())
+            with np.load(run.fold_dir(family, f.k) / "heldout.npz") as z:
+                assert (z["val_labels"] == dev.labels[f.val]).all()
+                pred = z["val_logits"].argmax(1)
+            assert scores["val_hF"] == pytest.approx(hierarchical_f1(dev.labels[f.val], pred))
+            assert scores["val_top_class_share"] == pytest.approx(np.bincount(pred).max() / len(pred))
+            assert validation_scores(z["val_logits"], dev.labels[f.val], True)["val_hF"] == scores["val_hF"]
+        entry = run.registry["families"][family]
+        assert entry["val_hF_mean"] == pytest.approx(np.mean([s["val_hF"] for s in entry["folds"].values()]))
+
+
+def test_naive_concat_is_trained_and_reported_but_never_pooled(trained_run):
+    run = load_run(trained_run.run)
+    assert run.registry["families"]["naive-concat"]["status"] == "done"
+    assert "naive-concat" not in run.selectable()
+    for name, pool in run.ensembles.items():
+        assert "naive-concat" not in pool["weights"], name
+    doc = json.loads((trained_run.run / "ensemble.json").read_text())
+    assert "clean" in doc["not_pooled"]["naive-concat"]
+    report = CliRunner().invoke(app, ["report", str(trained_run.run)]).output
+    row = next(line for line in report.splitlines() if line.startswith("| naive-concat |"))
+    assert "never pooled" in row
+
+
+def _fake_run(path: Path, probs: dict[str, np.ndarray], labels: np.ndarray, configs: dict):
+    """A run folder with hand-made OOF probabilities (no training): enough for ensemble selection."""
+    from bst.train.pool import Run
+
+    fold = np.arange(len(labels)) % 5
+    reg = {"families": {}}
+    for f, p in probs.items():
+        (path / "families" / f).mkdir(parents=True)
+        np.savez(path / "families" / f / "oof.npz", ids=np.arange(len(labels)).astype(str), labels=labels,
+                 probs=p.astype(np.float32), fold=fold)
+        reg["families"][f] = {"status": "done", "group": configs[f].group, "config": configs[f].to_dict(),
+                              "excluded": None}
+    return Run(path, reg, {})
+
+
+def test_naive_concat_stays_out_even_when_it_is_the_best_family(tmp_path):
+    from bst.runtime.errors import BstError
+    from bst.train.ensemble import check_pools, write_ensembles
+    from bst.train.families import load_family
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, NUM_CLASSES, 60)
+    onehot = np.eye(NUM_CLASSES)[labels]
+    noise = {f: rng.dirichlet(np.ones(NUM_CLASSES), 60) for f in ("baseline", "v2mix", "naive-concat")}
+    probs = {"baseline": 0.3 * onehot + noise["baseline"], "v2mix": 0.4 * onehot + noise["v2mix"],
+             "naive-concat": 5.0 * onehot + noise["naive-concat"]}  # the best single family by far
+    run = _fake_run(tmp_path, probs, labels, {f: load_family(f) for f in probs})
+    pools = write_ensembles(run)
+    print({k: v["weights"] for k, v in pools.items()})
+    assert {"top5", "top12"} <= set(pools)
+    assert all("naive-concat" not in p["weights"] for p in pools.values())
+    with pytest.raises(BstError, match="naive-concat"):
+        check_pools(run, {"top12": {"weights": {"v2mix": 0.5, "naive-concat": 0.5}}})
+
+
+def test_all_families_abnormal_train_and_rank_say_why(synth_corpus, tmp_path):
+    runner = CliRunner()
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(synth_corpus.dev), "--out", str(run), "--families", "audio-only",
+                                 "--quick", "--epochs", "1", "--threads", "1", "--set", "lr=1e6",
+                                 "--set", "label_smoothing=0.0"])
+    print(result.output.splitlines()[-1])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: training finished without an ensemble")
+    assert "every trained family was excluded as abnormal" in last
+    assert "audio-only: non-finite loss" in last and "text-only: non-finite loss" in last
+    rank = runner.invoke(app, ["rank", str(run), str(synth_corpus.dev)])
+    print(rank.output.strip())
+    assert rank.exit_code == 1 and "to completion" not in rank.output
+    assert "every trained family was excluded as abnormal" in rank.output and "audio-only: non-finite" in rank.output

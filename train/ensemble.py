@@ -129,9 +129,10 @@ def screen_families(registry: dict, collapse_share: float = COLLAPSE_SHARE, far_
         bad = [k for k, s in folds.items() if not s["val_finite"]]
         if bad:
             reasons.append(f"non-finite loss or validation logits (fold {', '.join(bad)})")
-        worst = max(folds.items(), key=lambda kv: kv[1]["val_top_class_share"])
-        if worst[1]["val_top_class_share"] >= collapse_share:
-            reasons.append(f"collapse towards one class ({worst[1]['val_top_class_share']:.0%} of fold {worst[0]} "
+        shares = [(k, s["val_top_class_share"]) for k, s in folds.items() if np.isfinite(s["val_top_class_share"])]
+        worst = max(shares, key=lambda kv: kv[1], default=(None, 0.0))
+        if worst[1] >= collapse_share:
+            reasons.append(f"collapse towards one class ({worst[1]:.0%} of fold {worst[0]} "
                            "validation predictions)")
         if np.isfinite(e["val_hF_mean"]) and e["val_hF_mean"] < median - far_below:
             reasons.append(f"validation hF far below the pool ({e['val_hF_mean']:.3f} vs median {median:.3f})")
@@ -170,7 +171,11 @@ def why_no_pool(run) -> str | None:
     if not run.families:
         return "no family was trained (all skipped: " + "; ".join(
             f"{f}: {e.get('reason', '?')}" for f, e in entries.items()) + ")"
-    reasons = "; ".join(f"{f}: {why}" for f, why in not_pooled(run).items())
+    barred = not_pooled(run)
+    if all(entries[f].get("excluded") for f in barred):
+        reasons = "; ".join(f"{f}: {entries[f]['excluded']}" for f in barred)
+        return f"every trained family was excluded as abnormal ({reasons})"
+    reasons = "; ".join(f"{f}: {why}" for f, why in barred.items())
     return f"every trained family is barred from the pools ({reasons})"
 
 

@@ -373,10 +373,12 @@ def validation_scores(val_logits: np.ndarray, labels_val: np.ndarray, trained_fi
     """What the abnormal-family screen reads (seed §2.1: "abnormal validation behaviour"): the inner split that early
     stopping and calibration already saw, never the test fold, so a family's exclusion is a training-time decision."""
     finite = trained_finite and bool(np.isfinite(val_logits).all())
-    pred = val_logits.argmax(1) if finite else np.zeros(len(labels_val), np.int64)
+    if not finite:
+        return {"val_hF": float("nan"), "val_finite": False, "val_top_class_share": float("nan")}
+    pred = val_logits.argmax(1)
     share = np.bincount(pred, minlength=NUM_CLASSES).max() / max(len(pred), 1)
-    return {"val_hF": float(hierarchical_f1(labels_val, pred)) if finite else float("nan"),
-            "val_finite": finite, "val_top_class_share": float(share)}
+    return {"val_hF": float(hierarchical_f1(labels_val, pred)), "val_finite": True,
+            "val_top_class_share": float(share)}
 
 
 def _fold_scores(out: FoldOutcome, labels_val: np.ndarray, labels_test: np.ndarray) -> dict:

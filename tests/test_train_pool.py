@@ -164,13 +164,9 @@ def _diverging(quick: dict):
     return FamilyConfig(name="diverging", group="test").with_overrides({**quick, "lr": 1e6, "label_smoothing": 0.0})
 
 
-def test_train_command_shows_progress_and_fails_cleanly(synth_corpus, tmp_path):
+def test_train_command_fails_cleanly(synth_corpus, tmp_path):
+    """(Progress lines of a `bst train` that succeeds: test_train_with_two_seeds_names_members_and_exports_them.)"""
     runner = CliRunner()
-    result = runner.invoke(app, ["train", str(synth_corpus.dev), "--out", str(tmp_path / "run"), "--families",
-                                 "audio-only", "--epochs", "1", "--width-div", "4", "--threads", "1"])
-    assert result.exit_code == 0, result.output
-    assert "audio-only fold 5/5" in result.output and "text-only fold 5/5" in result.output
-    assert (tmp_path / "run" / "ensemble.json").is_file()
     bad = runner.invoke(app, ["train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r2")])
     assert bad.exit_code == 1 and bad.output.startswith("error:") and "Traceback" not in bad.output
     unknown = runner.invoke(app, ["train", str(synth_corpus.dev), "--out", str(tmp_path / "r3"), "--families", "nope"])
@@ -297,3 +293,82 @@ def test_all_families_abnormal_train_and_rank_say_why(synth_corpus, tmp_path):
     print(rank.output.strip())
     assert rank.exit_code == 1 and "to completion" not in rank.output
     assert "every trained family was excluded as abnormal" in rank.output and "audio-only: non-finite" in rank.output
+
+
+# ---------------------------------------------------------------- seeds as a parameter, the seed's pool file
+
+
+def test_seed_pool_file_reproduces_the_seed_composition():
+    from collections import Counter
+
+    from bst.train.pool import load_pool_file
+
+    members, base, doc = load_pool_file("seed-p33")
+    names = [m.cfg.name for m in members]
+    sections = Counter(m.section for m in members)
+    print(f"seed-p33: {len(members)} families, {5 * len(members)} fold checkpoints, {dict(sections)}")
+    assert len(set(names)) == len(names) == 31 and base == 0
+    assert sections == {"core v2mix": 10, "prior, confidence and hierarchy": 9, "external, FSD and text-diversity": 12}
+    assert {"audio-only", "text-only", "baseline"} <= set(names)  # fallbacks and the v2mix teacher, by plain name
+    core = [m for m in members if m.section == "core v2mix"]
+    assert {m.family for m in core} == {"v2mix", "v2mix-hier"} and {m.seed for m in core} == {0, 1, 2, 3, 4}
+    assert all(m.cfg.cs.mode == "teacher" and m.cfg.cs.teacher == "baseline" for m in core)
+    assert names.index("baseline") < min(names.index(m.cfg.name) for m in core)  # teachers train first
+    assert not any(m.cfg.treats_cs_as_clean for m in members)
+    assert "v2mix@3" in names and "v2mix-hier@4" in names
+
+
+def test_train_with_two_seeds_names_members_and_exports_them(synth_corpus, tmp_path):
+    """`bst train --seeds 0,1` on a tiny family set: members `family@1`, own seeds, report sections, and '@' names
+    through the heads graph (the exporter's family axis)."""
+    import onnxruntime as ort
+
+    from bst.export.heads import build_heads, export_heads, make_layout, torch_heads
+
+    runner = CliRunner()
+    run_dir = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(synth_corpus.dev), "--out", str(run_dir), "--families", "audio-only",
+                                 "--seeds", "0,1", "--quick", "--epochs", "5", "--threads", "1"])
+    assert result.exit_code == 0, result.output  # 5 quick epochs: audio-only is not abnormal on validation
+    for member in ("audio-only", "text-only", "audio-only@1", "text-only@1"):
+        assert f"] {member} fold 5/5" in result.output
+    assert (run_dir / "ensemble.json").is_file()
+    run = load_run(run_dir)
+    assert set(run.families) == {"audio-only", "text-only", "audio-only@1", "text-only@1"}
+    assert run.registry["seeds"] == [0, 1]
+    entry = run.registry["families"]["audio-only@1"]
+    assert (entry["family"], entry["seed"]) == ("audio-only", 1)
+    a0 = json.loads((run.fold_dir("audio-only", 0) / "args.json").read_text())
+    a1 = json.loads((run.fold_dir("audio-only@1", 0) / "args.json").read_text())
+    assert (a0["pool_seed"], a1["pool_seed"]) == (0, 1) and a0["seed"] != a1["seed"]
+    assert (run.fold_dir("audio-only", 0) / "checkpoint.pt").read_bytes() != \
+        (run.fold_dir("audio-only@1", 0) / "checkpoint.pt").read_bytes()
+
+    report = runner.invoke(app, ["report", str(run_dir)]).output
+    print(report.splitlines()[0])
+    assert "(seeds 0, 1)" in report and "20 fold checkpoints" in report
+    assert "| **external, FSD and text-diversity** (4 families, 20 fold checkpoints) |" in report
+    assert "| audio-only@1 | BSD10k |" in report
+
+    layout = make_layout({"p": {"audio-only@1": 0.5, "text-only@1": 0.5}}, always=("audio-only", "text-only"))
+    heads = build_heads(run, layout)
+    path = export_heads(heads, tmp_path / "heads.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    dev = load_arrays(synth_corpus.dev, need_masked=False)
+    names = [i.name for i in sess.get_inputs()]
+    feeds = {n: {"audio_embedding": dev.audio, "text_embedding": dev.text,
+                 "masked_text_embedding": dev.masked}[n][:16] for n in names}
+    fam_onnx = sess.run(["family_probs"], feeds)[0]
+    fam_torch = torch_heads(heads, dev.audio[:16], dev.text[:16], dev.masked[:16])[0]
+    direct = family_probs(load_fold_models(run, "audio-only@1"), dev.audio[:16], dev.text[:16], dev.masked[:16])
+    err = max(np.abs(fam_onnx - fam_torch).max(), np.abs(fam_onnx[:, 0] - direct).max())
+    print(f"heads.onnx families {layout.families}: max abs diff vs torch {err:.2e} (tolerance 1e-5)")
+    assert layout.families[:2] == ("audio-only@1", "text-only@1") and err < 1e-5
+
+
+def test_pool_file_and_family_list_are_exclusive(synth_corpus, tmp_path):
+    result = CliRunner().invoke(app, ["train", str(synth_corpus.dev), "--out", str(tmp_path / "r"), "--pool",
+                                      "seed-p33", "--families", "baseline"])
+    assert result.exit_code == 1 and "--pool names the families" in result.output
+    bad = CliRunner().invoke(app, ["train", str(synth_corpus.dev), "--out", str(tmp_path / "r"), "--seeds", "0,0"])
+    assert bad.exit_code == 1 and "distinct seeds" in bad.output

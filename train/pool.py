@@ -12,6 +12,7 @@ import hashlib
 import json
 import platform
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -381,6 +382,94 @@ def validation_scores(val_logits: np.ndarray, labels_val: np.ndarray, trained_fi
             "val_top_class_share": float(share)}
 
 
+MEMBER_SEP = "@"
+
+
+@dataclass
+class Member:
+    """One trained pool member: a family config at one seed. Its name is the family's at the run's base seed and
+    `family@seed` at any other (`v2mix@1`), so a one-seed run keeps plain names and the runtime's fallbacks
+    (`audio-only`, `text-only`) are always there by name. `section` is the seed report's composition group (§2.4)
+    the pool file put it in, for `bst report`."""
+
+    cfg: FamilyConfig
+    family: str
+    seed: int
+    section: str | None = None
+
+
+def member_name(family: str, seed: int, base_seed: int) -> str:
+    return family if seed == base_seed else f"{family}{MEMBER_SEP}{seed}"
+
+
+def expand_members(entries: list[tuple[str, int, str | None]], base_seed: int,
+                   overrides: dict | None = None) -> list[Member]:
+    """(family, seed, section) triples → members in training order (teachers first), with the two fallbacks at the
+    base seed. A member's BSD35k-CS teacher is the teacher family at the member's own seed when the run trains that
+    seed of it, else at the base seed (added if missing)."""
+    entries = list(dict.fromkeys(entries))
+    for name in ALWAYS:
+        if not any(f == name and s == base_seed for f, s, _ in entries):
+            entries.append((name, base_seed, None))
+    configs: dict[str, FamilyConfig] = {}
+
+    def config(family: str) -> FamilyConfig:
+        if family not in configs:
+            configs[family] = load_family(family).with_overrides(overrides)
+        return configs[family]
+
+    wanted = {(f, s) for f, s, _ in entries}
+    for family, seed, _ in list(entries):
+        t = config(family).cs
+        if t.mode == "teacher" and (t.teacher, seed) not in wanted and (t.teacher, base_seed) not in wanted:
+            entries.append((t.teacher, base_seed, None))
+            wanted.add((t.teacher, base_seed))
+    members: dict[str, Member] = {}
+    teachers: list[str] = []
+    for family, seed, section in entries:
+        cfg = copy.deepcopy(config(family))
+        cfg.name = member_name(family, seed, base_seed)
+        if cfg.cs.mode == "teacher":
+            t_seed = seed if (cfg.cs.teacher, seed) in wanted else base_seed
+            cfg.cs.teacher = member_name(cfg.cs.teacher, t_seed, base_seed)
+            teachers.append(cfg.cs.teacher)
+        members[cfg.name] = Member(cfg, family, seed, section)
+    teachers = list(dict.fromkeys(teachers))
+    for t in teachers:
+        if members[t].cfg.cs.mode != "none":
+            raise BstError(f"teacher family {t!r} may not itself train on BSD35k-CS")
+    return [members[t] for t in teachers] + [m for n, m in members.items() if n not in teachers]
+
+
+def seed_members(names: list[str] | None, seeds: list[int], overrides: dict | None = None) -> list[Member]:
+    """`bst train --seeds 0,1,2`: every requested family (default: every config) at every seed; base seed first."""
+    from .families import list_families
+
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise BstError(f"--seeds needs distinct seeds, got {seeds}")
+    names = list(names or list_families())
+    names += [n for n in ALWAYS if n not in names]
+    return expand_members([(f, s, None) for s in seeds for f in names], seeds[0], overrides)
+
+
+POOLS_DIR = "pools"
+
+
+def load_pool_file(name_or_path: str | Path, overrides: dict | None = None) -> tuple[list[Member], int, dict]:
+    """A pool file (`train/pools/<name>.json` or a path): {"base_seed", "sections": {section: {family: [seeds]}}}.
+    Returns the members, the base seed and the file's content (recorded in the registry)."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = Path(str(resources.files("bst.train") / POOLS_DIR)) / f"{name_or_path}.json"
+    if not path.is_file():
+        raise BstError(f"no pool file {path}")
+    doc = _read_json(path)
+    base = int(doc.get("base_seed", 0))
+    entries = [(family, int(s), section) for section, fams in doc["sections"].items()
+               for family, seeds in fams.items() for s in seeds]
+    return expand_members(entries, base, overrides), base, {"file": path.name, **doc}
+
+
 def _fold_scores(out: FoldOutcome, labels_val: np.ndarray, labels_test: np.ndarray) -> dict:
     temperature = calibrate.fit_temperature(out.val_logits, labels_val)
     pred = out.test_logits.argmax(1)
@@ -470,20 +559,26 @@ def _open_registry(out: Path, data: PoolData, seed: int, configs: list[FamilyCon
     return reg
 
 
-def train_pool(data: PoolData, out: Path, configs: list[FamilyConfig], *, seed: int = 0, log: Log = print,
-               extra: dict | None = None) -> dict:
-    """Train (or resume) every family × fold, then screen the families and select the ensembles. Returns the
-    registry; `trained` lists the (family, fold) pairs trained by this call."""
+def train_pool(data: PoolData, out: Path, configs: list[FamilyConfig] | list[Member], *, seed: int = 0,
+               log: Log = print, extra: dict | None = None) -> dict:
+    """Train (or resume) every member × fold, then screen the families and select the ensembles. `configs` are
+    family configs (trained at `seed`, the base seed) or `Member`s. Returns the registry; `trained` lists the
+    (family, fold) pairs trained by this call."""
     from .ensemble import screen_families, write_ensembles
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    members = [m if isinstance(m, Member) else Member(m, m.name, seed) for m in configs]
+    configs = [m.cfg for m in members]
     folds = official_folds(data.dev.labels)
     reg = _open_registry(out, data, seed, configs)
     reg.update(extra or {})
+    reg["seeds"] = sorted({seed, *reg.get("seeds", []), *(m.seed for m in members)})
+    for m in members:
+        reg["families"][m.cfg.name].update(family=m.family, seed=m.seed, section=m.section)
     _json(out / "registry.json", reg)
     trained = []
-    for i, cfg in enumerate(configs, 1):
+    for i, (cfg, member) in enumerate(zip(configs, members), 1):
         entry = reg["families"][cfg.name]
         missing = [n for n in cfg.external if n not in data.external]
         if (cfg.uses_cs and data.cs is None) or missing:
@@ -499,10 +594,10 @@ def train_pool(data: PoolData, out: Path, configs: list[FamilyConfig], *, seed: 
             entry["status"] = "training"
             tprobs = _teacher_probs(out, cfg, fold, data) if cfg.cs.mode == "teacher" else None
             terms = fold_terms(cfg, fold, data, tprobs)
-            fseed = family_seed(seed, cfg.name, fold.k)
+            fseed = family_seed(member.seed, cfg.name, fold.k)
             result = train_fold(cfg, terms, data.dev.take(fold.val), data.dev.take(fold.test), fseed)
             scores = _fold_scores(result, data.dev.labels[fold.val], data.dev.labels[fold.test])
-            args = {"family": cfg.name, "fold": fold.k, "seed": fseed, "pool_seed": seed,
+            args = {"family": cfg.name, "fold": fold.k, "seed": fseed, "pool_seed": member.seed,
                     "n_train": int(len(fold.train)), "n_val": int(len(fold.val)), "n_test": int(len(fold.test)),
                     "terms": result.term_sizes, "teacher": cfg.cs.teacher if cfg.cs.mode == "teacher" else None,
                     "data_fingerprints": data.fingerprints(), "torch": torch.__version__}
@@ -528,12 +623,22 @@ def train_pool(data: PoolData, out: Path, configs: list[FamilyConfig], *, seed: 
 
 
 def run_pool(dev_root: Path, cs_root: Path | None, out: Path, families: list[str] | None = None, *, seed: int = 0,
-             overrides: dict | None = None, external: dict[str, Path] | None = None, log: Log = print) -> dict:
-    """Load the data named on the command line and train the pool (what `bst train` calls)."""
+             overrides: dict | None = None, external: dict[str, Path] | None = None, log: Log = print,
+             seeds: list[int] | None = None, pool_file: str | Path | None = None) -> dict:
+    """Load the data named on the command line and train the pool (what `bst train` calls). `seeds` trains every
+    family at each seed (members `family@seed` beyond the first); `pool_file` names the members instead."""
     from .external import load_external
 
-    configs = resolve_families(families, overrides)
-    need_masked = any(c.text_input == "masked" for c in configs)
+    pool_doc = None
+    if pool_file is not None:
+        if families or seeds:
+            raise BstError("--pool names the families and seeds itself: drop --families / --seeds")
+        configs, seed, pool_doc = load_pool_file(pool_file, overrides)
+    elif seeds:
+        configs, seed = seed_members(families, seeds, overrides), seeds[0]
+    else:
+        configs = resolve_families(families, overrides)
+    need_masked = any((c.cfg if isinstance(c, Member) else c).text_input == "masked" for c in configs)
     dev = load_arrays(dev_root, need_masked=need_masked)
     cs = load_arrays(cs_root, need_masked=need_masked) if cs_root else None
     ext = {name: load_external(name, Path(root), log=log) for name, root in (external or {}).items()}
@@ -541,5 +646,6 @@ def run_pool(dev_root: Path, cs_root: Path | None, out: Path, families: list[str
     log(f"dev {len(dev)} clips; CS {len(data.cs) if data.cs is not None else 0} clips "
         f"({data.cs_dropped_overlap} dropped as dev duplicates); {len(configs)} families")
     extra = {"dev_root": str(Path(dev_root).resolve()), "cs_root": str(Path(cs_root).resolve()) if cs_root else None,
-             "overrides": overrides or {}, "external_roots": {k: str(Path(v).resolve()) for k, v in (external or {}).items()}}
+             "overrides": overrides or {}, "external_roots": {k: str(Path(v).resolve()) for k, v in (external or {}).items()},
+             **({"pool_file": pool_doc} if pool_doc else {})}
     return train_pool(data, out, configs, seed=seed, log=log, extra=extra)

@@ -221,10 +221,12 @@ def test_fold_records_the_validation_figures_the_screen_reads(trained_run):
             scores = json.loads((run.fold_dir(family, f.k) / "fold.json").read_text())
             with np.load(run.fold_dir(family, f.k) / "heldout.npz") as z:
                 assert (z["val_labels"] == dev.labels[f.val]).all()
-                pred = z["val_logits"].argmax(1)
+                val_logits = z["val_logits"]
+            pred = val_logits.argmax(1)
             assert scores["val_hF"] == pytest.approx(hierarchical_f1(dev.labels[f.val], pred))
             assert scores["val_top_class_share"] == pytest.approx(np.bincount(pred).max() / len(pred))
-            assert validation_scores(z["val_logits"], dev.labels[f.val], True)["val_hF"] == scores["val_hF"]
+            assert validation_scores(val_logits, dev.labels[f.val], True) == {
+                k: scores[k] for k in ("val_hF", "val_finite", "val_top_class_share")}
         entry = run.registry["families"][family]
         assert entry["val_hF_mean"] == pytest.approx(np.mean([s["val_hF"] for s in entry["folds"].values()]))
 

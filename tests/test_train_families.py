@@ -11,8 +11,8 @@ import torch
 from bst.runtime.errors import BstError
 from bst.runtime.taxonomy import PARENT_INDEX, parent_mass
 from bst.train.calibrate import calibrated_probs, fit_temperature, nll
-from bst.train.families import (FamilyConfig, augment, build_model, count_parameters, list_families, load_family,
-                                parent_log_probs)
+from bst.train.families import (FamilyConfig, TermBatch, augment, build_model, count_parameters, eq1_loss,
+                                list_families, load_family, parent_log_probs)
 from bst.train.teacher import label_posterior, teacher_targets
 
 REQUIRED = {"baseline", "audio-only", "text-only", "metadata-dropout", "class-word-masked", "prior-corrected",
@@ -127,3 +127,104 @@ def test_temperature_scaling_fixes_overconfident_logits():
     print(f"fitted T {t:.2f}: NLL {nll(logits, labels):.3f} -> {nll(logits, labels, t):.3f}")
     assert 3.0 < t < 5.0 and nll(logits, labels, t) < nll(logits, labels)
     np.testing.assert_allclose(calibrated_probs(logits, t).sum(1), 1.0, atol=1e-5)
+
+
+# ---------------------------------------------------------------- eq. (1) against numpy, on hand-made batches
+
+
+def _np_log_softmax(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    m = x.max(1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(1, keepdims=True))
+
+
+def _np_ce(logits, labels, weights, eps, log_prior=None, tau=0.0):
+    """Label-smoothed CE written out: (1-eps)·(-log p_y) + eps·mean_c(-log p_c), weighted mean over rows."""
+    z = np.asarray(logits, np.float64) + (tau * log_prior if log_prior is not None else 0.0)
+    lp = _np_log_softmax(z)
+    per_row = (1 - eps) * -lp[np.arange(len(labels)), labels] + eps * -lp.mean(1)
+    return float((per_row * weights).sum() / weights.sum())
+
+
+def _np_soft(logits, targets):
+    return float(np.mean(-(targets * _np_log_softmax(logits)).sum(1)))
+
+
+def _np_hier(logits, labels, weights):
+    """-log of the summed probability of the true label's parent's children, weighted mean."""
+    p = np.exp(_np_log_softmax(logits))
+    parent_mass = np.array([p[i, PARENT_INDEX == PARENT_INDEX[y]].sum() for i, y in enumerate(labels)])
+    return float((-np.log(parent_mass) * weights).sum() / weights.sum())
+
+
+def _hand_batches():
+    """Three small hand-made terms: 4 clean rows (two confidence weights), 3 soft-target CS rows, 2 relabelled rows."""
+    clean_logits = np.zeros((4, 23), np.float32)
+    clean_logits[0, 0], clean_logits[1, 5], clean_logits[2, 7], clean_logits[3, 22] = 3.0, 1.0, -2.0, 0.5
+    clean_logits[2, 12] = 2.5  # row 2's mass sits in another parent than its label's
+    clean_labels = np.array([0, 5, 7, 21])
+    clean_w = np.array([1.0, 0.6, 1.0, 0.2], np.float32)
+    soft_logits = np.zeros((3, 23), np.float32)
+    soft_logits[0, 1], soft_logits[1, 9], soft_logits[2, 15] = 2.0, -1.0, 4.0
+    soft_targets = np.zeros((3, 23), np.float32)
+    soft_targets[0, [1, 2]] = [0.7, 0.3]
+    soft_targets[1, 9] = 1.0
+    soft_targets[2] = 1.0 / 23
+    hard_logits = np.zeros((2, 23), np.float32)
+    hard_logits[0, 3], hard_logits[1, 18] = 1.5, 0.25
+    hard_labels = np.array([3, 2])
+    return (clean_logits, clean_labels, clean_w), (soft_logits, soft_targets), (hard_logits, hard_labels)
+
+
+@pytest.mark.parametrize("family", ["v2mix", "v2mix-hier", "prior-corrected"])
+def test_eq1_terms_and_lambdas_match_numpy_on_hand_made_batches(family):
+    cfg = load_family(family)
+    (cl, cy, cw), (sl, st), (hl, hy) = _hand_batches()
+    counts = np.arange(1, 24, dtype=np.float64)
+    log_prior = np.log(counts / counts.sum())
+    t = torch.from_numpy
+    batches = [TermBatch("clean", t(cl), t(cy), t(cw), 1.0, main=True),
+               TermBatch("cs-soft", t(sl), t(st), t(np.ones(3, np.float32)), cfg.cs.lambda_soft),
+               TermBatch("cs-hard", t(hl), t(hy), t(np.ones(2, np.float32)), cfg.cs.lambda_hard)]
+    total, parts = eq1_loss(batches, cfg, t(log_prior.astype(np.float32)))
+    eps = cfg.label_smoothing
+    ref = {"clean": _np_ce(cl, cy, cw, eps, log_prior, cfg.logit_adjust_tau),
+           "cs-soft": _np_soft(sl, st),
+           "cs-hard": _np_ce(hl, hy, np.ones(2), eps)}  # no logit adjustment outside the clean term
+    if cfg.hier_weight:
+        ref["hier"] = _np_hier(cl, cy, cw)
+    expected = (ref["clean"] + cfg.cs.lambda_soft * ref["cs-soft"] + cfg.cs.lambda_hard * ref["cs-hard"]
+                + cfg.hier_weight * ref.get("hier", 0.0))
+    print(f"{family}: lambda_s {cfg.cs.lambda_soft} lambda_h {cfg.cs.lambda_hard} lambda_hier {cfg.hier_weight} "
+          f"tau {cfg.logit_adjust_tau}; terms " + ", ".join(f"{k} {v:.6f}" for k, v in ref.items())
+          + f"; total {expected:.6f} vs torch {float(total):.6f}")
+    assert set(parts) == set(ref)
+    for k, v in ref.items():
+        assert parts[k] == pytest.approx(v, abs=1e-5), k
+    assert float(total) == pytest.approx(expected, abs=1e-5)
+    assert (family == "v2mix-hier") == ("hier" in parts)
+
+
+def test_shipped_lambdas_are_the_seed_recipe_and_reach_the_fold_terms():
+    """v2mix's config carries the seed's low CS weights, and fold_terms hands them to the terms eq1_loss weighs."""
+    from bst.train.folds import Fold
+    from bst.train.pool import Arrays, PoolData, fold_terms
+
+    cfg = load_family("v2mix-hier")
+    assert (cfg.cs.lambda_soft, cfg.cs.lambda_hard, cfg.hier_weight) == (0.3, 0.2, 0.5)
+    rng = np.random.default_rng(0)
+
+    def arrays(n, prefix):
+        emb = rng.normal(size=(n, 512)).astype(np.float32)
+        return Arrays(np.array([f"{prefix}{i}" for i in range(n)]), rng.integers(0, 23, n), np.full(n, 4.0), emb,
+                      emb, emb)
+
+    dev, cs = arrays(10, "d"), arrays(6, "c")
+    teacher = np.full((6, 23), 0.01 / 22, np.float32)
+    teacher[np.arange(6), [0, 1, 2, 3, 4, 5]] = 0.99  # every row confident...
+    teacher[5] = 1.0 / 23  # ...except the last
+    terms = fold_terms(cfg, Fold(0, np.arange(6), np.arange(6, 8), np.arange(8, 10)), PoolData.build(dev, cs),
+                       teacher)
+    lams = {t.name: (t.lam, len(t.x)) for t in terms}
+    print("fold terms (lambda, rows):", lams)
+    assert lams == {"clean": (1.0, 6), "cs-soft": (0.3, 6), "cs-hard": (0.2, 5)}

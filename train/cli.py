@@ -83,6 +83,10 @@ def train_cmd(
     patience: Annotated[int | None, typer.Option(help="Override early-stopping patience.", min=1)] = None,
     width_div: Annotated[int | None, typer.Option(help="Divide hidden widths (tests/demos; 1 = official).", min=1)] = None,
     seed: Annotated[int, typer.Option(help="Pool seed (a seed is a parameter, not a family).", min=0)] = 0,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds: every family at each (members "
+                                                   "`family@seed` beyond the first), e.g. 0,1,2.")] = None,
+    pool: Annotated[str | None, typer.Option(help="Pool file naming families and seeds: a name under "
+                                                  "bst/train/pools (seed-p33: the seed's 31 families) or a path.")] = None,
     external: Annotated[list[str] | None, typer.Option(help="NAME=PATH of esc50, us8k or fsd50k (repeatable).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice).", min=1)] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Reduced sizes of the test pool (small synthetic data).")] = False,
@@ -119,6 +123,10 @@ def train_cmd(
         if not sep or not path:
             raise typer.BadParameter(f"--external expects NAME=PATH, got {item!r}")
         roots[name.strip()] = Path(path)
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()] if seeds else None
+    except ValueError:
+        raise typer.BadParameter(f"--seeds expects comma-separated integers, got {seeds!r}") from None
     from bst.train.device import check_spec, resolve_device
 
     # fail before loading data: a bad spec, or (without Ray) a CUDA request this machine cannot honour
@@ -127,7 +135,7 @@ def train_cmd(
     try:
         reg = run_pool(data, cs, out, names, seed=seed, overrides=overrides, external=roots,
                        log=bars.print if isinstance(bars, PoolProgress) else typer.echo,
-                       device=device, progress=bars, ray=ray,
+                       device=device, progress=bars, ray=ray, seeds=seed_list, pool_file=pool,
                        ray_options={"cpus": ray_cpus, "gpu_fraction": ray_gpus, "threads": threads or 1})
     finally:
         bars.close()
@@ -135,6 +143,12 @@ def train_cmd(
     for name, pool in reg.get("ensembles", {}).items():
         typer.echo(f"ensemble {name}: hF {100 * pool['hF']:.2f} ({len(pool['weights'])} families)")
     typer.echo(f"wrote {out / 'registry.json'} (`bst report {out}` for the table)")
+    if not reg.get("ensembles"):
+        from bst.runtime.errors import BstError
+        from bst.train.ensemble import why_no_pool
+        from bst.train.pool import load_run
+
+        raise BstError(f"training finished without an ensemble: {why_no_pool(load_run(out))}")
 
 
 @app.command("report")

@@ -109,36 +109,95 @@ def pool_probs(oof: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndar
 
 # ---------------------------------------------------------------- pool-level: screening and ensemble.json
 
-COLLAPSE_SHARE = 0.5  # one class taking half of a fold's held-out predictions (23 classes) is a collapse
-FAR_BELOW = 0.15  # absolute hF below the pool median
+COLLAPSE_SHARE = 0.5  # one class taking half of a fold's validation predictions (23 classes) is a collapse
+FAR_BELOW = 0.15  # absolute validation hF below the pool median
 
 
 def screen_families(registry: dict, collapse_share: float = COLLAPSE_SHARE, far_below: float = FAR_BELOW) -> None:
-    """Mark abnormal done families `excluded` (with the reason) so no pool selects them; the report shows why."""
-    done = {f: e for f, e in registry["families"].items() if e["status"] == "done"}
-    means = [e["hF_mean"] for e in done.values() if np.isfinite(e["hF_mean"])]
+    """Mark abnormal done families `excluded` (with the reason) so no pool selects them; the report shows why.
+
+    Judged on validation behaviour only (seed §2.1): training loss, and each fold's inner validation split
+    (`val_finite`, `val_top_class_share`, `val_hF`). Test-fold scores are what the report and the ensemble
+    selection measure; letting them also decide exclusion would select on the figures we then report. A family
+    entry without validation figures (not in this call, written by an older version) keeps its verdict."""
+    done = {f: e for f, e in registry["families"].items() if e["status"] == "done" and "val_hF_mean" in e}
+    means = [e["val_hF_mean"] for e in done.values() if np.isfinite(e["val_hF_mean"])]
     median = float(np.median(means)) if means else float("nan")
     for family, e in done.items():
         folds = e["folds"]
         reasons = []
-        bad = [k for k, s in folds.items() if not s["finite"]]
+        bad = [k for k, s in folds.items() if not s["val_finite"]]
         if bad:
-            reasons.append(f"non-finite loss or logits (fold {', '.join(bad)})")
-        worst = max(folds.items(), key=lambda kv: kv[1]["top_class_share"])
-        if worst[1]["top_class_share"] >= collapse_share:
-            reasons.append(f"collapse towards one class ({worst[1]['top_class_share']:.0%} of fold {worst[0]} "
-                           "predictions)")
-        if np.isfinite(e["hF_mean"]) and e["hF_mean"] < median - far_below:
-            reasons.append(f"hF far below the pool ({e['hF_mean']:.3f} vs median {median:.3f})")
+            reasons.append(f"non-finite loss or validation logits (fold {', '.join(bad)})")
+        shares = [(k, s["val_top_class_share"]) for k, s in folds.items() if np.isfinite(s["val_top_class_share"])]
+        worst = max(shares, key=lambda kv: kv[1], default=(None, 0.0))
+        if worst[1] >= collapse_share:
+            reasons.append(f"collapse towards one class ({worst[1]:.0%} of fold {worst[0]} "
+                           "validation predictions)")
+        if np.isfinite(e["val_hF_mean"]) and e["val_hF_mean"] < median - far_below:
+            reasons.append(f"validation hF far below the pool ({e['val_hF_mean']:.3f} vs median {median:.3f})")
         e["excluded"] = "; ".join(reasons) or None
+
+
+NOT_CLEAN = "takes BSD35k-CS uploader labels as clean (seed Table 1: they are not); trained and reported, never pooled"
+
+
+def not_pooled(run) -> dict[str, str]:
+    """Done families that no pool may hold, with the reason: abnormal (`excluded`) or trained on CS labels as clean."""
+    out = {}
+    for f in run.families:
+        e = run.registry["families"][f]
+        if e.get("excluded"):
+            out[f] = f"excluded as abnormal: {e['excluded']}"
+        elif run.config(f).treats_cs_as_clean:
+            out[f] = NOT_CLEAN
+    return out
+
+
+def pool_candidates(run) -> list[str]:
+    """Families the ensemble selection may use."""
+    barred = not_pooled(run)
+    return [f for f in run.families if f not in barred]
+
+
+def why_no_pool(run) -> str | None:
+    """One line saying why a run has no ensemble (None when it can have one)."""
+    if pool_candidates(run):
+        return None
+    entries = run.registry["families"]
+    unfinished = [f for f, e in entries.items() if e["status"] not in ("done", "skipped")]
+    if unfinished:
+        return f"families not finished ({', '.join(unfinished)}): run `bst train` again to resume"
+    if not run.families:
+        return "no family was trained (all skipped: " + "; ".join(
+            f"{f}: {e.get('reason', '?')}" for f, e in entries.items()) + ")"
+    barred = not_pooled(run)
+    if all(entries[f].get("excluded") for f in barred):
+        reasons = "; ".join(f"{f}: {entries[f]['excluded']}" for f in barred)
+        return f"every trained family was excluded as abnormal ({reasons})"
+    reasons = "; ".join(f"{f}: {why}" for f, why in barred.items())
+    return f"every trained family is barred from the pools ({reasons})"
+
+
+def check_pools(run, pools: dict) -> None:
+    """Refuse pools (e.g. an ensemble.json from an older version) that hold a family no pool may hold."""
+    from bst.runtime.errors import BstError
+
+    barred = not_pooled(run)
+    for name, pool in pools.items():
+        bad = sorted(f for f, w in pool["weights"].items() if float(w) > 0 and f in barred)
+        if bad:
+            raise BstError(f"{run.path / 'ensemble.json'}: pool {name!r} holds {', '.join(bad)} ({barred[bad[0]]}); "
+                           "run `bst train` again on this run to reselect the pools")
 
 
 def write_ensembles(run, pools: dict[str, PoolSpec] | None = None) -> dict:
     """Select every pool on the run's calibrated OOF probabilities and write RUN/ensemble.json."""
     pools = pools or POOLS
     families = run.selectable()
+    barred = not_pooled(run)
     if not families:
-        doc = {"objective": "none: every family is excluded or unfinished", "pools": {}}
+        doc = {"objective": "none", "no_pool": why_no_pool(run), "not_pooled": barred, "pools": {}}
         atomic_write_text(run.path / "ensemble.json", json.dumps(doc, indent=2) + "\n")
         return {}
     oofs = {f: run.oof(f) for f in families}
@@ -160,6 +219,6 @@ def write_ensembles(run, pools: dict[str, PoolSpec] | None = None) -> dict:
                      "best_single_hF": sel["best_single_hF"], "caps_relaxed": sel["caps_relaxed"],
                      "group_cap": spec.group_cap, "group_caps": spec.group_caps, "top_k": spec.top_k}
     doc = {"objective": "macro hF of the argmax of sum_f w_f * calibrated OOF probs over the whole dev set",
-           "pools": out}
+           "not_pooled": barred, "pools": out}
     atomic_write_text(run.path / "ensemble.json", json.dumps(doc, indent=2) + "\n")
     return {k: {"hF": v["hF"], "weights": v["weights"]} for k, v in out.items()}

@@ -105,6 +105,12 @@ class FamilyConfig:
     def uses_cs(self) -> bool:
         return self.cs.mode != "none"
 
+    @property
+    def treats_cs_as_clean(self) -> bool:
+        """BSD35k-CS uploader labels used as clean targets: seed Table 1 says they are not, so such a family is
+        trained and reported as a comparison but never enters a pool."""
+        return self.cs.mode == "naive"
+
 
 def configs_dir() -> Path:
     return Path(str(resources.files("bst.train") / "configs"))
@@ -294,3 +300,37 @@ def hier_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor)
     parents = torch.from_numpy(PARENT_INDEX).to(labels.device)[labels]
     nll = F.nll_loss(parent_log_probs(logits), parents, reduction="none")
     return weighted_mean(nll, weights)
+
+
+@dataclass
+class TermBatch:
+    """One eq. (1) term's share of a training batch: its logits, targets (int [n] or soft [n,23]), row weights and
+    lambda. `main` marks the clean BSD10k term, the only one that gets logit adjustment and L_hier."""
+
+    name: str
+    logits: torch.Tensor
+    targets: torch.Tensor
+    weights: torch.Tensor
+    lam: float
+    main: bool = False
+
+
+def eq1_loss(batches: list[TermBatch], cfg: FamilyConfig,
+             log_prior: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Eq. (1): L = L_clean + lambda_s L_soft + lambda_h L_hard + lambda_hier L_hier, the lambdas carried by the terms
+    (cs.lambda_soft / cs.lambda_hard, external_weight) and `cfg.hier_weight`. Returns the total and each unweighted
+    term's value (`hier` for L_hier), so tests and logs can check the composition."""
+    total = torch.zeros((), device=batches[0].logits.device if batches else None)
+    parts: dict[str, float] = {}
+    for b in batches:
+        if b.targets.ndim == 2:
+            value = soft_loss(b.logits, b.targets)
+        else:
+            value = hard_loss(b.logits, b.targets, b.weights, cfg, log_prior if b.main else None)
+        parts[b.name] = float(value.detach())
+        total = total + b.lam * value
+        if cfg.hier_weight and b.main and b.targets.ndim == 1:
+            hier = hier_loss(b.logits, b.targets, b.weights)
+            parts["hier"] = float(hier.detach())
+            total = total + cfg.hier_weight * hier
+    return total, parts

@@ -11,6 +11,7 @@ import hashlib
 import json
 import platform
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -24,8 +25,7 @@ from bst.runtime.metrics import hierarchical_f1
 from bst.runtime.taxonomy import NUM_CLASSES
 
 from . import calibrate, teacher
-from .families import (FamilyConfig, augment, build_model, drop_rows, hard_loss, hier_loss, load_family,
-                       soft_loss)
+from .families import FamilyConfig, TermBatch, augment, build_model, drop_rows, eq1_loss, load_family
 from .folds import N_FOLDS, Fold, official_folds
 
 REGISTRY_SCHEMA = 1
@@ -168,18 +168,13 @@ def train_fold(cfg: FamilyConfig, terms: list[Term], val: Arrays, test: Arrays, 
             text = drop_rows(augment(text, cfg, gen), cfg.text_dropout, gen)
             masked = drop_rows(augment(masked, cfg, gen), cfg.text_dropout, gen)
             logits = model(audio.to(device), text.to(device), masked.to(device))
-            loss, offset = torch.zeros((), device=device), 0
+            batches, offset = [], 0
             for t, rows in zip(terms, picks):
-                chunk = logits[offset:offset + len(rows)]
+                batches.append(TermBatch(t.name, logits[offset:offset + len(rows)],
+                                         torch.from_numpy(t.targets[rows]).to(device),
+                                         torch.from_numpy(t.weights[rows]).to(device), t.lam, t is main))
                 offset += len(rows)
-                w = torch.from_numpy(t.weights[rows]).to(device)
-                if t.soft:
-                    loss = loss + t.lam * soft_loss(chunk, torch.from_numpy(t.targets[rows]).to(device))
-                else:
-                    y = torch.from_numpy(t.targets[rows]).to(device)
-                    loss = loss + t.lam * hard_loss(chunk, y, w, cfg, log_prior if t is main else None)
-                    if cfg.hier_weight and t is main:
-                        loss = loss + cfg.hier_weight * hier_loss(chunk, y, w)
+            loss, _ = eq1_loss(batches, cfg, log_prior)
             last_loss = float(loss.detach())
             if not np.isfinite(last_loss):
                 finite = False
@@ -305,8 +300,10 @@ class Run:
         return [f for f, e in self.registry["families"].items() if e["status"] == "done"]
 
     def selectable(self) -> list[str]:
-        """Done families not excluded as abnormal."""
-        return [f for f in self.families if not self.registry["families"][f].get("excluded")]
+        """Done families a pool may hold: not excluded as abnormal, not trained on CS labels taken as clean."""
+        from .ensemble import pool_candidates
+
+        return pool_candidates(self)
 
     def oof(self, family: str) -> dict[str, np.ndarray]:
         with np.load(self.family_dir(family) / "oof.npz", allow_pickle=False) as z:
@@ -389,12 +386,112 @@ def resolve_families(names: list[str] | None, overrides: dict | None = None) -> 
     return [configs[t] for t in teachers] + [c for n, c in configs.items() if n not in teachers]
 
 
+def validation_scores(val_logits: np.ndarray, labels_val: np.ndarray, trained_finite: bool) -> dict:
+    """What the abnormal-family screen reads (seed §2.1: "abnormal validation behaviour"): the inner split that early
+    stopping and calibration already saw, never the test fold, so a family's exclusion is a training-time decision."""
+    finite = trained_finite and bool(np.isfinite(val_logits).all())
+    if not finite:
+        return {"val_hF": float("nan"), "val_finite": False, "val_top_class_share": float("nan")}
+    pred = val_logits.argmax(1)
+    share = np.bincount(pred, minlength=NUM_CLASSES).max() / max(len(pred), 1)
+    return {"val_hF": float(hierarchical_f1(labels_val, pred)), "val_finite": True,
+            "val_top_class_share": float(share)}
+
+
+MEMBER_SEP = "@"
+
+
+@dataclass
+class Member:
+    """One trained pool member: a family config at one seed. Its name is the family's at the run's base seed and
+    `family@seed` at any other (`v2mix@1`), so a one-seed run keeps plain names and the runtime's fallbacks
+    (`audio-only`, `text-only`) are always there by name. `section` is the seed report's composition group (§2.4)
+    the pool file put it in, for `bst report`."""
+
+    cfg: FamilyConfig
+    family: str
+    seed: int
+    section: str | None = None
+
+
+def member_name(family: str, seed: int, base_seed: int) -> str:
+    return family if seed == base_seed else f"{family}{MEMBER_SEP}{seed}"
+
+
+def expand_members(entries: list[tuple[str, int, str | None]], base_seed: int,
+                   overrides: dict | None = None) -> list[Member]:
+    """(family, seed, section) triples → members in training order (teachers first), with the two fallbacks at the
+    base seed. A member's BSD35k-CS teacher is the teacher family at the member's own seed when the run trains that
+    seed of it, else at the base seed (added if missing)."""
+    entries = list(dict.fromkeys(entries))
+    for name in ALWAYS:
+        if not any(f == name and s == base_seed for f, s, _ in entries):
+            entries.append((name, base_seed, None))
+    configs: dict[str, FamilyConfig] = {}
+
+    def config(family: str) -> FamilyConfig:
+        if family not in configs:
+            configs[family] = load_family(family).with_overrides(overrides)
+        return configs[family]
+
+    wanted = {(f, s) for f, s, _ in entries}
+    for family, seed, _ in list(entries):
+        t = config(family).cs
+        if t.mode == "teacher" and (t.teacher, seed) not in wanted and (t.teacher, base_seed) not in wanted:
+            entries.append((t.teacher, base_seed, None))
+            wanted.add((t.teacher, base_seed))
+    members: dict[str, Member] = {}
+    teachers: list[str] = []
+    for family, seed, section in entries:
+        cfg = copy.deepcopy(config(family))
+        cfg.name = member_name(family, seed, base_seed)
+        if cfg.cs.mode == "teacher":
+            t_seed = seed if (cfg.cs.teacher, seed) in wanted else base_seed
+            cfg.cs.teacher = member_name(cfg.cs.teacher, t_seed, base_seed)
+            teachers.append(cfg.cs.teacher)
+        members[cfg.name] = Member(cfg, family, seed, section)
+    teachers = list(dict.fromkeys(teachers))
+    for t in teachers:
+        if members[t].cfg.cs.mode != "none":
+            raise BstError(f"teacher family {t!r} may not itself train on BSD35k-CS")
+    return [members[t] for t in teachers] + [m for n, m in members.items() if n not in teachers]
+
+
+def seed_members(names: list[str] | None, seeds: list[int], overrides: dict | None = None) -> list[Member]:
+    """`bst train --seeds 0,1,2`: every requested family (default: every config) at every seed; base seed first."""
+    from .families import list_families
+
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise BstError(f"--seeds needs distinct seeds, got {seeds}")
+    names = list(names or list_families())
+    names += [n for n in ALWAYS if n not in names]
+    return expand_members([(f, s, None) for s in seeds for f in names], seeds[0], overrides)
+
+
+POOLS_DIR = "pools"
+
+
+def load_pool_file(name_or_path: str | Path, overrides: dict | None = None) -> tuple[list[Member], int, dict]:
+    """A pool file (`train/pools/<name>.json` or a path): {"base_seed", "sections": {section: {family: [seeds]}}}.
+    Returns the members, the base seed and the file's content (recorded in the registry)."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = Path(str(resources.files("bst.train") / POOLS_DIR)) / f"{name_or_path}.json"
+    if not path.is_file():
+        raise BstError(f"no pool file {path}")
+    doc = _read_json(path)
+    base = int(doc.get("base_seed", 0))
+    entries = [(family, int(s), section) for section, fams in doc["sections"].items()
+               for family, seeds in fams.items() for s in seeds]
+    return expand_members(entries, base, overrides), base, {"file": path.name, **doc}
+
+
 def _fold_scores(out: FoldOutcome, labels_val: np.ndarray, labels_test: np.ndarray) -> dict:
     temperature = calibrate.fit_temperature(out.val_logits, labels_val)
     pred = out.test_logits.argmax(1)
     share = np.bincount(pred, minlength=NUM_CLASSES).max() / max(len(pred), 1)
     finite = out.finite and bool(np.isfinite(out.test_logits).all())
-    return {
+    return {**validation_scores(out.val_logits, labels_val, out.finite),
         "hF": float(hierarchical_f1(labels_test, pred)) if finite else float("nan"),
         "accuracy": float((pred == labels_test).mean()),
         "temperature": temperature,
@@ -424,6 +521,14 @@ def _write_fold(d: Path, cfg: FamilyConfig, fold: Fold, data: PoolData, out: Fol
     _json(d / "calibration.json", {"temperature": scores["temperature"], "fitted_on": "validation",
                                    "n_val": int(len(fold.val))})
     _json(d / "fold.json", scores)  # written last: the fold is complete
+
+
+def _with_validation(d: Path, scores: dict) -> dict:
+    """A fold written before validation figures were recorded: derive them from its stored validation logits."""
+    if "val_hF" in scores:
+        return scores
+    with np.load(d / "heldout.npz", allow_pickle=False) as z:
+        return {**scores, **validation_scores(z["val_logits"], z["val_labels"], bool(scores.get("finite", True)))}
 
 
 def _write_oof(run: Path, family: str, folds: list[Fold], dev: Arrays) -> None:
@@ -478,8 +583,9 @@ def fold_line(i: int, n: int, family: str, k: int, scores: dict) -> str:
 
 def train_and_write_fold(out: Path, cfg: FamilyConfig, fold: Fold, data: PoolData, seed: int,
                          device: torch.device | None = None, on_epoch: EpochHook | None = None) -> dict:
-    """Train one (family, fold) and write its fold folder (fold.json last); returns its scores. Depends only on
-    the run folder (the teacher's fold-k checkpoint) and its arguments: sequential and Ray runs both call it."""
+    """Train one (family, fold) and write its fold folder (fold.json last); returns its scores. `seed` is the
+    member's seed (`family@seed`). Depends only on the run folder (the teacher's fold-k checkpoint) and its
+    arguments: sequential and Ray runs both call it."""
     tprobs = _teacher_probs(out, cfg, fold, data, device) if cfg.cs.mode == "teacher" else None
     terms = fold_terms(cfg, fold, data, tprobs)
     fseed = family_seed(seed, cfg.name, fold.k)
@@ -493,11 +599,12 @@ def train_and_write_fold(out: Path, cfg: FamilyConfig, fold: Fold, data: PoolDat
     return scores
 
 
-def train_pool(data: PoolData, out: Path, configs: list[FamilyConfig], *, seed: int = 0, log: Log = print,
-               extra: dict | None = None, device: torch.device | str = "cpu", progress=None,
+def train_pool(data: PoolData, out: Path, configs: list[FamilyConfig] | list[Member], *, seed: int = 0,
+               log: Log = print, extra: dict | None = None, device: torch.device | str = "cpu", progress=None,
                ray: str | None = None, ray_options: dict | None = None) -> dict:
-    """Train (or resume) every family × fold, then screen the families and select the ensembles. Returns the
-    registry; `trained` lists the (family, fold) pairs trained by this call. `device`: where models train
+    """Train (or resume) every member × fold, then screen the families and select the ensembles. `configs` are
+    family configs (trained at `seed`, the base seed) or `Member`s. Returns the registry; `trained` lists the
+    (family, fold) pairs trained by this call. `device`: where models train
     (a torch.device or an auto|cpu|cuda[:N] spec, bst.train.device); `progress`: a bst.train.progress.PoolProgress;
     `ray`: None (sequential here) or "auto"/ADDRESS: every missing fold is a Ray task first (bst.train.pool_ray;
     workers resolve the device spec) and the loop below then only reads the fold folders back."""
@@ -505,10 +612,16 @@ def train_pool(data: PoolData, out: Path, configs: list[FamilyConfig], *, seed: 
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    members = [m if isinstance(m, Member) else Member(m, m.name, seed) for m in configs]
+    configs = [m.cfg for m in members]
     folds = official_folds(data.dev.labels)
     reg = _open_registry(out, data, seed, configs)
     reg.update(extra or {})
+    reg["seeds"] = sorted({seed, *reg.get("seeds", []), *(m.seed for m in members)})
+    for m in members:
+        reg["families"][m.cfg.name].update(family=m.family, seed=m.seed, section=m.section)
     _json(out / "registry.json", reg)  # before any fold: a student's teacher is read through load_run
+    seed_of = {m.cfg.name: m.seed for m in members}
     todo = _missing_folds(out, configs, folds, data)
     if progress is not None:
         progress.start(todo)
@@ -517,7 +630,7 @@ def train_pool(data: PoolData, out: Path, configs: list[FamilyConfig], *, seed: 
         from .pool_ray import train_folds_ray
 
         spec = device if isinstance(device, str) else str(device)
-        trained, ran_on = train_folds_ray(out, todo, data, seed, spec, ray, progress=progress, log=log,
+        trained, ran_on = train_folds_ray(out, todo, data, seed_of, spec, ray, progress=progress, log=log,
                                           **(ray_options or {}))
     else:
         from .device import device_name, resolve_device
@@ -526,7 +639,7 @@ def train_pool(data: PoolData, out: Path, configs: list[FamilyConfig], *, seed: 
         ran_on = {device_name(device)} if todo else set()
     reg["devices"] = sorted(set(reg.get("devices", [])) | ran_on)  # which devices trained this run's folds
     _json(out / "registry.json", reg)
-    for i, cfg in enumerate(configs, 1):
+    for i, (cfg, member) in enumerate(zip(configs, members), 1):
         entry = reg["families"][cfg.name]
         missing = [n for n in cfg.external if n not in data.external]
         if (cfg.uses_cs and data.cs is None) or missing:
@@ -537,12 +650,12 @@ def train_pool(data: PoolData, out: Path, configs: list[FamilyConfig], *, seed: 
         for fold in folds:
             d = out / "families" / cfg.name / f"fold{fold.k}"
             if (d / "fold.json").is_file():
-                entry["folds"][str(fold.k)] = _read_json(d / "fold.json")
+                entry["folds"][str(fold.k)] = _with_validation(d, _read_json(d / "fold.json"))
                 continue
             entry["status"] = "training"
             if progress is not None:
                 progress.fold_started(cfg.name, fold.k)
-            scores = train_and_write_fold(out, cfg, fold, data, seed, device,
+            scores = train_and_write_fold(out, cfg, fold, data, member.seed, device,
                                           progress.epoch if progress is not None else None)
             entry["folds"][str(fold.k)] = scores
             _json(out / "registry.json", reg)
@@ -553,7 +666,9 @@ def train_pool(data: PoolData, out: Path, configs: list[FamilyConfig], *, seed: 
         _write_oof(out, cfg.name, folds, data.dev)
         hfs = np.array([entry["folds"][str(k)]["hF"] for k in range(N_FOLDS)], dtype=float)
         oof = np.load(out / "families" / cfg.name / "oof.npz")
+        val_hfs = [entry["folds"][str(k)]["val_hF"] for k in range(N_FOLDS)]
         entry.update(status="done", hF_mean=float(np.mean(hfs)), hF_std=float(np.std(hfs)),
+                     val_hF_mean=float(np.mean(val_hfs)),
                      hF_oof=float(hierarchical_f1(oof["labels"], oof["probs"].argmax(1))))
         _json(out / "registry.json", reg)
     screen_families(reg)
@@ -577,12 +692,22 @@ def _missing_folds(out: Path, configs: list[FamilyConfig], folds: list[Fold],
 def run_pool(dev_root: Path, cs_root: Path | None, out: Path, families: list[str] | None = None, *, seed: int = 0,
              overrides: dict | None = None, external: dict[str, Path] | None = None, log: Log = print,
              device: torch.device | str = "cpu", progress=None, ray: str | None = None,
-             ray_options: dict | None = None) -> dict:
-    """Load the data named on the command line and train the pool (what `bst train` calls)."""
+             ray_options: dict | None = None, seeds: list[int] | None = None,
+             pool_file: str | Path | None = None) -> dict:
+    """Load the data named on the command line and train the pool (what `bst train` calls). `seeds` trains every
+    family at each seed (members `family@seed` beyond the first); `pool_file` names the members instead."""
     from .external import load_external
 
-    configs = resolve_families(families, overrides)
-    need_masked = any(c.text_input == "masked" for c in configs)
+    pool_doc = None
+    if pool_file is not None:
+        if families or seeds:
+            raise BstError("--pool names the families and seeds itself: drop --families / --seeds")
+        configs, seed, pool_doc = load_pool_file(pool_file, overrides)
+    elif seeds:
+        configs, seed = seed_members(families, seeds, overrides), seeds[0]
+    else:
+        configs = resolve_families(families, overrides)
+    need_masked = any((c.cfg if isinstance(c, Member) else c).text_input == "masked" for c in configs)
     dev = load_arrays(dev_root, need_masked=need_masked)
     cs = load_arrays(cs_root, need_masked=need_masked) if cs_root else None
     ext = {name: load_external(name, Path(root), log=log) for name, root in (external or {}).items()}
@@ -590,6 +715,7 @@ def run_pool(dev_root: Path, cs_root: Path | None, out: Path, families: list[str
     log(f"dev {len(dev)} clips; CS {len(data.cs) if data.cs is not None else 0} clips "
         f"({data.cs_dropped_overlap} dropped as dev duplicates); {len(configs)} families")
     extra = {"dev_root": str(Path(dev_root).resolve()), "cs_root": str(Path(cs_root).resolve()) if cs_root else None,
-             "overrides": overrides or {}, "external_roots": {k: str(Path(v).resolve()) for k, v in (external or {}).items()}}
+             "overrides": overrides or {}, "external_roots": {k: str(Path(v).resolve()) for k, v in (external or {}).items()},
+             **({"pool_file": pool_doc} if pool_doc else {})}
     return train_pool(data, out, configs, seed=seed, log=log, extra=extra, device=device, progress=progress, ray=ray,
                       ray_options=ray_options)

@@ -15,7 +15,7 @@ an ADDRESS connects there. A Ray already initialised by the caller (tests: `ray.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from bst.runtime.errors import BstError
 
@@ -72,7 +72,8 @@ def _task_options(ray, device_spec: str, cpus: float, gpu_fraction: float | None
     return {"num_cpus": cpus}, device_spec
 
 
-def train_folds_ray(out: Path, todo: Sequence[tuple[FamilyConfig, Fold]], data, seed: int, device_spec: str,
+def train_folds_ray(out: Path, todo: Sequence[tuple[FamilyConfig, Fold]], data, seed: int | Mapping[str, int],
+                    device_spec: str,
                     address: str, *, progress=None, log: Callable[[str], None] = print, cpus: float = 1,
                     gpu_fraction: float | None = None, threads: int = 1) -> tuple[list[tuple[str, int]], set[str]]:
     """Train every (family, fold) of `todo` as Ray tasks, teacher folds before their students' folds.
@@ -89,7 +90,8 @@ def train_folds_ray(out: Path, todo: Sequence[tuple[FamilyConfig, Fold]], data, 
         after = []
         if cfg.cs.mode == "teacher" and (cfg.cs.teacher, fold.k) in refs:
             after.append(refs[(cfg.cs.teacher, fold.k)])
-        ref = remote.remote(str(out), cfg.to_dict(), fold, data_ref, seed, spec, threads, *after)
+        member_seed = seed if isinstance(seed, int) else seed[cfg.name]  # family@s trains at its own seed
+        ref = remote.remote(str(out), cfg.to_dict(), fold, data_ref, member_seed, spec, threads, *after)
         refs[(cfg.name, fold.k)] = ref
         labels[ref] = (cfg.name, fold.k)
     pending, trained, devices = list(refs.values()), [], set()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .ensemble import not_pooled
 from .pool import load_run
 
 #: seed technical report, Table 4 (hF %, BSD10k 5-fold unless stated)
@@ -17,6 +18,37 @@ SEED_TABLE4: tuple[tuple[str, str, str], ...] = (
     ("Best nested ranker", "nested CV", "83.5543"),
     ("System 1", "dev-as-eval", "83.5214"),
 )
+
+
+#: the seed report's pool composition (§2.4, 31 families), in its order; a family's section is the one its pool file
+#: gave it, else the one its config group belongs to
+SECTIONS: tuple[str, ...] = ("core v2mix", "prior, confidence and hierarchy", "external, FSD and text-diversity",
+                             "baselines and teachers", "not pooled: BSD35k-CS labels taken as clean", "other")
+GROUP_SECTION = {"core": SECTIONS[0], "prior-hier-conf": SECTIONS[1], "external": SECTIONS[2],
+                 "text-diversity": SECTIONS[2], "metadata": SECTIONS[2], "audio": SECTIONS[2], "baseline": SECTIONS[3],
+                 "noisy": SECTIONS[4]}
+#: Table 1's training resources, as a family's config uses them
+EXTERNAL_NAMES = {"esc50": "ESC-50", "us8k": "UrbanSound8K", "fsd50k": "FSD50K"}
+
+
+def section_of(entry: dict) -> str:
+    cfg = entry.get("config", {})
+    if cfg.get("cs", {}).get("mode") == "naive":
+        return SECTIONS[4]
+    return entry.get("section") or GROUP_SECTION.get(entry.get("group", ""), SECTIONS[-1])
+
+
+def resources_of(entry: dict) -> str:
+    """Table 1's resources a family trains on: BSD10k, BSD35k-CS (teacher soft/hard, or as clean), external sets."""
+    cfg = entry.get("config", {})
+    used = ["BSD10k"]
+    mode = cfg.get("cs", {}).get("mode", "none")
+    if mode == "teacher":
+        used.append("BSD35k-CS soft/hard teacher")
+    elif mode == "naive":
+        used.append("BSD35k-CS as clean")
+    used += [EXTERNAL_NAMES.get(n, n) for n in cfg.get("external", [])]
+    return " + ".join(used)
 
 
 def _pct(x: float) -> str:
@@ -34,7 +66,8 @@ def family_rows(registry: dict) -> list[dict]:
                      "hF_oof": e.get("hF_oof", float("nan")),
                      "nll_raw": float(np.mean(nll_raw)) if nll_raw else float("nan"),
                      "nll_cal": float(np.mean(nll_cal)) if nll_cal else float("nan"),
-                     "note": e.get("excluded") or e.get("reason") or ""})
+                     "note": e.get("excluded") or e.get("reason") or "", "section": section_of(e),
+                     "resources": resources_of(e), "val_hF_mean": e.get("val_hF_mean", float("nan"))})
     return rows
 
 
@@ -43,21 +76,39 @@ def format_report(run_dir: Path | str) -> str:
     reg = run.registry
     rows = family_rows(reg)
     done = [r for r in rows if r["status"] == "done"]
-    lines = [f"run {run.path}: {reg['n_dev']} dev clips, {reg['n_cs']} CS clips, pool seed {reg['seed']}, "
-             f"{len(done)}/{len(rows)} families done; trained on {', '.join(reg.get('devices') or ['cpu'])}",
+    barred = not_pooled(run)
+    seeds = reg.get("seeds", [reg["seed"]])
+    lines = [f"run {run.path}: {reg['n_dev']} dev clips, {reg['n_cs']} CS clips, pool seed {reg['seed']}"
+             f"{' (seeds ' + ', '.join(map(str, seeds)) + ')' if len(seeds) > 1 else ''}, "
+             f"{len(done)}/{len(rows)} families done ({5 * len(done)} fold checkpoints); "
+             f"trained on {', '.join(reg.get('devices') or ['cpu'])}",
              "",
-             "| family | group | hF % (mean ± std, 5 folds) | OOF hF % | held-out NLL raw → calibrated | note |",
-             "|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: -r["hF_mean"] if np.isfinite(r["hF_mean"]) else 1.0):
-        if r["status"] == "done":
-            hf = f"{_pct(r['hF_mean'])} ± {_pct(r['hF_std']).strip()}"
-        else:
-            hf = f"{r['status']} ({r['folds']}/5 folds)" if r["status"] != "skipped" else "skipped"
-        note = ("EXCLUDED: " + r["note"]) if reg["families"][r["family"]].get("excluded") else r["note"]
-        nll = f"{r['nll_raw']:.3f} → {r['nll_cal']:.3f}" if r["folds"] else "-"
-        oof = _pct(r["hF_oof"]) if r["status"] == "done" else "-"
-        lines.append(f"| {r['family']} | {r['group']} | {hf} | {oof} | {nll} | {note} |")
-    selectable = [r for r in done if not reg["families"][r["family"]].get("excluded")]
+             "| family | Table 1 resources | hF % (mean ± std, 5 folds) | OOF hF % | validation hF % | held-out NLL raw → "
+             "calibrated | note |",
+             "|---|---|---|---|---|---|---|"]
+    order = sorted(rows, key=lambda r: -r["hF_mean"] if np.isfinite(r["hF_mean"]) else 1.0)
+    for section in SECTIONS:
+        members = [r for r in order if r["section"] == section]
+        if not members:
+            continue
+        n_done = sum(r["status"] == "done" for r in members)
+        lines.append(f"| **{section}** ({n_done} families, {5 * n_done} fold checkpoints) | | | | | | |")
+        for r in members:
+            if r["status"] == "done":
+                hf = f"{_pct(r['hF_mean'])} ± {_pct(r['hF_std']).strip()}"
+            else:
+                hf = f"{r['status']} ({r['folds']}/5 folds)" if r["status"] != "skipped" else "skipped"
+            if reg["families"][r["family"]].get("excluded"):
+                note = "EXCLUDED (validation): " + r["note"]
+            elif r["family"] in barred:
+                note = barred[r["family"]]
+            else:
+                note = r["note"]
+            nll = f"{r['nll_raw']:.3f} → {r['nll_cal']:.3f}" if r["folds"] else "-"
+            oof = _pct(r["hF_oof"]) if r["status"] == "done" else "-"
+            val = _pct(r["val_hF_mean"]) if r["status"] == "done" else "-"
+            lines.append(f"| {r['family']} | {r['resources']} | {hf} | {oof} | {val} | {nll} | {note} |")
+    selectable = [r for r in done if r["family"] not in barred]
     if selectable:
         best = max(selectable, key=lambda r: r["hF_mean"])
         lines += ["", f"best single family: {best['family']} hF {_pct(best['hF_mean'])} ± "

@@ -137,13 +137,16 @@ def rank_run(run_dir: Path | str, data_dir: Path | str, opts: RankOptions = Rank
     """`bst rank`: candidate rows from OOF probabilities, nested estimate, final ranker, frozen systems."""
     import joblib
 
+    from .ensemble import check_pools, why_no_pool
     from .folds import official_folds
     from .pool import load_run
 
     run = load_run(run_dir)
     pools = run.ensembles
     if RANKER_POOL not in pools:
-        raise BstError(f"{run.path}: ensemble.json has no {RANKER_POOL!r} pool; run `bst train` to completion")
+        why = why_no_pool(run) or "run `bst train` to completion (or again, to reselect the pools)"
+        raise BstError(f"{run.path}: ensemble.json has no {RANKER_POOL!r} pool: {why}")
+    check_pools(run, pools)
     ds = read_dev_dataset(Path(data_dir))
     labels = ds.label_indices
     provisional = SystemPolicy(1, "primary", RANKER_POOL, pool_weights(pools, RANKER_POOL), True, k=opts.k)

@@ -154,21 +154,27 @@ def rank(
 def dev_as_eval_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run folder with systems.json (after `bst rank`).")],
     data: Annotated[Path, typer.Argument(help="Development set (BSD10k layout with features/).")],
-    bundle: Annotated[Path | None, typer.Option(help="Run the exported bundle (audio files -> ONNX) instead of "
-                                                     "the torch chain on features/.")] = None,
+    bundle: Annotated[Path | None, typer.Option(help="Deployment check through the exported bundle (audio files "
+                                                     "-> ONNX) instead of the all-folds torch chain.")] = None,
 ) -> None:
-    """Run the development set label-blind through the frozen chain; print Table 3 next to the nested estimate."""
+    """Run the development set label-blind: each clip through the chain frozen from its own fold (the estimate), then
+    through the all-folds chain (the deployment check); print Table 3 of both next to the nested estimate."""
     from bst.runtime.atomic import atomic_write_text
     from bst.train.dev_eval import TorchChain, dev_as_eval, format_table3, nested_figures
+    from bst.train.dev_eval_folds import FoldRespectingChain
 
+    folds = FoldRespectingChain(run_dir, data)
     if bundle is not None:
         from bst.train.bundle_chain import BundleChain
 
-        chain = BundleChain(bundle)
+        check = BundleChain(bundle)
     else:
-        chain = TorchChain(run_dir, data)
-    report = dev_as_eval(chain, data)
-    typer.echo(format_table3(report, nested_figures(run_dir), chain.policies))
+        check = TorchChain(run_dir, data)
+    nested = nested_figures(run_dir)
+    report = dev_as_eval(folds, data)
+    typer.echo(format_table3(report, nested, folds.policies))
+    report["deployment_check"] = dev_as_eval(check, data)
+    typer.echo("\n" + format_table3(report["deployment_check"], nested, check.policies))
     atomic_write_text(run_dir / "dev_eval.json", json.dumps(report, indent=2) + "\n")
 
 

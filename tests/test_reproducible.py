@@ -1,9 +1,13 @@
 """Same inputs and seeds give the same chain (issue 10): two runs of train (quick) → rank → export heads and ranker →
 predict, each in its own process with another PYTHONHASHSEED (as two `bst demo` runs are), compared byte for byte:
 every run file (checkpoints, OOF, registry, ensembles, ranker, systems, fold chains), both ONNX graphs and their
-outputs, and the submission CSVs of the four systems."""
+outputs, and the submission CSVs of the four systems.
+
+The trained numbers depend on the torch thread count (measured: 1 and 2 threads give other weights; each count is
+repeatable across processes), so `bst train` fixes it (default 1), records it and refuses a resume with another."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -86,3 +90,22 @@ def test_two_runs_of_a_small_chain_are_identical(synth_corpus, tmp_path):
         assert sorted(za.files) == ["family_probs", "pool_probs", "ranker"]
         for key in za.files:
             np.testing.assert_array_equal(za[key], zb[key])
+    assert json.loads((a / "run" / "registry.json").read_text())["torch_threads"] == 1
+    _resume_with_other_threads_is_refused(synth_corpus, a / "run")
+
+
+def _resume_with_other_threads_is_refused(synth_corpus, run: Path) -> None:
+    import torch
+    from typer.testing import CliRunner
+
+    from bst.train.cli import app
+
+    before = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(app, ["train", str(synth_corpus.dev), "--cs", str(synth_corpus.cs), "--out", str(run),
+                                          "--families", "baseline", "--quick", "--epochs", "4", "--patience", "2",
+                                          "--threads", "2"])
+    finally:
+        torch.set_num_threads(before)
+    assert result.exit_code == 1, result.output
+    assert "--threads 1" in result.output and "Traceback" not in result.output

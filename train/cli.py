@@ -80,7 +80,9 @@ def train_cmd(
     width_div: Annotated[int | None, typer.Option(help="Divide hidden widths (tests/demos; 1 = official).", min=1)] = None,
     seed: Annotated[int, typer.Option(help="Pool seed (a seed is a parameter, not a family).", min=0)] = 0,
     external: Annotated[list[str] | None, typer.Option(help="NAME=PATH of esc50, us8k or fsd50k (repeatable).")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice).", min=1)] = None,
+    threads: Annotated[int, typer.Option(help="torch CPU threads. The trained numbers depend on this count (recorded in "
+                                              "the registry; a resume must use the same), so the default is a fixed 1, "
+                                              "also the fastest for these small heads on a few cores.", min=1)] = 1,
     quick: Annotated[bool, typer.Option("--quick", help="Reduced sizes of the test pool (small synthetic data).")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=JSON family option override (repeatable).")] = None,
 ) -> None:
@@ -89,8 +91,7 @@ def train_cmd(
 
     from bst.train.pool import QUICK_OVERRIDES, run_pool
 
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)  # not torch's default: that follows the machine and OMP_NUM_THREADS
     overrides = dict(QUICK_OVERRIDES) if quick else {}
     for item in set_ or []:
         key, sep, value = item.partition("=")

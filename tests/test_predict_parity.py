@@ -13,8 +13,9 @@ from bst.runtime.atomic import atomic_save_npy
 from bst.runtime.datasets import read_eval_package
 
 LABEL_AGREEMENT = 1.0
-#: int8 CLAP graphs vs fp32, system 1 labels on the synthetic evaluation package: the share that must agree
-INT8_LABEL_AGREEMENT = 0.9
+#: int8 CLAP graphs vs fp32, system 1 labels on the synthetic evaluation package (40 clips, CLAP at random weights):
+#: the share that must agree. Measured 0.90 (36/40) on the session bundle; 0.85 leaves two flips of margin
+INT8_LABEL_AGREEMENT = 0.85
 #: per-item probabilities (the chosen label's score, and every calibrated family distribution), fp32
 PROB_TOL = 1e-5
 

@@ -207,7 +207,7 @@ def test_fold_respecting_no_ranker_system_matches_the_out_of_fold_probabilities(
         for fam, w in policy.weights.items():
             z = run.oof(fam)
             rows = {str(i): r for r, i in enumerate(z["ids"])}
-            ens = ens + w * z["calibrated_probs"][[rows[i] for i in ids]].astype(np.float64)
+            ens = ens + w * z["probs"][[rows[i] for i in ids]].astype(np.float64)  # calibrated (pool._write_oof)
         keep = full[[pos[i] for i in ids]]
         out = spy.outputs[3]
         np.testing.assert_array_equal(out.labels[keep], ens.argmax(1)[keep])

@@ -101,8 +101,16 @@ def test_cli_prints_table3_and_records_it(ranked_run):
     assert result.exit_code == 0, result.output
     print("\n" + result.output)
     assert "cross-parent" in result.output and "held-out hF" in result.output
+    assert "fold-respecting" in result.output and "all-folds deployment check" in result.output
     saved = json.loads((ranked_run.run / "dev_eval.json").read_text())
     assert sorted(saved["systems"]) == ["1", "2", "3", "4"]
+    check = saved["deployment_check"]
+    assert saved["protocol"] == "fold-respecting" and check["protocol"] == "all-folds deployment check"
+    assert sorted(check["systems"]) == ["1", "2", "3", "4"]
+    nested = ranked_run.meta["nested_cv"]
+    for sid in ("1", "2", "3", "4"):
+        print(f"system {sid}: fold-respecting hF {saved['systems'][sid]['hF']:.4f}, all-folds "
+              f"{check['systems'][sid]['hF']:.4f}, held-out {nested[f'system{sid}']['hF']:.4f}")
 
 
 def test_dev_as_eval_before_rank_is_refused_with_one_line(ranked_run, tmp_path):
@@ -113,3 +121,97 @@ def test_dev_as_eval_before_rank_is_refused_with_one_line(ranked_run, tmp_path):
     result = CliRunner().invoke(app, ["dev-as-eval", str(run), str(ranked_run.data)])
     assert result.exit_code == 1
     assert "bst rank" in result.output and "Traceback" not in result.output
+
+
+# --- fold-respecting protocol (issue 10): each clip goes through the chain frozen from its own fold ---------------
+@pytest.fixture(scope="module")
+def fold_evaluated(ranked_run):
+    from bst.train.dev_eval_folds import FoldRespectingChain
+
+    chain = FoldRespectingChain(ranked_run.run, ranked_run.data)
+    spies = {k: _SpyChain(c) for k, c in chain.chains.items()}
+    chain.chains = spies
+    return chain, spies, dev_as_eval(chain, ranked_run.data)
+
+
+def test_each_clip_goes_through_the_chain_of_its_own_fold_only(ranked_run, fold_evaluated):
+    from bst.train.folds import official_folds
+
+    _, spies, report = fold_evaluated
+    ds = read_dev_dataset(ranked_run.data)
+    assert report["protocol"] == "fold-respecting" and report["items"] == len(ds)
+    folds = official_folds(ds.label_indices)
+    assert sorted(spies) == [0, 1, 2, 3, 4]
+    for k, spy in spies.items():
+        seen = sorted(c.id for c in spy.seen)
+        assert seen == sorted(ds.ids[i] for i in folds[k].test)
+        assert all(c.label is None and c.confidence is None for c in spy.seen)
+        # the fold-k checkpoints it ran held these very clips out of training
+        with np.load(ranked_run.run / "families" / "baseline" / f"fold{k}" / "heldout.npz") as z:
+            assert sorted(map(str, z["ids"])) == seen
+
+
+def test_fold_chain_k_is_fitted_without_fold_k(ranked_run, tmp_path):
+    """Scramble fold 0's out-of-fold probabilities in a copy of the run: fold 0's frozen pools, ranker and thresholds
+    stay byte-identical, fold 1's (which trained on fold 0) change."""
+    from bst.train.dev_eval_folds import FOLD_CHAINS_DIR, INDEX_JSON, fit_fold_chains
+    from bst.train.systems import RankOptions
+
+    src = ranked_run.run
+    index = json.loads((src / FOLD_CHAINS_DIR / INDEX_JSON).read_text())
+    fold0 = set(index["folds"]["0"])
+    run = tmp_path / "run"
+    (run / "families").mkdir(parents=True)
+    for name in ("registry.json", "ensemble.json", "systems.json"):
+        (run / name).write_bytes((src / name).read_bytes())
+    rng = np.random.default_rng(0)
+    for fam_dir in (src / "families").iterdir():
+        dest = run / "families" / fam_dir.name
+        dest.mkdir()
+        for item in fam_dir.iterdir():
+            if item.name != "oof.npz":
+                (dest / item.name).symlink_to(item.resolve())
+        with np.load(fam_dir / "oof.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+        rows = np.array([str(i) in fold0 for i in arrays["ids"]])
+        for key in ("probs", "calibrated_probs"):
+            if key in arrays:
+                arrays[key][rows] = rng.dirichlet(np.ones(arrays[key].shape[1]), rows.sum()).astype(arrays[key].dtype)
+        np.savez(dest / "oof.npz", **arrays)
+    opts = RankOptions(k=index["k"], max_override_share=index["max_override_share"], seed=index["seed"])
+    fit_fold_chains(run, ranked_run.data, opts, log=lambda _: None)
+    for name in ("ranker.json", "systems.json", "ranker.joblib"):
+        a = (src / FOLD_CHAINS_DIR / "fold0" / name).read_bytes()
+        assert a == (run / FOLD_CHAINS_DIR / "fold0" / name).read_bytes(), name
+    assert (src / FOLD_CHAINS_DIR / "fold1" / "ranker.joblib").read_bytes() != \
+        (run / FOLD_CHAINS_DIR / "fold1" / "ranker.joblib").read_bytes()
+
+
+def test_fold_respecting_no_ranker_system_matches_the_out_of_fold_probabilities(ranked_run, fold_evaluated):
+    """System 3 on a clip with audio and text = argmax of its fold's top-5 weights over the calibrated out-of-fold
+    probabilities `bst train` saved (fold k's model on its held-out clips), recomputed here from the checkpoints."""
+    from bst.train.dev_eval_folds import FOLD_CHAINS_DIR
+    from bst.train.pool import load_run
+
+    chain, spies, _ = fold_evaluated
+    run = load_run(ranked_run.run)
+    ds = read_dev_dataset(ranked_run.data)
+    pos = {cid: i for i, cid in enumerate(ds.ids)}
+    full = ds.embedding_mask("audio") & ds.embedding_mask("text") & np.array([bool(c.text.strip()) for c in ds.clips])
+    worst, checked = 0.0, 0
+    for k, spy in spies.items():
+        policy = next(p for p in load_policies(ranked_run.run / FOLD_CHAINS_DIR / f"fold{k}" / "systems.json")
+                      if p.system_id == 3)
+        ids = [c.id for c in spy.seen]
+        ens = 0.0
+        for fam, w in policy.weights.items():
+            z = run.oof(fam)
+            rows = {str(i): r for r, i in enumerate(z["ids"])}
+            ens = ens + w * z["probs"][[rows[i] for i in ids]].astype(np.float64)  # calibrated (pool._write_oof)
+        keep = full[[pos[i] for i in ids]]
+        out = spy.outputs[3]
+        np.testing.assert_array_equal(out.labels[keep], ens.argmax(1)[keep])
+        worst = max(worst, float(np.abs(out.scores[keep] - ens.max(1)[keep]).max()))
+        checked += int(keep.sum())
+    print(f"\nfold-respecting system 3 vs saved OOF: {checked} clips, max |score diff| {worst:.2e} (tol 1e-5)")
+    assert checked > 0.8 * len(ds) and worst <= 1e-5

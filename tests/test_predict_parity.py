@@ -13,6 +13,9 @@ from bst.runtime.atomic import atomic_save_npy
 from bst.runtime.datasets import read_eval_package
 
 LABEL_AGREEMENT = 1.0
+#: int8 CLAP graphs vs fp32, system 1 labels on the synthetic evaluation package (40 clips, CLAP at random weights):
+#: the share that must agree. Measured 0.90 (36/40) on the session bundle; 0.85 leaves two flips of margin
+INT8_LABEL_AGREEMENT = 0.85
 #: per-item probabilities (the chosen label's score, and every calibrated family distribution), fp32
 PROB_TOL = 1e-5
 
@@ -93,11 +96,13 @@ def test_fallback_items_are_predicted_by_their_fallback_family(chains):
     assert len(runtime[1]) == len(clips)
 
 
-def test_int8_label_agreement_is_reported(bundle, chains):
+def test_int8_labels_agree_with_fp32(bundle, chains):
     from bst.runtime.predict import Predictor
 
     clips, runtime, *_ = chains
     int8 = Predictor.load(bundle, system=1, provider="cpu", int8=True).predict_batch(clips)
     agree = float(np.mean([a.label == b.label for a, b in zip(int8, runtime[1])]))
-    print(f"int8 vs fp32 runtime, system 1: label agreement {agree:.4f} over {len(clips)} clips")
+    print(f"int8 vs fp32 runtime, system 1: label agreement {agree:.4f} over {len(clips)} clips "
+          f"(threshold {INT8_LABEL_AGREEMENT})")
     assert len(int8) == len(clips)
+    assert agree >= INT8_LABEL_AGREEMENT

@@ -560,10 +560,14 @@ def _open_registry(out: Path, data: PoolData, seed: int, configs: list[FamilyCon
         reg = _read_json(path)
         if reg.get("data_fingerprints") != fps or reg.get("seed") != seed:
             raise BstError(f"{path}: this run was trained on other data or another seed; use a new --out")
+        if reg.get("torch_threads", torch.get_num_threads()) != torch.get_num_threads():
+            raise BstError(f"{path}: this run was trained with {reg['torch_threads']} torch thread(s) and the trained "
+                           f"numbers depend on that count; resume with --threads {reg['torch_threads']}")
     else:
         reg = {"schema": REGISTRY_SCHEMA, "seed": seed, "data_fingerprints": fps, "n_dev": len(data.dev),
                "n_cs": len(data.cs) if data.cs is not None else 0, "cs_dropped_dev_overlap": data.cs_dropped_overlap,
-               "torch": torch.__version__, "python": platform.python_version(), "families": {}}
+               "torch": torch.__version__, "python": platform.python_version(),
+               "torch_threads": torch.get_num_threads(), "families": {}}
     for cfg in configs:
         entry = reg["families"].get(cfg.name)
         if entry and entry["status"] != "skipped" and entry["config"] != cfg.to_dict():
@@ -594,7 +598,8 @@ def train_and_write_fold(out: Path, cfg: FamilyConfig, fold: Fold, data: PoolDat
     args = {"family": cfg.name, "fold": fold.k, "seed": fseed, "pool_seed": seed,
             "n_train": int(len(fold.train)), "n_val": int(len(fold.val)), "n_test": int(len(fold.test)),
             "terms": result.term_sizes, "teacher": cfg.cs.teacher if cfg.cs.mode == "teacher" else None,
-            "data_fingerprints": data.fingerprints(), "torch": torch.__version__}
+            "data_fingerprints": data.fingerprints(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads()}
     _write_fold(out / "families" / cfg.name / f"fold{fold.k}", cfg, fold, data, result, scores, args)
     return scores
 

@@ -189,6 +189,9 @@ def rank_run(run_dir: Path | str, data_dir: Path | str, opts: RankOptions = Rank
     atomic_write_bytes(folder / RANKER_MODEL, blob)
     atomic_write_text(folder / RANKER_JSON, json.dumps(meta, indent=2) + "\n")
     save_policies(run.path / SYSTEMS_JSON, policies)
+    from .dev_eval_folds import fit_fold_chains
+
+    fit_fold_chains(run.path, data_dir, opts, log)  # the five chains fold-respecting dev-as-eval runs
     return meta
 
 

@@ -188,20 +188,13 @@ class Predictor:
                          hashes: dict[str, str | None] | None = None) -> Iterator[list[Prediction]]:
         """`undecided` of each batch, the next batch's audio read in a worker thread meanwhile (`prefetch`). With
         `hashes`, each clip's file sha256 is put there (id -> sha256 or None), computed by that reader."""
-        for audio in prefetch(batches, self.clock, hash_files=hashes is not None):
-            if hashes is not None:
-                hashes.update((c.id, h) for c, h in zip(audio.clips, audio.sha256))
-            ev = self._evidence(audio.clips, audio)
-            with self._lock:
-                self.fallbacks.update(r.split(":")[0] for r in ev.reasons if r)
-            with self.clock.stage("decision (features+ranker)"):
-                items = self._choose(audio.clips, ev)
-            yield items
+        for by_system in self.undecided_systems_stream(batches, [self.system], hashes):
+            yield by_system[self.system]
 
     def undecided_systems_stream(self, batches: Iterable[Sequence[Clip]], systems: Sequence[int],
                                  hashes: dict[str, str | None] | None = None) -> Iterator[dict[int, list[Prediction]]]:
-        """`undecided_systems` of each batch, audio prefetched as in `undecided_stream`: one pass of the encoders
-        and heads for several systems."""
+        """`undecided_systems` of each batch, the next batch's audio read meanwhile (`prefetch`; `hashes` as in
+        `undecided_stream`): one pass of the encoders and heads for several systems."""
         others = {n: self.with_system(n) for n in systems}
         for audio in prefetch(batches, self.clock, hash_files=hashes is not None):
             if hashes is not None:

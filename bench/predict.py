@@ -37,9 +37,11 @@ _RUNTIME_CHILD = textwrap.dedent(
     res = run_predict(RunOptions(eval_dir, out, bundle=bundle, system=1, provider="cpu", threads=int(threads),
                                  batch_size=int(batch), int8=int8 == "1", force=True), progress)
     total = time.perf_counter() - t0
+    no_audio = sum(1 for f in res.record["fallback_items"] if f["reason"] != "empty metadata")
     print(json.dumps({"clips": res.record["rows"], "total_s": total, "first_s": first[0],
                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "labels": [p.label for p in res.predictions]}))
+                      "labels": [p.label for p in res.predictions], "stages": res.record["stage_seconds"],
+                      "audio_clips": res.record["rows"] - no_audio}))
     """
 )
 
@@ -92,10 +94,64 @@ _TORCH_CHAIN_CHILD = textwrap.dedent(
         if first is None:
             first = time.perf_counter() - t0
     total = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from torch.utils.flop_counter import FlopCounterMode
+    longest = max((c for c in clips if c.audio_path is not None and c.audio_path.is_file()
+                   and c.audio_path.stat().st_size > 0), key=lambda c: c.audio_path.stat().st_size)
+    with FlopCounterMode(display=False) as counter:  # one clip over 10 s: the fusion path the ONNX graph always runs
+        reference_audio_embedding_from_files(model, [longest.audio_path])
     from bst.runtime.taxonomy import CODES
-    print(json.dumps({"clips": len(clips), "total_s": total, "first_s": first,
-                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "labels": [CODES[i] for i in labels]}))
+    print(json.dumps({"clips": len(clips), "total_s": total, "first_s": first, "rss_mb": rss,
+                      "labels": [CODES[i] for i in labels], "audio_gflop_per_clip": counter.get_total_flops() / 1e9}))
+    """
+)
+
+
+_FRONT_END_CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    import numpy as np, soundfile as sf, soxr
+    from pathlib import Path
+    from bst.runtime.audio import SAMPLE_RATE_HZ, quantize_int16, waveform_to_mel_fusion
+    from bst.runtime.datasets import read_eval_package
+    t = {"decode": 0.0, "resample": 0.0, "mel": 0.0}
+    for c in read_eval_package(Path(sys.argv[1])).clips:
+        try:
+            t0 = time.perf_counter()
+            x, sr = sf.read(str(c.audio_path), dtype="float32", always_2d=True)
+            x = x.mean(axis=1)
+            t1 = time.perf_counter()
+            y = x if sr == SAMPLE_RATE_HZ else soxr.resample(x, sr, SAMPLE_RATE_HZ, quality="HQ")
+            t2 = time.perf_counter()
+            waveform_to_mel_fusion(quantize_int16(y).astype(np.float32) / 32767.0)
+            t3 = time.perf_counter()
+        except Exception:
+            continue
+        t["decode"] += t1 - t0; t["resample"] += t2 - t1; t["mel"] += t3 - t2
+    print(json.dumps(t))
+    """
+)
+
+_MATMUL_PEAK_CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    import numpy as np, onnx, onnxruntime as ort
+    from onnx import TensorProto, helper
+    threads = int(sys.argv[1]); best = 0.0
+    for m, k, n in ((4096, 768, 768), (2048, 2048, 2048), (4096, 384, 1536)):
+        g = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k]),
+                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [k, n])],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])])
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        opts = ort.SessionOptions(); opts.intra_op_num_threads = threads; opts.inter_op_num_threads = 1
+        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        feeds = {"a": np.random.rand(m, k).astype(np.float32), "b": np.random.rand(k, n).astype(np.float32)}
+        sess.run(None, feeds)
+        for _ in range(5):
+            t0 = time.perf_counter(); sess.run(None, feeds); dt = time.perf_counter() - t0
+            best = max(best, 2 * m * k * n / dt / 1e9)
+    print(json.dumps({"gflops": best}))
     """
 )
 
@@ -152,6 +208,8 @@ def main() -> None:
         "bst-rt fp32": _child(_RUNTIME_CHILD, [a.eval, tmp / "fp32.csv", a.bundle, a.threads, a.batch_size, 0]),
         "bst-rt int8": _child(_RUNTIME_CHILD, [a.eval, tmp / "int8.csv", a.bundle, a.threads, a.batch_size, 1]),
     }
+    front = _child(_FRONT_END_CHILD, [a.eval])
+    peak = _child(_MATMUL_PEAK_CHILD, [a.threads])["gflops"]
     rt_venv = _runtime_venv(a.rt_venv)
     sizes = {"runtime venv": _du_mb(rt_venv), "torch venv": _du_mb(a.torch_venv)}
     ref = rows["torch chain"]
@@ -169,11 +227,36 @@ def main() -> None:
         r.update(rate=rate, steady=steady, agree=agree)
         print(f"{name:<14}{rate:>9.2f}{rate / ref_rate:>8.2f}x{steady:>10.2f}{steady / ref_steady:>8.2f}x"
               f"{r['first_s']:>11.1f}{r['rss_mb']:>13.0f}{r['rss_mb'] / ref['rss_mb']:>8.2f}x{agree:>16.3f}")
+    _print_stages(rows, front, peak, ref.get("audio_gflop_per_clip"))
     print(f"installed size: runtime-only venv {sizes['runtime venv']:.0f} MB, torch venv {sizes['torch venv']:.0f} MB "
           f"(ratio {sizes['runtime venv'] / sizes['torch venv']:.3f}); runtime venv at {rt_venv}")
     if a.json:
         a.json.write_text(json.dumps({"rows": {k: {x: v for x, v in r.items() if x != "labels"} for k, r in rows.items()},
-                                      "sizes_mb": sizes}, indent=2))
+                                      "sizes_mb": sizes, "front_end_split_s": front, "matmul_peak_gflops": peak},
+                                     indent=2))
+
+
+def _print_stages(rows: dict, front: dict, peak: float, gflop_per_clip: float | None) -> None:
+    """Per-stage wall seconds of the bst-rt runs (the run record's `stage_seconds`; the front end runs in a worker
+    thread, overlapped with the graphs, so stages can add up to more than the run), the front end split into
+    decode / resample / mel by a separate one-thread pass over the same files, and the audio graph against ORT's
+    fp32 MatMul peak on this machine."""
+    rt = {k: r for k, r in rows.items() if "stages" in r}
+    names = sorted({s for r in rt.values() for s in r["stages"]})
+    print(f"per-stage seconds ({', '.join(rt)}); 'other' = run time not in a stage")
+    print(f"{'stage':<34}" + "".join(f"{k:>14}" for k in rt))
+    for name in names:
+        print(f"{name:<34}" + "".join(f"{r['stages'].get(name, 0.0):>14.2f}" for r in rt.values()))
+    print(f"{'other':<34}" + "".join(f"{r['total_s'] - sum(r['stages'].values()):>14.2f}" for r in rt.values()))
+    print("front end alone, one thread: " + ", ".join(f"{k} {v:.2f} s" for k, v in front.items()))
+    print(f"ORT fp32 MatMul peak on this machine: {peak:.0f} GFLOPS")
+    if gflop_per_clip:
+        for k, r in rt.items():
+            per_clip = r["stages"].get("audio graph", 0.0) / max(r["audio_clips"], 1)
+            achieved = gflop_per_clip / per_clip if per_clip else 0.0
+            r.update(audio_graph_ms_per_clip=1e3 * per_clip, audio_graph_gflops=achieved)
+            print(f"{k}: audio graph {1e3 * per_clip:.1f} ms a clip, {gflop_per_clip:.1f} GFLOP a clip -> "
+                  f"{achieved:.0f} GFLOPS = {achieved / peak:.0%} of the fp32 MatMul peak")
 
 
 if __name__ == "__main__":

@@ -63,11 +63,14 @@ def _hash_or_none(path: Path | None) -> str | None:
         return None
 
 
-def audio_digest(clips: Sequence[Clip]) -> str:
-    """sha256 over 'id sha256-of-file' lines in package order ('-' for a missing or unreadable file)."""
+def audio_digest(clips: Sequence[Clip], known: dict[str, str | None] | None = None) -> str:
+    """sha256 over 'id sha256-of-file' lines in package order ('-' for a missing or unreadable file). `known`:
+    hashes the prediction pass already took (id -> sha256 or None); only the other clips are read here."""
+    known = known or {}
     digest = hashlib.sha256()
     for clip in clips:
-        digest.update(f"{clip.id} {_hash_or_none(clip.audio_path) or '-'}\n".encode())
+        h = known[clip.id] if clip.id in known else _hash_or_none(clip.audio_path)
+        digest.update(f"{clip.id} {h or '-'}\n".encode())
     return digest.hexdigest()
 
 
@@ -94,7 +97,7 @@ class RunOptions:
     eval_dir: Path
     out: Path
     bundle: Path | None = None
-    system: int = 1
+    system: int | str = 1  # "all": every system of the bundle (run_predict_systems)
     provider: str = "auto"
     threads: int | None = None
     batch_size: int = 4
@@ -138,14 +141,39 @@ def _read_journal(path: Path, header: dict) -> dict[str, Prediction]:
     return done
 
 
+def system_output(out: Path, system: int) -> Path:
+    """The CSV of one system under `--system all`: '{system}' in the name is replaced by the number, else '_N'
+    goes before '.output.csv' (DCASE's `..._task1_N.output.csv`) or before the suffix."""
+    out = Path(out)
+    if "{system}" in out.name:
+        return out.with_name(out.name.replace("{system}", str(system)))
+    for end in (".output.csv", out.suffix):
+        if end and out.name.endswith(end):
+            return out.with_name(f"{out.name[: -len(end)]}_{system}{end}")
+    return out.with_name(f"{out.name}_{system}")
+
+
 def run_predict(opts: RunOptions, progress: Callable[[int, int], None] | None = None) -> RunResult:
-    """The whole command; `progress(done, total)` is called after every batch."""
-    out = Path(opts.out)
-    journal = journal_path(out)
-    if out.exists() and not opts.force:
-        raise BstError(f"{out}: exists; pass --force to overwrite it")
-    if journal.exists() and not (opts.resume or opts.force):
-        raise BstError(f"{journal}: a partial run exists; pass --resume to continue it or --force to start over")
+    """The whole command for one system; `progress(done, total)` is called after every batch."""
+    if opts.system == "all":
+        raise BstError("run_predict writes one system; use run_predict_systems for --system all")
+    return _run(opts, [int(opts.system)], {int(opts.system): Path(opts.out)}, progress)[int(opts.system)]
+
+
+def run_predict_systems(opts: RunOptions, progress: Callable[[int, int], None] | None = None) -> dict[int, RunResult]:
+    """`--system all`: every system of the bundle from ONE pass of the encoders and heads graph, each written to
+    `system_output(opts.out, n)` with its own run record and journal (so `--resume` works as for one system)."""
+    systems = sorted(int(n) for n in load_bundle(resolve_bundle_dir(opts.bundle)).manifest.systems)
+    return _run(opts, systems, {n: system_output(opts.out, n) for n in systems}, progress)
+
+
+def _run(opts: RunOptions, systems: list[int], outs: dict[int, Path], progress) -> dict[int, RunResult]:
+    for out in outs.values():
+        journal = journal_path(out)
+        if out.exists() and not opts.force:
+            raise BstError(f"{out}: exists; pass --force to overwrite it")
+        if journal.exists() and not (opts.resume or opts.force):
+            raise BstError(f"{journal}: a partial run exists; pass --resume to continue it or --force to start over")
     if opts.batch_size < 1:
         raise BstError(f"--batch-size must be >= 1, got {opts.batch_size}")
     package = read_eval_package(opts.eval_dir, opts.metadata)
@@ -153,54 +181,78 @@ def run_predict(opts: RunOptions, progress: Callable[[int, int], None] | None = 
         raise DataError(f"{package.metadata_path}: no clips in the evaluation package")
     bundle_dir = resolve_bundle_dir(opts.bundle)
     started = time.perf_counter()
-    predictor = Predictor.load(load_bundle(bundle_dir), system=opts.system, provider=opts.provider,
-                               threads=opts.threads, int8=opts.int8)
+    first = Predictor.load(load_bundle(bundle_dir), system=systems[0], provider=opts.provider,
+                           threads=opts.threads, int8=opts.int8)
+    first.clock.add("bundle check + sessions", time.perf_counter() - started)
+    predictors = {n: first.with_system(n) for n in systems}
     meta_sha = sha256_file(package.metadata_path)
-    header = _journal_header(predictor, meta_sha)
-    done = _read_journal(journal, header) if (opts.resume and journal.exists() and not opts.force) else {}
-    todo = [c for c in package.clips if c.id not in done]
-    resumed = len(done)
+    headers = {n: _journal_header(predictors[n], meta_sha) for n in systems}
+    done: dict[int, dict[str, Prediction]] = {}
+    for n in systems:
+        journal = journal_path(outs[n])
+        resuming = opts.resume and journal.exists() and not opts.force
+        done[n] = _read_journal(journal, headers[n]) if resuming else {}
+    todo = [c for c in package.clips if any(c.id not in done[n] for n in systems)]
+    resumed = {n: len(done[n]) for n in systems}
     first_prediction_s = None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if done:  # rewrite what was read, so that a line torn by the kill never sits in front of the lines added now
-        kept = [header, *(p.to_record() for p in done.values())]
-        atomic_write_text(journal, "".join(json.dumps(r) + "\n" for r in kept))
-    with open(journal, "a" if done else "w", encoding="utf-8") as fh:
-        if not done:
-            fh.write(json.dumps(header) + "\n")
+    hashes: dict[str, str | None] = {}  # audio sha256 taken while predicting, for the run record
+    files = {}
+    try:
+        for n in systems:
+            outs[n].parent.mkdir(parents=True, exist_ok=True)
+            journal = journal_path(outs[n])
+            if done[n]:  # rewrite what was read, so a line torn by the kill never sits before the lines added now
+                kept = [headers[n], *(p.to_record() for p in done[n].values())]
+                atomic_write_text(journal, "".join(json.dumps(r) + "\n" for r in kept))
+            files[n] = open(journal, "a" if done[n] else "w", encoding="utf-8")
+            if not done[n]:
+                files[n].write(json.dumps(headers[n]) + "\n")
         if progress:
-            progress(len(done), len(package.clips))
-        for start in range(0, len(todo), opts.batch_size):
-            batch = predictor.undecided(todo[start : start + opts.batch_size])
+            progress(len(package.clips) - len(todo), len(package.clips))
+        batches = (todo[start : start + opts.batch_size] for start in range(0, len(todo), opts.batch_size))
+        for by_system in first.undecided_systems_stream(batches, systems, hashes):
             if first_prediction_s is None:
                 first_prediction_s = time.perf_counter() - started
-            fh.write("".join(json.dumps(p.to_record()) + "\n" for p in batch))
-            fh.flush()
-            os.fsync(fh.fileno())
-            done.update((p.id, p) for p in batch)
+            for n, batch in by_system.items():
+                new = [p for p in batch if p.id not in done[n]]
+                files[n].write("".join(json.dumps(p.to_record()) + "\n" for p in new))
+                files[n].flush()
+                os.fsync(files[n].fileno())
+                done[n].update((p.id, p) for p in new)
             if progress:
-                progress(len(done), len(package.clips))
+                progress(min(len(d) for d in done.values()), len(package.clips))
+    finally:
+        for fh in files.values():
+            fh.close()
     elapsed = time.perf_counter() - started
-    final = predictor.finalize([done[c.id] for c in package.clips])
-    write_submission(out, ((p.id, p.label, p.score) for p in final))
-    validate_submission(out, package.ids)
-    record = _run_record(opts, predictor, package, final, meta_sha, elapsed, first_prediction_s, resumed, bundle_dir)
-    if opts.check_overlap is not None:
-        record["overlap"] = {"data_dir": str(opts.check_overlap), "clips": find_overlap(package.clips, opts.check_overlap)}
-    atomic_write_text(record_path(out), json.dumps(record, indent=2, ensure_ascii=False) + "\n")
-    if opts.meta_yaml:
-        _write_meta(out, predictor, record)
-    journal.unlink(missing_ok=True)
-    return RunResult(out, record, final)
+    results = {}
+    for n in systems:
+        out, predictor = outs[n], predictors[n]
+        final = predictor.finalize([done[n][c.id] for c in package.clips])
+        with first.clock.stage("write + validate CSV"):
+            write_submission(out, ((p.id, p.label, p.score) for p in final))
+            validate_submission(out, package.ids)
+        record = _run_record(opts, predictor, package, final, meta_sha, elapsed, first_prediction_s, resumed[n],
+                             bundle_dir, hashes, out, first.clock)
+        if opts.check_overlap is not None:
+            record["overlap"] = {"data_dir": str(opts.check_overlap),
+                                 "clips": find_overlap(package.clips, opts.check_overlap)}
+        atomic_write_text(record_path(out), json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+        if opts.meta_yaml:
+            _write_meta(out, predictor, record)
+        journal_path(out).unlink(missing_ok=True)
+        results[n] = RunResult(out, record, final)
+    return results
 
 
-def _run_record(opts, predictor, package, final, meta_sha, elapsed, first_s, resumed, bundle_dir) -> dict:
+def _run_record(opts, predictor, package, final, meta_sha, elapsed, first_s, resumed, bundle_dir, hashes, out,
+                clock) -> dict:
     m = predictor.bundle.manifest
     reasons = Counter(p.fallback.split(":")[0] for p in final if p.fallback)
     classes = Counter(p.label for p in final)
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "output": str(opts.out),
+        "output": str(out),
         "bundle_id": m.bundle_id,
         "bundle_dir": str(Path(bundle_dir).resolve()),
         "clap_weights": m.clap_weights,
@@ -215,7 +267,7 @@ def _run_record(opts, predictor, package, final, meta_sha, elapsed, first_s, res
         "eval_dir": str(Path(opts.eval_dir).resolve()),
         "metadata_file": str(package.metadata_path),
         "metadata_sha256": meta_sha,
-        "audio_digest": audio_digest(package.clips),
+        "audio_digest": audio_digest(package.clips, hashes),
         "rows": len(final),
         "class_counts": {c: classes[c] for c in CODES if classes[c]},
         "fallbacks": dict(reasons),
@@ -226,6 +278,7 @@ def _run_record(opts, predictor, package, final, meta_sha, elapsed, first_s, res
         "elapsed_s": round(elapsed, 3),
         "seconds_to_first_batch": None if first_s is None else round(first_s, 3),
         "clips_per_s": round((len(final) - resumed) / elapsed, 3) if elapsed > 0 else None,
+        "stage_seconds": {k: round(v, 3) for k, v in sorted(clock.seconds.items())},
     }
 
 

@@ -118,7 +118,9 @@ def predict(
     bundle: Annotated[
         Optional[Path], typer.Option(help="Bundle folder; default $BST_BUNDLE, else the one `bst demo` recorded.")
     ] = None,
-    system: Annotated[int, typer.Option(min=1, max=4, help="System 1-4 of the bundle.")] = 1,
+    system: Annotated[str, typer.Option(
+        help="System 1-4 of the bundle, or 'all': every system from one pass of the encoders, written to "
+             "OUT with '_N' before '.output.csv' (or OUT's '{system}' replaced by N).")] = "1",
     provider: Annotated[Provider, typer.Option(help="auto picks CUDA only when it really works.")] = Provider.auto,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Threads per ONNX session (default: ORT's).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch; peak memory grows with it.")] = 4,
@@ -132,10 +134,17 @@ def predict(
     metadata: Annotated[Optional[Path], typer.Option(help="Metadata CSV of the package, when it cannot be found.")] = None,
 ) -> None:
     """Predict every clip of an evaluation package into a validated submission CSV, with a run record beside it."""
-    from .batch import RunOptions, record_path, run_predict
+    from .batch import RunOptions, record_path, run_predict, run_predict_systems
+    from .errors import BstError
 
-    opts = RunOptions(eval_dir, out, bundle, system, provider.value, threads, batch_size, int8, resume, force,
-                      meta_yaml, check_overlap, metadata)
+    if system not in ("1", "2", "3", "4", "all"):
+        raise BstError(f"--system must be 1, 2, 3, 4 or all, got {system!r}")
+    opts = RunOptions(eval_dir, out, bundle, system if system == "all" else int(system), provider.value, threads,
+                      batch_size, int8, resume, force, meta_yaml, check_overlap, metadata)
+    if system == "all":
+        for res in _with_progress(lambda progress: run_predict_systems(opts, progress)).values():
+            _print_predict_summary(res.record, record_path(res.out))
+        return
     record = _with_progress(lambda progress: run_predict(opts, progress)).record
     _print_predict_summary(record, record_path(out))
 

@@ -22,15 +22,14 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from . import policy as pol
-from .audio import file_to_mel_fusion
 from .bundle import Bundle, load_bundle
 from .datasets import Clip
+from .embedding import MASKED_INPUT, AudioBatch, EmbeddingStage, StageClock, prefetch, read_audio, read_batch
 from .encoders import AudioEncoder, TextEncoder
-from .errors import AudioError, BundleError
+from .errors import BundleError
 from .features import candidate_features, stack_features
 from .session import make_session, session_provider
 from .taxonomy import CODES, parent_of
-from .text import mask_class_words
 
 EMBEDDING_DIM = 512
 TOP_K = 5
@@ -131,6 +130,10 @@ class Predictor:
         self.positive_column = int(m.ranker.get("positive_column", 1))
         self._lock = threading.Lock()
         self.fallbacks: Counter[str] = Counter()
+        #: wall seconds per stage over this predictor's life (bench/predict.py prints them)
+        self.clock = StageClock()
+        self.embedding = EmbeddingStage(self.audio_encoder, self.text_encoder, MASKED_INPUT in self._heads_inputs,
+                                        self.clock)
 
     @classmethod
     def load(
@@ -163,20 +166,14 @@ class Predictor:
 
     def predict_clips(self, clips: Iterable[Clip], batch_size: int = 8) -> Iterator[Prediction]:
         """Stream predictions item by item (eq. 3 without the set-level cap)."""
-        batch: list[Clip] = []
-        for clip in clips:
-            batch.append(clip)
-            if len(batch) >= batch_size:
-                yield from self._decide_each(self.undecided(batch))
-                batch = []
-        if batch:
-            yield from self._decide_each(self.undecided(batch))
+        for items in self.undecided_stream(_chunks(clips, batch_size)):
+            yield from self._decide_each(items)
 
     def predict_batch(self, clips: Sequence[Clip], batch_size: int = 8) -> list[Prediction]:
         """All items, with the system's override cap applied over this set (what `bst-rt predict` writes)."""
         items: list[Prediction] = []
-        for start in range(0, len(clips), batch_size):
-            items += self.undecided(clips[start : start + batch_size])
+        for part in self.undecided_stream(_chunks(clips, batch_size)):
+            items += part
         return self.finalize(items)
 
     # ---- the two stages: per-item evidence and choice, then the set-level decision ----------------------------
@@ -186,6 +183,28 @@ class Predictor:
         with self._lock:
             self.fallbacks.update(r.split(":")[0] for r in ev.reasons if r)
         return self._choose(clips, ev)
+
+    def undecided_stream(self, batches: Iterable[Sequence[Clip]],
+                         hashes: dict[str, str | None] | None = None) -> Iterator[list[Prediction]]:
+        """`undecided` of each batch, the next batch's audio read in a worker thread meanwhile (`prefetch`). With
+        `hashes`, each clip's file sha256 is put there (id -> sha256 or None), computed by that reader."""
+        for by_system in self.undecided_systems_stream(batches, [self.system], hashes):
+            yield by_system[self.system]
+
+    def undecided_systems_stream(self, batches: Iterable[Sequence[Clip]], systems: Sequence[int],
+                                 hashes: dict[str, str | None] | None = None) -> Iterator[dict[int, list[Prediction]]]:
+        """`undecided_systems` of each batch, the next batch's audio read meanwhile (`prefetch`; `hashes` as in
+        `undecided_stream`): one pass of the encoders and heads for several systems."""
+        others = {n: self.with_system(n) for n in systems}
+        for audio in prefetch(batches, self.clock, hash_files=hashes is not None):
+            if hashes is not None:
+                hashes.update((c.id, h) for c, h in zip(audio.clips, audio.sha256))
+            ev = self._evidence(audio.clips, audio)
+            with self._lock:
+                self.fallbacks.update(r.split(":")[0] for r in ev.reasons if r)
+            with self.clock.stage("decision (features+ranker)"):
+                out = {n: p._choose(audio.clips, ev) for n, p in others.items()}
+            yield out
 
     def undecided_systems(self, clips: Sequence[Clip], systems: Sequence[int]) -> dict[int, list[Prediction]]:
         """Several systems of the bundle from one pass of the encoders (dev-as-eval, parity checks)."""
@@ -263,47 +282,27 @@ class Predictor:
         return self.finalize(items, limit=False)
 
     # ---- evidence ---------------------------------------------------------------------------------------------
-    def _evidence(self, clips: Sequence[Clip]) -> _Evidence:
-        n = len(clips)
-        mels, reasons = [], []
-        for clip in clips:
-            mel, reason = _read_audio(clip.audio_path)  # one clip's waveform at a time, never the batch's
-            mels.append(mel)
-            reasons.append(reason)
-        texts = [c.text for c in clips]
-        text_present = np.array([bool(t) for t in texts])
-        audio_present = np.array([m is not None for m in mels])
-        for i in range(n):
-            if reasons[i] is None and not text_present[i]:
-                reasons[i] = "empty metadata"
-        audio = np.zeros((n, EMBEDDING_DIM), dtype=np.float32)
-        have = [i for i in range(n) if mels[i] is not None]
-        if have:
-            audio[have] = self.audio_encoder.embed_mel(np.stack([mels[i][0] for i in have]),
-                                                       np.array([mels[i][1] for i in have], dtype=bool))
-        text = np.zeros((n, EMBEDDING_DIM), dtype=np.float32)
-        masked = np.zeros((n, EMBEDDING_DIM), dtype=np.float32)
-        idx = [i for i in range(n) if text_present[i]]
-        if idx:
-            both = self.text_encoder.embed([texts[i] for i in idx] + [mask_class_words(texts[i]) for i in idx])
-            text[idx], masked[idx] = both[: len(idx)], both[len(idx) :]
-        feeds = {"audio_embedding": audio, "text_embedding": text, "masked_text_embedding": masked}
-        fam, pool = self.heads.run(
-            ["family_probs", "pool_probs"], {k: v for k, v in feeds.items() if k in self._heads_inputs}
-        )
-        return _Evidence(text, audio_present, text_present, reasons, fam, pool)
+    def _evidence(self, clips: Sequence[Clip], audio: AudioBatch | None = None) -> _Evidence:
+        """Embeddings (`embedding.EmbeddingStage`) then the heads graph; `audio` is the batch already read by
+        `prefetch` (read here when None)."""
+        emb = self.embedding.embed(audio if audio is not None else read_batch(clips, self.clock))
+        feeds = {"audio_embedding": emb.audio, "text_embedding": emb.text, "masked_text_embedding": emb.masked}
+        with self.clock.stage("heads graph"):
+            fam, pool = self.heads.run(
+                ["family_probs", "pool_probs"], {k: v for k, v in feeds.items() if k in self._heads_inputs}
+            )
+        return _Evidence(emb.text, emb.audio_present, emb.text_present, emb.reasons, fam, pool)
 
 
-def _read_audio(path: Path | None) -> tuple[tuple[np.ndarray, bool] | None, str | None]:
-    """The clip's fusion input (mel_fusion [4, 1001, 64], longer), streamed from the file so memory stays bounded
-    for long clips, or None and the fallback reason (never raises for a bad file: the item falls back)."""
-    if path is None:
-        return None, "missing audio"
-    try:
-        if Path(path).stat().st_size == 0:
-            return None, "zero-byte audio"
-        return file_to_mel_fusion(path), None
-    except FileNotFoundError:
-        return None, "missing audio"
-    except (AudioError, OSError, MemoryError) as exc:
-        return None, f"undecodable audio: {exc}"
+def _chunks(clips: Iterable[Clip], size: int) -> Iterator[list[Clip]]:
+    batch: list[Clip] = []
+    for clip in clips:
+        batch.append(clip)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+_read_audio = read_audio  # the name tests and bench/long_clip.py import

@@ -44,11 +44,18 @@ class Tokenizer:
         return cls(tok, pad_id)
 
     def encode_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        encs = self._tok.encode_batch([str(t)[:MAX_TEXT_CHARS] for t in texts])
-        longest = max((len(e.ids) for e in encs), default=0)
-        ids = np.full((len(encs), longest), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(encs), longest), dtype=np.int64)
-        for i, e in enumerate(encs):
-            ids[i, :len(e.ids)] = e.ids
-            mask[i, :len(e.ids)] = 1
+        return self.pad(self.token_ids(texts))
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's token ids, unpadded (at most `MAX_TOKENS`)."""
+        return [e.ids for e in self._tok.encode_batch([str(t)[:MAX_TEXT_CHARS] for t in texts])]
+
+    def pad(self, token_ids: Sequence[Sequence[int]], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(input_ids, attention_mask) padded to `length` (default: the longest of `token_ids`)."""
+        longest = max((len(t) for t in token_ids), default=0) if length is None else length
+        ids = np.full((len(token_ids), longest), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(token_ids), longest), dtype=np.int64)
+        for i, t in enumerate(token_ids):
+            ids[i, :len(t)] = t
+            mask[i, :len(t)] = 1
         return ids, mask

@@ -43,7 +43,7 @@ def run_demo(opts: DemoOptions = DemoOptions(), log: Log = print) -> dict:
 
     from bst.export.bundle import ExportOptions, export_bundle
     from bst.export.clap import export_clap
-    from bst.runtime.batch import RunOptions, run_predict
+    from bst.runtime.batch import RunOptions, run_predict_systems
     from bst.runtime.bundle import record_default_bundle
     from bst.runtime.datasets import read_labels
     from bst.runtime.submission import score_submission
@@ -88,14 +88,14 @@ def run_demo(opts: DemoOptions = DemoOptions(), log: Log = print) -> dict:
     record = record_default_bundle(opts.bundle)
     results = {}
     csvs = {}
-    for system in (1, 2, 3, 4):
-        out = work / f"system{system}.output.csv"
-        _stage(log, f"bst-rt predict {corpus / 'eval'} --system {system} -o {out}", t0)
-        res = run_predict(RunOptions(corpus / "eval", out, bundle=opts.bundle, system=system, provider="cpu",
-                                     threads=opts.threads, force=True))
-        results[system] = score_submission(out, read_labels(corpus / "eval_labels.csv"))
+    pattern = work / "system{system}.output.csv"
+    _stage(log, f"bst-rt predict {corpus / 'eval'} --system all -o {pattern} (one pass of the encoders)", t0)
+    runs = run_predict_systems(RunOptions(corpus / "eval", pattern, bundle=opts.bundle, system="all",
+                                          provider="cpu", threads=opts.threads, force=True))
+    for system, res in runs.items():
+        results[system] = score_submission(res.out, read_labels(corpus / "eval_labels.csv"))
         results[system]["fallbacks"] = res.record["fallbacks"]
-        csvs[system] = out
+        csvs[system] = res.out
     summary = {"bundle": str(opts.bundle), "default_bundle_record": str(record), "csv": {k: str(v) for k, v in csvs.items()},
                "eval_dir": str(corpus / "eval"), "labels": str(corpus / "eval_labels.csv"),
                "elapsed_s": round(time.perf_counter() - t0, 1),

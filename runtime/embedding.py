@@ -1,0 +1,240 @@
+"""The embedding stage of prediction: clips → audio, text and masked-text CLAP embeddings, and what makes it fast.
+
+Every shortcut here is exact by construction, so an item's embeddings never depend on which shortcut fired or on
+the other items of its batch:
+- the masked text is encoded only when the heads graph reads `masked_text_embedding` (the exporter prunes inputs
+  no family reads);
+- a string is encoded once per batch: a text that class-word masking leaves unchanged, and repeated texts, reuse
+  the embedding of the identical string (same input, same graph: the same vector, not an approximation);
+- each text is padded to its own bucket (its token count rounded up to a multiple of `TOKEN_BUCKET`, at most 77),
+  fixed by the text alone, and texts of one bucket run together: padding costs at most 7 tokens a text instead of
+  up to 76 (text time follows the token count; speed-notes), and the batch's longest text no longer changes the
+  shapes another text is computed with;
+- `prefetch` reads the next batch (decode, resample, mel, and the sha256 the run record needs) in one worker
+  thread while onnxruntime runs the current batch; the queue holds one batch, so at most two batches of mels
+  (4 MB each at batch 4) are alive, as before.
+`StageClock` sums wall time per stage (the bench prints it); it never changes a result.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .audio import file_to_mel_fusion
+from .datasets import Clip, file_sha256
+from .encoders import EMBEDDING_DIM, TEXT_OUTPUT, AudioEncoder, TextEncoder
+from .errors import AudioError
+from .text import MAX_TOKENS, mask_class_words
+
+TOKEN_BUCKET = 8
+#: texts of one bucket are run in sessions of at most this many rows (bounds the text graph's activations)
+TEXT_ROWS_PER_RUN = 32
+MASKED_INPUT = "masked_text_embedding"
+
+
+class StageClock:
+    """Seconds per stage, summed over a run; safe to use from the prefetch thread and the caller's thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.seconds: Counter[str] = Counter()
+
+    def add(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[name] += seconds
+
+    @contextmanager
+    def stage(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.seconds[name] += time.perf_counter() - t0
+
+
+@dataclass(frozen=True)
+class AudioBatch:
+    """One batch's audio as read: fusion inputs (None where unusable), fallback reasons, and the files' sha256
+    (None when not asked for, or for a missing / unreadable file)."""
+
+    clips: Sequence[Clip]
+    mels: list[tuple[np.ndarray, bool] | None]
+    reasons: list[str | None]
+    sha256: list[str | None]
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    audio: np.ndarray  # [B, 512], zeros where audio is absent
+    text: np.ndarray  # [B, 512], zeros where metadata is empty
+    masked: np.ndarray  # [B, 512], zeros where empty or where no family reads it
+    audio_present: np.ndarray
+    text_present: np.ndarray
+    reasons: list[str | None]
+
+
+def read_audio(path: Path | None) -> tuple[tuple[np.ndarray, bool] | None, str | None]:
+    """The clip's fusion input (mel_fusion [4, 1001, 64], longer), streamed from the file so memory stays bounded
+    for long clips, or None and the fallback reason (never raises for a bad file: the item falls back)."""
+    if path is None:
+        return None, "missing audio"
+    try:
+        if Path(path).stat().st_size == 0:
+            return None, "zero-byte audio"
+        return file_to_mel_fusion(path), None
+    except FileNotFoundError:
+        return None, "missing audio"
+    except (AudioError, OSError, MemoryError) as exc:
+        return None, f"undecodable audio: {exc}"
+
+
+def _sha256_or_none(path: Path | None) -> str | None:
+    try:
+        return file_sha256(path) if path is not None and Path(path).is_file() else None
+    except OSError:
+        return None
+
+
+def read_batch(clips: Sequence[Clip], clock: StageClock, hash_files: bool = False) -> AudioBatch:
+    """Front end of one batch, one clip's waveform at a time (never the batch's). With `hash_files` each file is
+    hashed right after it was decoded (its bytes are in the page cache then), so the run record need not read the
+    package again after the CSV is written."""
+    mels, reasons, hashes = [], [], []
+    for clip in clips:
+        with clock.stage("front end (decode+resample+mel)"):
+            mel, reason = read_audio(clip.audio_path)
+        mels.append(mel)
+        reasons.append(reason)
+        if hash_files:
+            with clock.stage("hash audio"):
+                hashes.append(_sha256_or_none(clip.audio_path))
+        else:
+            hashes.append(None)
+    return AudioBatch(clips, mels, reasons, hashes)
+
+
+def prefetch(batches: Iterable[Sequence[Clip]], clock: StageClock, hash_files: bool = False) -> Iterator[AudioBatch]:
+    """`read_batch` of each batch, one batch ahead in a worker thread (queue of one: bounded memory). An error in
+    the worker is raised here, in the caller's thread; closing the iterator early stops the worker."""
+    q: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for clips in batches:
+                if not put(read_batch(clips, clock, hash_files)):
+                    return
+            put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+
+    worker = threading.Thread(target=work, name="bst-front-end", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+def _bucket(n_tokens: int) -> int:
+    return min(MAX_TOKENS, -(-max(n_tokens, 1) // TOKEN_BUCKET) * TOKEN_BUCKET)
+
+
+class EmbeddingStage:
+    """Audio batch + metadata → the heads graph's inputs. `needs_masked`: whether the heads graph reads the
+    masked text embedding (when it does not, the masked pass is skipped and its input left at zeros)."""
+
+    def __init__(self, audio_encoder: AudioEncoder, text_encoder: TextEncoder, needs_masked: bool,
+                 clock: StageClock) -> None:
+        self.audio_encoder = audio_encoder
+        self.text_encoder = text_encoder
+        self.needs_masked = needs_masked
+        self.clock = clock
+
+    def embed(self, batch: AudioBatch) -> Embeddings:
+        clips, mels = batch.clips, batch.mels
+        n = len(clips)
+        reasons = list(batch.reasons)
+        texts = [c.text for c in clips]
+        text_present = np.array([bool(t) for t in texts], dtype=bool)
+        audio_present = np.array([m is not None for m in mels], dtype=bool)
+        for i in range(n):
+            if reasons[i] is None and not text_present[i]:
+                reasons[i] = "empty metadata"
+        audio = np.zeros((n, EMBEDDING_DIM), dtype=np.float32)
+        have = [i for i in range(n) if mels[i] is not None]
+        if have:
+            with self.clock.stage("audio graph"):
+                audio[have] = self.audio_encoder.embed_mel(np.stack([mels[i][0] for i in have]),
+                                                           np.array([mels[i][1] for i in have], dtype=bool))
+        text = np.zeros((n, EMBEDDING_DIM), dtype=np.float32)
+        masked = np.zeros((n, EMBEDDING_DIM), dtype=np.float32)
+        idx = [i for i in range(n) if text_present[i]]
+        if idx:
+            plain = [texts[i] for i in idx]
+            masked_texts = [mask_class_words(t) for t in plain] if self.needs_masked else []
+            table = self.embed_texts(plain + masked_texts)
+            text[idx] = np.stack([table[t] for t in plain])
+            if self.needs_masked:
+                masked[idx] = np.stack([table[t] for t in masked_texts])
+        return Embeddings(audio, text, masked, audio_present, text_present, reasons)
+
+    def embed_texts(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Embedding of each distinct string, each padded to its own token bucket (see the module docstring)."""
+        unique = list(dict.fromkeys(texts))
+        if not unique:
+            return {}
+        tok = self.text_encoder.tokenizer
+        with self.clock.stage("tokenise"):
+            ids = tok.token_ids(unique)
+        groups: dict[int, list[int]] = {}
+        for j, t in enumerate(ids):
+            groups.setdefault(_bucket(len(t)), []).append(j)
+        out: dict[str, np.ndarray] = {}
+        for length, members in sorted(groups.items()):
+            for s in range(0, len(members), TEXT_ROWS_PER_RUN):
+                part = members[s : s + TEXT_ROWS_PER_RUN]
+                input_ids, mask = tok.pad([ids[j] for j in part], length)
+                with self.clock.stage("text graph"):
+                    emb = self.text_encoder.session.run(
+                        [TEXT_OUTPUT], {"input_ids": input_ids, "attention_mask": mask})[0]
+                out.update((unique[j], emb[r]) for r, j in enumerate(part))
+        return out
+
+    def embed_texts_plain(self, texts: Sequence[str]) -> np.ndarray:
+        """Reference without the shortcuts: every string encoded, duplicates included, each alone at its bucket
+        (what `embed_texts` must equal exactly; tests compare the two)."""
+        tok = self.text_encoder.tokenizer
+        rows = []
+        for t in texts:
+            ids = tok.token_ids([t])
+            input_ids, mask = tok.pad(ids, _bucket(len(ids[0])))
+            rows.append(self.text_encoder.session.run([TEXT_OUTPUT], {"input_ids": input_ids,
+                                                                      "attention_mask": mask})[0][0])
+        return np.stack(rows) if rows else np.zeros((0, EMBEDDING_DIM), dtype=np.float32)

@@ -16,7 +16,27 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=lambda v: _show_version(v), is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Broad Sound Taxonomy runtime: predict, inspect bundles, validate and score DCASE 2026 Task 1 submissions."""
+    from .session import warn_if_both_ort_wheels
+
+    warn_if_both_ort_wheels()
+
+
+def _show_version(value: bool) -> None:
+    from .cliutil import print_version
+
+    if value:
+        print_version("bst-rt")
 
 # Commands are added below, one function each; the work lives in the library modules.
 

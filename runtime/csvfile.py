@@ -7,15 +7,34 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from .errors import DataError
 
 #: csv's default per-field limit (128 KiB) would refuse a legitimate long description; the file is read whole anyway,
-#: so the limit guards nothing here (csv has only this process-wide setting)
+#: so the limit guards nothing here
 FIELD_LIMIT_BYTES = 1 << 30
-csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT_BYTES))
+_FIELD_LIMIT_LOCK = threading.RLock()
+
+
+@contextmanager
+def wide_fields() -> Iterator[None]:
+    """Raise csv's field-size limit only while our own parse runs, then put back the host's value.
+
+    csv has just this one process-wide setting; raising it at import (as we once did) changed every other CSV reader
+    of an application that imports bst.runtime. Our parses hold a lock so two of them do not restore out of order.
+    """
+    with _FIELD_LIMIT_LOCK:
+        before = csv.field_size_limit()
+        csv.field_size_limit(max(before, FIELD_LIMIT_BYTES))
+        try:
+            yield
+        finally:
+            csv.field_size_limit(before)
 
 
 @dataclass(frozen=True)
@@ -32,13 +51,20 @@ def where(path: Path, r: CsvRow) -> str:
 
 def header_of(path: Path) -> list[str]:
     """Column names of a CSV file (BOM and surrounding whitespace removed); DataError when unreadable."""
-    return _header(Path(path), csv.reader(io.StringIO(decode_csv(Path(path)), newline="")), ())
+    text = decode_csv(Path(path))
+    with wide_fields():
+        return _header(Path(path), csv.reader(io.StringIO(text, newline="")), ())
 
 
 def read_csv(path: Path, required: tuple[str, ...] = ()) -> tuple[list[str], list[CsvRow]]:
     """Header and rows of a UTF-8 CSV (BOM ok, quoted newlines ok, blank lines skipped), with row/line numbers."""
     path = Path(path)
-    reader = csv.reader(io.StringIO(decode_csv(path), newline=""))
+    text = decode_csv(path)
+    with wide_fields():
+        return _rows(path, csv.reader(io.StringIO(text, newline="")), required)
+
+
+def _rows(path: Path, reader, required: tuple[str, ...]) -> tuple[list[str], list[CsvRow]]:  # noqa: ANN001
     header = _header(path, reader, required)
     rows: list[CsvRow] = []
     while True:
@@ -69,7 +95,8 @@ def decode_csv(path: Path) -> str:
         line_start = raw.rfind(b"\n", 0, exc.start) + 1
         before = raw[:line_start].decode("utf-8-sig", errors="replace")
         try:
-            records = sum(1 for r in csv.reader(io.StringIO(before, newline="")) if r and r != [""])
+            with wide_fields():
+                records = sum(1 for r in csv.reader(io.StringIO(before, newline="")) if r and r != [""])
         except csv.Error:
             records = before.count("\n")
         row = "row 0 (header)" if records == 0 else f"row {records}"

@@ -22,14 +22,13 @@ from typing import Callable, Sequence
 
 from .atomic import atomic_write_text
 from .bundle import load_bundle, resolve_bundle_dir, sha256_file
-from .datasets import Clip, read_eval_package
+from .datasets import AUDIO_SUFFIXES, Clip, read_eval_package
 from .errors import BstError, DataError
 from .predict import Prediction, Predictor
 from .submission import validate_submission, write_meta_yaml, write_submission
 from .taxonomy import CODES
 
 RUNTIME_PACKAGES = ("bst-rt", "numpy", "onnxruntime", "onnxruntime-gpu", "soundfile", "soxr", "tokenizers", "typer")
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 
 
 def journal_path(out: Path) -> Path:
@@ -104,6 +103,7 @@ class RunOptions:
     meta_yaml: bool = False
     check_overlap: Path | None = None
     metadata: Path | None = None
+    strict_metadata: bool = False  # refuse a metadata row that is not UTF-8 instead of repairing it
 
 
 @dataclass
@@ -148,7 +148,7 @@ def run_predict(opts: RunOptions, progress: Callable[[int, int], None] | None = 
         raise BstError(f"{journal}: a partial run exists; pass --resume to continue it or --force to start over")
     if opts.batch_size < 1:
         raise BstError(f"--batch-size must be >= 1, got {opts.batch_size}")
-    package = read_eval_package(opts.eval_dir, opts.metadata)
+    package = read_eval_package(opts.eval_dir, opts.metadata, strict_metadata=opts.strict_metadata)
     if not package.clips:
         raise DataError(f"{package.metadata_path}: no clips in the evaluation package")
     bundle_dir = resolve_bundle_dir(opts.bundle)
@@ -221,6 +221,7 @@ def _run_record(opts, predictor, package, final, meta_sha, elapsed, first_s, res
         "fallbacks": dict(reasons),
         "fallback_items": [{"id": p.id, "reason": p.fallback} for p in final if p.fallback],
         "overridden": int(sum(p.overridden for p in final)),
+        "repaired_metadata": {"rows": len(package.repaired_ids), "ids": package.repaired_ids},
         "unlisted_audio": _unlisted_audio(package),
         "resumed_items": resumed,
         "elapsed_s": round(elapsed, 3),
@@ -235,7 +236,7 @@ def _unlisted_audio(package) -> list[str]:
     folder = Path(package.root) / "audio"
     if not folder.is_dir():
         return []
-    listed = {f"{c.id}.wav" for c in package.clips}
+    listed = {c.audio_path.name for c in package.clips if c.audio_path is not None}
     return sorted(p.name for p in folder.iterdir() if p.name not in listed)
 
 

@@ -150,12 +150,15 @@ def predict(
         Optional[Path], typer.Option(help="Report clips whose audio also appears (same bytes) under this folder.")
     ] = None,
     metadata: Annotated[Optional[Path], typer.Option(help="Metadata CSV of the package, when it cannot be found.")] = None,
+    strict_metadata: Annotated[bool, typer.Option(
+        "--strict-metadata", help="Refuse a metadata row that is not UTF-8 (default: read it with U+FFFD, count it).")
+    ] = False,
 ) -> None:
     """Predict every clip of an evaluation package into a validated submission CSV, with a run record beside it."""
     from .batch import RunOptions, record_path, run_predict
 
     opts = RunOptions(eval_dir, out, bundle, system, provider.value, threads, batch_size, int8, resume, force,
-                      meta_yaml, check_overlap, metadata)
+                      meta_yaml, check_overlap, metadata, strict_metadata=strict_metadata)
     record = _with_progress(lambda progress: run_predict(opts, progress)).record
     _print_predict_summary(record, record_path(out))
 
@@ -206,6 +209,10 @@ def _print_predict_summary(record: dict, record_file: Path) -> None:
             console.print(f"  {item['id']}: {item['reason']}")
     else:
         console.print("fallbacks: none")
+    repaired = record.get("repaired_metadata", {})
+    if repaired.get("rows"):
+        console.print(f"repaired metadata (not UTF-8, read with U+FFFD): {repaired['rows']} row(s): "
+                      + ", ".join(repaired["ids"][:10]) + (" ..." if repaired["rows"] > 10 else ""))
     console.print(f"overridden by the ranker: {record['overridden']}; {record['clips_per_s']} clips/s")
     if "overlap" in record:
         hits = record["overlap"]["clips"]

@@ -237,3 +237,47 @@ def info(
         typer.echo(loaded.manifest.to_json())
         return
     print_bundle_info(loaded)
+
+
+# --- classify (plain audio files, no evaluation package) -----------------------------------------------------------
+@app.command()
+@guarded
+def classify(
+    paths: Annotated[list[Path], typer.Argument(help="Audio files or folders of them (.wav .flac .ogg .mp3 .aiff).")],
+    *,
+    title: Annotated[str, typer.Option(help="Title for every file (when the sidecar has no row for it).")] = "",
+    tags: Annotated[str, typer.Option(help="Tags for every file, comma-separated.")] = "",
+    description: Annotated[str, typer.Option(help="Description for every file.")] = "",
+    sidecar: Annotated[
+        Optional[Path], typer.Option(help="CSV with an id (or file) column and title, tags, description per file.")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+    bundle: Annotated[
+        Optional[Path], typer.Option(help="Bundle folder; default $BST_BUNDLE, else the one `bst demo` recorded.")
+    ] = None,
+    system: Annotated[int, typer.Option(min=1, max=4, help="System 1-4 of the bundle.")] = 1,
+    provider: Annotated[Provider, typer.Option(help="auto picks CUDA only when it really works.")] = Provider.auto,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Threads per ONNX session (default: ORT's).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Files per batch; peak memory grows with it.")] = 4,
+    int8: Annotated[bool, typer.Option("--int8", help="Use the bundle's int8 CLAP graphs.")] = False,
+) -> None:
+    """Classify sound files: label, class name, parent, score and top-3 per file (no evaluation package needed)."""
+    from . import classify as cl
+    from .bundle import load_bundle, resolve_bundle_dir
+    from .predict import Predictor
+
+    if json_output and csv_output:
+        raise typer.BadParameter("give --json or --csv, not both")
+    files = cl.collect_audio(paths)
+    side = cl.read_sidecar(sidecar) if sidecar is not None else None
+    clips = cl.clips_for(files, cl.Metadata(title, tags, description), side)
+    predictor = Predictor.load(load_bundle(resolve_bundle_dir(bundle)), system=system, provider=provider.value,
+                               threads=threads, int8=int8)
+    rows = cl.result_rows(files, cl.classify(predictor, clips, batch_size))
+    if json_output:
+        typer.echo(cl.to_json(rows))
+    elif csv_output:
+        typer.echo(cl.to_csv(rows), nl=False)
+    else:
+        cl.print_table(rows)

@@ -17,6 +17,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,  # usage errors as one plain line, never a panel that breaks a path at the console width
 )
 
 
@@ -109,13 +110,16 @@ def _print_metric_tables(metrics: dict) -> None:
     for key in ("hF", "hP", "hR", "accuracy", "parent_accuracy", "macro_accuracy", "macro_parent_accuracy",
                 "hierarchical_accuracy", "cross_parent_error"):
         summary.add_row(key, pct(metrics[key]))
+    from .taxonomy import CLASSES, CODE_TO_INDEX
+
     per_class = Table(title="per class")
-    for column in ("class", "hP", "hR", "hF", "support", "predicted"):
-        per_class.add_column(column, justify="left" if column == "class" else "right")
+    for column in ("class", "name", "hP", "hR", "hF", "support", "predicted"):
+        per_class.add_column(column, justify="left" if column in ("class", "name") else "right")
     for code, row in metrics["per_class"].items():
         cells = [pct(row[k]) for k in ("hP", "hR", "hF")] + [str(row["support"]), str(row["predicted"])]
-        per_class.add_row(code, *cells)
-    console = Console()
+        name = CLASSES[CODE_TO_INDEX[code]].name if code in CODE_TO_INDEX else ""
+        per_class.add_row(code, name, *cells)
+    console = Console(soft_wrap=True)
     console.print(summary)
     console.print(per_class)
     if metrics["dropped_classes"]:
@@ -164,31 +168,45 @@ def predict(
 
 
 def _with_progress(work):
+    """Run `work(progress)` with a progress bar on stderr (stdout stays for results). The bar appears only at the
+    first progress call, which comes after the package is read, the bundle verified and the sessions loaded; until
+    then a transient status line says what is happening, so a refused run never leaves a stale `0/?` behind."""
+    import time
+
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    state = {"first": None, "t0": None}
+    console = Console(stderr=True)
+    state: dict = {"first": None, "t0": None, "bar": None, "task": None}
+    status = console.status("reading the package, verifying the bundle, loading the ONNX sessions ...")
+    status.start()
 
-    with Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                  TimeRemainingColumn(), transient=False) as bar:
-        task = bar.add_task("predict", total=None, rate="")
+    def progress(done: int, total: int) -> None:
+        if state["bar"] is None:
+            status.stop()
+            state["bar"] = Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(),
+                                    TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console)
+            state["bar"].start()
+            state["task"] = state["bar"].add_task("predict", total=total, rate="")
+        now = time.perf_counter()
+        if state["first"] is None:
+            state["first"], state["t0"] = done, now
+        rate = (done - state["first"]) / (now - state["t0"]) if now > state["t0"] else 0.0
+        state["bar"].update(state["task"], completed=done, total=total, rate=f"{rate:.2f} clips/s" if rate else "")
 
-        def progress(done: int, total: int) -> None:
-            import time
-
-            now = time.perf_counter()
-            if state["first"] is None:
-                state["first"], state["t0"] = done, now
-            rate = (done - state["first"]) / (now - state["t0"]) if now > state["t0"] else 0.0
-            bar.update(task, completed=done, total=total, rate=f"{rate:.2f} clips/s" if rate else "")
-
+    try:
         return work(progress)
+    finally:
+        status.stop()
+        if state["bar"] is not None:
+            state["bar"].stop()
 
 
 def _print_predict_summary(record: dict, record_file: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(soft_wrap=True)  # lines holding paths are not broken at the console width
     console.print(
         f"wrote {record['rows']} rows to {record['output']} (validated) — bundle {record['bundle_id']}, "
         f"system {record['system']} ({record['system_name']}), {record['precision']}, provider {record['provider']}"

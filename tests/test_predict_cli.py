@@ -142,3 +142,26 @@ def test_check_overlap_reports_shared_audio(torch_free_run):
     _, out, shared_id = torch_free_run
     record = json.loads(record_path(out).read_text())
     assert record["overlap"]["clips"] == [{"id": shared_id, "matches": "audio/12345.wav"}]
+
+
+def test_progress_goes_to_stderr_and_counts_every_clip(torch_free_run, synth_corpus):
+    proc, _, _ = torch_free_run
+    n = len(read_eval_package(synth_corpus.eval).ids)
+    assert "predicting" in proc.stderr and f"{n}/{n}" in proc.stderr, proc.stderr[-2000:]
+    assert "predicting" not in proc.stdout and "/?" not in proc.stderr
+
+
+def test_a_refused_bundle_leaves_one_error_line_and_no_stale_progress(tmp_path):
+    from typer.testing import CliRunner
+
+    from bst.runtime.cli import app
+
+    (tmp_path / "eval" / "audio").mkdir(parents=True)
+    (tmp_path / "eval" / "metadata.csv").write_text("anonymous_id,title,tags,description\na1,x,y,z\n")
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "eval"), "--bundle", str(tmp_path / "no-bundle"),
+                                      "-o", str(tmp_path / "o.csv")])
+    assert result.exit_code == 1
+    assert [ln for ln in result.output.splitlines() if ln.strip()] == [ln for ln in result.stderr.splitlines()
+                                                                       if ln.strip()]
+    assert len([ln for ln in result.stderr.splitlines() if ln.strip()]) == 1 and "no-bundle" in result.stderr
+    assert "0/?" not in result.output and "predicting" not in result.output

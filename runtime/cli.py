@@ -147,7 +147,11 @@ def predict(
     threads: Annotated[Optional[int], typer.Option(min=1, help="Threads per ONNX session (default: ORT's).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch; peak memory grows with it.")] = 4,
     int8: Annotated[bool, typer.Option("--int8", help="Use the bundle's int8 CLAP graphs.")] = False,
-    meta_yaml: Annotated[bool, typer.Option("--meta-yaml", help="Also write a starting OUT.meta.yaml.")] = False,
+    meta_yaml: Annotated[bool, typer.Option(
+        "--meta-yaml", help="Also write the DCASE <label>.meta.yaml; -o must be <label>.output.csv.")] = False,
+    author: Annotated[Optional[list[str]], typer.Option(
+        help="meta.yaml author \"First Last <email>\"; repeat for each, corresponding author first.")] = None,
+    institution: Annotated[str, typer.Option(help="meta.yaml: the authors' institution.")] = "",
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from OUT.partial.jsonl.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing OUT (and any partial run).")] = False,
     check_overlap: Annotated[
@@ -162,7 +166,8 @@ def predict(
     from .batch import RunOptions, record_path, run_predict
 
     opts = RunOptions(eval_dir, out, bundle, system, provider.value, threads, batch_size, int8, resume, force,
-                      meta_yaml, check_overlap, metadata, strict_metadata=strict_metadata)
+                      meta_yaml, check_overlap, metadata, strict_metadata=strict_metadata,
+                      authors=tuple(author or ()), institution=institution)
     record = _with_progress(lambda progress: run_predict(opts, progress)).record
     _print_predict_summary(record, record_path(out))
 

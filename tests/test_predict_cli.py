@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from bst.runtime.batch import RunOptions, journal_path, record_path, run_predict
@@ -44,7 +45,7 @@ def torch_free_run(bundle, synth_corpus, tmp_path_factory):
     import shutil
 
     base = tmp_path_factory.mktemp("predict")
-    out = base / "sys1.csv"
+    out = base / "Doe_Uni_task1_1.output.csv"
     package = read_eval_package(synth_corpus.eval)
     shared = next(c for c in package.clips if c.audio_path is not None and c.audio_path.stat().st_size > 0)
     (base / "train_set" / "audio").mkdir(parents=True)
@@ -52,6 +53,7 @@ def torch_free_run(bundle, synth_corpus, tmp_path_factory):
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, ",".join(BLOCKED), "predict", str(synth_corpus.eval), "-o", str(out),
          "--bundle", str(bundle), "--system", "1", "--provider", "auto", "--threads", "2", "--meta-yaml",
+         "--author", "Jane Doe <jane@uni.org>", "--institution", "Uni",
          "--check-overlap", str(base / "train_set")],
         capture_output=True, text=True, timeout=600,
     )
@@ -67,7 +69,10 @@ def test_predict_runs_with_torch_sklearn_laion_and_onnx_unimportable(torch_free_
     assert [r[0] for r in rows] == package.ids, "one row per clip, in package order"
     assert "wrote" in proc.stdout and "provider cpu" in proc.stdout and "fallbacks" in proc.stdout
     assert "RANDOM weights" in proc.stdout
-    assert out.with_name("sys1.meta.yaml").is_file()
+    meta = yaml.safe_load(out.with_name("Doe_Uni_task1_1.meta.yaml").read_text(encoding="utf-8"))
+    assert meta["submission"]["label"] == "Doe_Uni_task1_1"
+    assert meta["submission"]["authors"][0]["affiliation"] == {"institution": "Uni"}
+    assert meta["system"]["complexity"]["total_parameters"] > 0
 
 
 def test_run_record_traces_the_submission(torch_free_run, bundle, synth_corpus):

@@ -207,3 +207,34 @@ def test_bst_rank_takes_top_k_not_k(tmp_path: Path) -> None:
     assert "--top-k" in help_text
     old = CliRunner().invoke(app, ["rank", str(tmp_path), str(tmp_path), "--k", "3"])
     assert old.exit_code == 2 and "No such option" in old.output
+
+
+def test_readme_class_table_is_the_taxonomy() -> None:
+    import re
+
+    from bst.runtime.taxonomy import CLASSES, PARENT_NAMES, class_table_markdown
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- classes:begin -->\n(.*?)<!-- classes:end -->", readme, re.S)
+    assert block, "README lacks the generated class table"
+    assert block.group(1) == class_table_markdown(), "regenerate it: python -m bst.runtime.taxonomy"
+    rows = [line.split("|")[1:-1] for line in block.group(1).splitlines()[2:]]
+    assert [(r[1].strip(" `"), r[2].strip()) for r in rows] == [(c.code, c.name) for c in CLASSES]
+    assert all(PARENT_NAMES[c.parent] in r[3] for c, r in zip(CLASSES, rows)) and len(rows) == 23
+
+
+def test_docs_name_the_real_inputs_and_the_citation() -> None:
+    inputs = (ROOT / "docs" / "inputs.md").read_text(encoding="utf-8")
+    for needle in ("630k-audioset-fusion-best.pt", "vocab.json", "merges.txt", "BSD10k", "BSD35k-CS",
+                   "10.5281/zenodo.17233904", "10.5281/zenodo.19187100", "Zhang", "@techreport"):
+        assert needle in inputs, needle
+    shared = ROOT.parent / "shared" / "reference" / "roberta-base"
+    if not shared.is_dir():
+        shared = Path("/work/shared/reference/roberta-base")
+    if shared.is_dir():  # the checksums the docs state are those of the real files
+        from bst.runtime.datasets import file_sha256
+
+        for name in ("vocab.json", "merges.txt"):
+            assert file_sha256(shared / name) in inputs, name
+    trouble = (ROOT / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
+    assert all(h in trouble for h in ("GPU is not used", "numpy pins", "Offline use"))

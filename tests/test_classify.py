@@ -78,7 +78,7 @@ def test_options_metadata_csv_and_table_outputs(bundle, sounds: Path) -> None:
     parsed = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     assert [(r["id"], r["label"], float(r["score"])) for r in parsed] == [
         (r["id"], r["label"], r["score"]) for r in as_json]
-    table = CliRunner().invoke(app, ["classify", *args], terminal_width=200)
+    table = CliRunner().invoke(app, ["classify", *args], env={"COLUMNS": "200"})  # rich reads COLUMNS
     assert table.exit_code == 0 and as_json[0]["class_name"] in table.stdout and "top-3" in table.stdout
 
 

@@ -301,6 +301,26 @@ def _scores(run, ranker_info: dict) -> dict:
             "dev_as_eval": json.loads(dev_eval.read_text(encoding="utf-8")) if dev_eval.is_file() else None}
 
 
+def graph_parameters(folder: Path, graphs: dict) -> dict[str, int]:
+    """Parameters per graph, for the DCASE meta.yaml's complexity section: elements of every initializer and constant,
+    plus the float lists of node attributes (a skl2onnx tree ensemble keeps its thresholds and leaf values there;
+    its integer attributes are node ids and structure, not counted). Recorded
+    at export so that the torch-free, onnx-free runtime need not parse graphs to report it."""
+    import onnx
+
+    counts = {}
+    for name, spec in graphs.items():
+        model = onnx.load(str(Path(folder) / spec.file), load_external_data=False)
+        total = sum(int(np.prod(t.dims)) if len(t.dims) else 1 for t in model.graph.initializer)
+        for node in model.graph.node:
+            for attr in node.attribute:
+                total += len(attr.floats)
+                if attr.HasField("t"):
+                    total += int(np.prod(attr.t.dims)) if len(attr.t.dims) else 1
+        counts[name] = total
+    return counts
+
+
 def _manifest(staging, run, policies, layout, graphs, clap, ranker_info, opts: ExportOptions) -> Manifest:
     return Manifest(
         schema_version=SCHEMA_VERSION,
@@ -327,6 +347,7 @@ def _manifest(staging, run, policies, layout, graphs, clap, ranker_info, opts: E
             "run_dir": str(run.path.resolve()),
             "data_fingerprints": run.registry.get("data_fingerprints"), "clap": clap["provenance"],
             "scores": _scores(run, ranker_info),
+            "graph_parameters": graph_parameters(staging, graphs),
         },
         clap_weights="random" if clap["random"] else "checkpoint",
         portable=portable_section([str(p.system_id) for p in policies],

@@ -204,8 +204,9 @@ def export_text_graph(model, path: str | os.PathLike, opset: int = OPSET) -> Pat
 
 
 def save_tokenizer(model_or_dir, path: str | os.PathLike) -> Path:
-    """tokenizer.json (byte-level BPE + RoBERTa post-processor, truncation 77) from vocab.json + merges.txt."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    """tokenizer.json (byte-level BPE, RoBERTa's special tokens, post-processor, truncation 77) from vocab.json +
+    merges.txt."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
     from bst.runtime.atomic import atomic_write_text
 
@@ -215,6 +216,13 @@ def save_tokenizer(model_or_dir, path: str | os.PathLike) -> Path:
     if not (vocab.is_file() and merges.is_file()):
         raise BstError(f"{folder}: tokenizer folder lacks vocab.json / merges.txt")
     tok = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
+    # RoBERTa's special tokens, as transformers registers them: a title holding "<s>" or "<mask>" gets their ids,
+    # not the BPE pieces of the characters; <mask> swallows the space before it (lstrip), as in roberta-base
+    missing = [t for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>") if tok.token_to_id(t) is None]
+    if missing:  # adding them would create ids past the text encoder's embedding table
+        raise BstError(f"{vocab}: no {', '.join(missing)} entry; not a RoBERTa vocabulary")
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<s>", "<pad>", "</s>", "<unk>")]
+                           + [AddedToken("<mask>", lstrip=True, special=True, normalized=False)])
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.RobertaProcessing(

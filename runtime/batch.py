@@ -22,14 +22,13 @@ from typing import Callable, Sequence
 
 from .atomic import atomic_write_text
 from .bundle import load_bundle, resolve_bundle_dir, sha256_file
-from .datasets import Clip, read_eval_package
+from .datasets import AUDIO_SUFFIXES, Clip, read_eval_package
 from .errors import BstError, DataError
 from .predict import Prediction, Predictor
-from .submission import validate_submission, write_meta_yaml, write_submission
+from .submission import validate_submission, write_submission
 from .taxonomy import CODES
 
 RUNTIME_PACKAGES = ("bst-rt", "numpy", "onnxruntime", "onnxruntime-gpu", "soundfile", "soxr", "tokenizers", "typer")
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 
 
 def journal_path(out: Path) -> Path:
@@ -107,6 +106,9 @@ class RunOptions:
     meta_yaml: bool = False
     check_overlap: Path | None = None
     metadata: Path | None = None
+    strict_metadata: bool = False  # refuse a metadata row that is not UTF-8 instead of repairing it
+    authors: tuple[str, ...] = ()  # meta.yaml: "First Last <email>", the first is the corresponding author
+    institution: str = ""
 
 
 @dataclass
@@ -176,7 +178,13 @@ def _run(opts: RunOptions, systems: list[int], outs: dict[int, Path], progress) 
             raise BstError(f"{journal}: a partial run exists; pass --resume to continue it or --force to start over")
     if opts.batch_size < 1:
         raise BstError(f"--batch-size must be >= 1, got {opts.batch_size}")
-    package = read_eval_package(opts.eval_dir, opts.metadata)
+    if opts.meta_yaml:  # refuse a bad label or author list before any work, not after the whole run
+        from .meta_yaml import label_from_output, parse_authors
+
+        for out in outs.values():
+            label_from_output(out)
+        parse_authors(opts.authors, opts.institution)
+    package = read_eval_package(opts.eval_dir, opts.metadata, strict_metadata=opts.strict_metadata)
     if not package.clips:
         raise DataError(f"{package.metadata_path}: no clips in the evaluation package")
     bundle_dir = resolve_bundle_dir(opts.bundle)
@@ -239,7 +247,7 @@ def _run(opts: RunOptions, systems: list[int], outs: dict[int, Path], progress) 
                                  "clips": find_overlap(package.clips, opts.check_overlap)}
         atomic_write_text(record_path(out), json.dumps(record, indent=2, ensure_ascii=False) + "\n")
         if opts.meta_yaml:
-            _write_meta(out, predictor, record)
+            _write_meta(out, predictor, opts)
         journal_path(out).unlink(missing_ok=True)
         results[n] = RunResult(out, record, final)
     return results
@@ -273,6 +281,7 @@ def _run_record(opts, predictor, package, final, meta_sha, elapsed, first_s, res
         "fallbacks": dict(reasons),
         "fallback_items": [{"id": p.id, "reason": p.fallback} for p in final if p.fallback],
         "overridden": int(sum(p.overridden for p in final)),
+        "repaired_metadata": {"rows": len(package.repaired_ids), "ids": package.repaired_ids},
         "unlisted_audio": _unlisted_audio(package),
         "resumed_items": resumed,
         "elapsed_s": round(elapsed, 3),
@@ -288,25 +297,14 @@ def _unlisted_audio(package) -> list[str]:
     folder = Path(package.root) / "audio"
     if not folder.is_dir():
         return []
-    listed = {f"{c.id}.wav" for c in package.clips}
+    listed = {c.audio_path.name for c in package.clips if c.audio_path is not None}
     return sorted(p.name for p in folder.iterdir() if p.name not in listed)
 
 
-def _write_meta(out: Path, predictor: Predictor, record: dict) -> Path:
-    """A starting meta.yaml: system section from the bundle; fill in names and authors before submitting."""
-    m = predictor.bundle.manifest
-    n = predictor.system
-    path = out.with_name(out.stem + ".meta.yaml")
-    results = m.provenance.get("scores", {}).get(f"system{n}", {})
-    write_meta_yaml(
-        path, label=f"Bstrt_Team_task1_{n}", name=predictor.policy.name, abbreviation=f"bstrt{n}",
-        authors=[{"lastname": "Fill-in", "firstname": "Fill-in", "email": "fill-in@example.org"}],
-        system={
-            "description": {"input_sampling_rate": m.audio.sample_rate_hz, "acoustic_features": "log-mel (CLAP HTSAT)",
-                            "embeddings": "LAION-CLAP fusion audio + text", "machine_learning_method": predictor.policy.description or predictor.policy.name,
-                            "ensemble_method_subsystem_count": len(predictor.policy.families)},
-            "bundle_id": m.bundle_id, "run_record": record_path(out).name,
-        },
-        results={"development": results} if results else {"development": {}},
-    )
-    return path
+def _write_meta(out: Path, predictor: Predictor, opts: RunOptions) -> Path:
+    """The DCASE `<label>.meta.yaml` beside the output (runtime/meta_yaml.py): label from the output's name."""
+    from .meta_yaml import parse_authors, write_submission_meta
+
+    return write_submission_meta(out, authors=parse_authors(opts.authors, opts.institution),
+                                 manifest=predictor.bundle.manifest, policy=predictor.policy,
+                                 system=predictor.system, int8=predictor.int8)

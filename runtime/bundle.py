@@ -30,9 +30,11 @@ sha256_file = file_sha256  # one hashing helper for datasets, bundles and run re
 
 
 def config_dir() -> Path:
-    """$XDG_CONFIG_HOME/bst-rt (default ~/.config/bst-rt)."""
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "bst-rt"
+    """The platform's per-user config folder for bst-rt (typer.get_app_dir): $XDG_CONFIG_HOME/bst-rt on Linux,
+    ~/Library/Application Support/bst-rt on macOS, %APPDATA%\\bst-rt on Windows."""
+    import typer
+
+    return Path(typer.get_app_dir("bst-rt"))
 
 
 def record_default_bundle(path: Path) -> Path:

@@ -16,7 +16,28 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,  # usage errors as one plain line, never a panel that breaks a path at the console width
 )
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=lambda v: _show_version(v), is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Broad Sound Taxonomy runtime: predict, inspect bundles, validate and score DCASE 2026 Task 1 submissions."""
+    from .session import warn_if_both_ort_wheels
+
+    warn_if_both_ort_wheels()
+
+
+def _show_version(value: bool) -> None:
+    from .cliutil import print_version
+
+    if value:
+        print_version("bst-rt")
 
 # Commands are added below, one function each; the work lives in the library modules.
 
@@ -89,13 +110,16 @@ def _print_metric_tables(metrics: dict) -> None:
     for key in ("hF", "hP", "hR", "accuracy", "parent_accuracy", "macro_accuracy", "macro_parent_accuracy",
                 "hierarchical_accuracy", "cross_parent_error"):
         summary.add_row(key, pct(metrics[key]))
+    from .taxonomy import CLASSES, CODE_TO_INDEX
+
     per_class = Table(title="per class")
-    for column in ("class", "hP", "hR", "hF", "support", "predicted"):
-        per_class.add_column(column, justify="left" if column == "class" else "right")
+    for column in ("class", "name", "hP", "hR", "hF", "support", "predicted"):
+        per_class.add_column(column, justify="left" if column in ("class", "name") else "right")
     for code, row in metrics["per_class"].items():
         cells = [pct(row[k]) for k in ("hP", "hR", "hF")] + [str(row["support"]), str(row["predicted"])]
-        per_class.add_row(code, *cells)
-    console = Console()
+        name = CLASSES[CODE_TO_INDEX[code]].name if code in CODE_TO_INDEX else ""
+        per_class.add_row(code, name, *cells)
+    console = Console(soft_wrap=True)
     console.print(summary)
     console.print(per_class)
     if metrics["dropped_classes"]:
@@ -125,13 +149,20 @@ def predict(
     threads: Annotated[Optional[int], typer.Option(min=1, help="Threads per ONNX session (default: ORT's).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch; peak memory grows with it.")] = 4,
     int8: Annotated[bool, typer.Option("--int8", help="Use the bundle's int8 CLAP graphs.")] = False,
-    meta_yaml: Annotated[bool, typer.Option("--meta-yaml", help="Also write a starting OUT.meta.yaml.")] = False,
+    meta_yaml: Annotated[bool, typer.Option(
+        "--meta-yaml", help="Also write the DCASE <label>.meta.yaml; -o must be <label>.output.csv.")] = False,
+    author: Annotated[Optional[list[str]], typer.Option(
+        help="meta.yaml author \"First Last <email>\"; repeat for each, corresponding author first.")] = None,
+    institution: Annotated[str, typer.Option(help="meta.yaml: the authors' institution.")] = "",
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from OUT.partial.jsonl.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing OUT (and any partial run).")] = False,
     check_overlap: Annotated[
         Optional[Path], typer.Option(help="Report clips whose audio also appears (same bytes) under this folder.")
     ] = None,
     metadata: Annotated[Optional[Path], typer.Option(help="Metadata CSV of the package, when it cannot be found.")] = None,
+    strict_metadata: Annotated[bool, typer.Option(
+        "--strict-metadata", help="Refuse a metadata row that is not UTF-8 (default: read it with U+FFFD, count it).")
+    ] = False,
 ) -> None:
     """Predict every clip of an evaluation package into a validated submission CSV, with a run record beside it."""
     from .batch import RunOptions, record_path, run_predict, run_predict_systems
@@ -140,7 +171,8 @@ def predict(
     if system not in ("1", "2", "3", "4", "all"):
         raise BstError(f"--system must be 1, 2, 3, 4 or all, got {system!r}")
     opts = RunOptions(eval_dir, out, bundle, system if system == "all" else int(system), provider.value, threads,
-                      batch_size, int8, resume, force, meta_yaml, check_overlap, metadata)
+                      batch_size, int8, resume, force, meta_yaml, check_overlap, metadata,
+                      strict_metadata=strict_metadata, authors=tuple(author or ()), institution=institution)
     if system == "all":
         for res in _with_progress(lambda progress: run_predict_systems(opts, progress)).values():
             _print_predict_summary(res.record, record_path(res.out))
@@ -150,31 +182,45 @@ def predict(
 
 
 def _with_progress(work):
+    """Run `work(progress)` with a progress bar on stderr (stdout stays for results). The bar appears only at the
+    first progress call, which comes after the package is read, the bundle verified and the sessions loaded; until
+    then a transient status line says what is happening, so a refused run never leaves a stale `0/?` behind."""
+    import time
+
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    state = {"first": None, "t0": None}
+    console = Console(stderr=True)
+    state: dict = {"first": None, "t0": None, "bar": None, "task": None}
+    status = console.status("reading the package, verifying the bundle, loading the ONNX sessions ...")
+    status.start()
 
-    with Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                  TimeRemainingColumn(), transient=False) as bar:
-        task = bar.add_task("predict", total=None, rate="")
+    def progress(done: int, total: int) -> None:
+        if state["bar"] is None:
+            status.stop()
+            state["bar"] = Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(),
+                                    TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console)
+            state["bar"].start()
+            state["task"] = state["bar"].add_task("predict", total=total, rate="")
+        now = time.perf_counter()
+        if state["first"] is None:
+            state["first"], state["t0"] = done, now
+        rate = (done - state["first"]) / (now - state["t0"]) if now > state["t0"] else 0.0
+        state["bar"].update(state["task"], completed=done, total=total, rate=f"{rate:.2f} clips/s" if rate else "")
 
-        def progress(done: int, total: int) -> None:
-            import time
-
-            now = time.perf_counter()
-            if state["first"] is None:
-                state["first"], state["t0"] = done, now
-            rate = (done - state["first"]) / (now - state["t0"]) if now > state["t0"] else 0.0
-            bar.update(task, completed=done, total=total, rate=f"{rate:.2f} clips/s" if rate else "")
-
+    try:
         return work(progress)
+    finally:
+        status.stop()
+        if state["bar"] is not None:
+            state["bar"].stop()
 
 
 def _print_predict_summary(record: dict, record_file: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(soft_wrap=True)  # lines holding paths are not broken at the console width
     console.print(
         f"wrote {record['rows']} rows to {record['output']} (validated) — bundle {record['bundle_id']}, "
         f"system {record['system']} ({record['system_name']}), {record['precision']}, provider {record['provider']}"
@@ -195,6 +241,10 @@ def _print_predict_summary(record: dict, record_file: Path) -> None:
             console.print(f"  {item['id']}: {item['reason']}")
     else:
         console.print("fallbacks: none")
+    repaired = record.get("repaired_metadata", {})
+    if repaired.get("rows"):
+        console.print(f"repaired metadata (not UTF-8, read with U+FFFD): {repaired['rows']} row(s): "
+                      + ", ".join(repaired["ids"][:10]) + (" ..." if repaired["rows"] > 10 else ""))
     console.print(f"overridden by the ranker: {record['overridden']}; {record['clips_per_s']} clips/s")
     if "overlap" in record:
         hits = record["overlap"]["clips"]
@@ -219,3 +269,47 @@ def info(
         typer.echo(loaded.manifest.to_json())
         return
     print_bundle_info(loaded)
+
+
+# --- classify (plain audio files, no evaluation package) -----------------------------------------------------------
+@app.command()
+@guarded
+def classify(
+    paths: Annotated[list[Path], typer.Argument(help="Audio files or folders of them (.wav .flac .ogg .mp3 .aiff).")],
+    *,
+    title: Annotated[str, typer.Option(help="Title for every file (when the sidecar has no row for it).")] = "",
+    tags: Annotated[str, typer.Option(help="Tags for every file, comma-separated.")] = "",
+    description: Annotated[str, typer.Option(help="Description for every file.")] = "",
+    sidecar: Annotated[
+        Optional[Path], typer.Option(help="CSV with an id (or file) column and title, tags, description per file.")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+    bundle: Annotated[
+        Optional[Path], typer.Option(help="Bundle folder; default $BST_BUNDLE, else the one `bst demo` recorded.")
+    ] = None,
+    system: Annotated[int, typer.Option(min=1, max=4, help="System 1-4 of the bundle.")] = 1,
+    provider: Annotated[Provider, typer.Option(help="auto picks CUDA only when it really works.")] = Provider.auto,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Threads per ONNX session (default: ORT's).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Files per batch; peak memory grows with it.")] = 4,
+    int8: Annotated[bool, typer.Option("--int8", help="Use the bundle's int8 CLAP graphs.")] = False,
+) -> None:
+    """Classify sound files: label, class name, parent, score and top-3 per file (no evaluation package needed)."""
+    from . import classify as cl
+    from .bundle import load_bundle, resolve_bundle_dir
+    from .predict import Predictor
+
+    if json_output and csv_output:
+        raise typer.BadParameter("give --json or --csv, not both")
+    files = cl.collect_audio(paths)
+    side = cl.read_sidecar(sidecar) if sidecar is not None else None
+    clips = cl.clips_for(files, cl.Metadata(title, tags, description), side)
+    predictor = Predictor.load(load_bundle(resolve_bundle_dir(bundle)), system=system, provider=provider.value,
+                               threads=threads, int8=int8)
+    rows = cl.result_rows(files, cl.classify(predictor, clips, batch_size))
+    if json_output:
+        typer.echo(cl.to_json(rows))
+    elif csv_output:
+        typer.echo(cl.to_csv(rows), nl=False)
+    else:
+        cl.print_table(rows)

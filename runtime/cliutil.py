@@ -30,3 +30,18 @@ def guarded(func: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def print_version(prog: str) -> None:
+    """`PROG X.Y.Z` and the onnxruntime in use (or that none is), then exit 0: for `--version` of both CLIs."""
+    from importlib import metadata
+
+    from .session import installed_ort_distributions
+
+    try:
+        version = metadata.version("bst-rt")
+    except metadata.PackageNotFoundError:
+        version = "unknown (not installed)"
+    ort = ", ".join(f"{d} {metadata.version(d)}" for d in installed_ort_distributions()) or "no onnxruntime"
+    typer.echo(f"{prog} {version} ({ort})")
+    raise typer.Exit(0)

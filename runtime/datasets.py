@@ -27,6 +27,8 @@ DEV_LAYOUTS: dict[str, str] = {
 }
 DEV_COLUMNS: tuple[str, ...] = ("sound_id", "class", "title", "tags", "description")
 EVAL_COLUMNS: tuple[str, ...] = ("anonymous_id", "title", "tags", "description")
+#: audio files an evaluation package (or `bst-rt classify`) may hold, found by id: what libsndfile decodes
+AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 LABEL_ID_COLUMNS: tuple[str, ...] = ("id", "anonymous_id", "sound_id")
 
 Missing = Literal["error", "skip", "zero"]
@@ -43,6 +45,8 @@ class Clip:
     audio_path: Path | None
     label: str | None = None
     confidence: float | None = None
+    #: the metadata row was not valid UTF-8 and was read with U+FFFD replacement characters
+    metadata_repaired: bool = False
 
     @property
     def text(self) -> str:
@@ -252,6 +256,28 @@ class EvalPackage:
     def ids(self) -> list[str]:
         return [c.id for c in self.clips]
 
+    @property
+    def repaired_ids(self) -> list[str]:
+        """Ids whose metadata row was not valid UTF-8 and was read with replacement characters."""
+        return [c.id for c in self.clips if c.metadata_repaired]
+
+
+def audio_files_by_id(folder: Path) -> dict[str, Path]:
+    """id -> the one audio file `folder/<id><suffix>` (any of AUDIO_SUFFIXES, any case); DataError naming both files
+    when two files share one id (e.g. x.wav and x.flac): which one was meant cannot be guessed."""
+    found: dict[str, Path] = {}
+    if not Path(folder).is_dir():
+        return found
+    for path in sorted(Path(folder).iterdir()):
+        if path.suffix.lower() not in AUDIO_SUFFIXES or path.name.startswith("."):
+            continue
+        clip_id = path.name[: -len(path.suffix)]
+        if clip_id in found:
+            raise DataError(f"{folder}: two audio files for id {clip_id!r}: {found[clip_id].name} and {path.name}; "
+                            "keep one")
+        found[clip_id] = path
+    return found
+
 
 def find_eval_metadata(root: Path) -> Path:
     """The one CSV in `root` or `root/metadata` with an `anonymous_id` column and no `class` column (a labels file
@@ -281,24 +307,31 @@ def find_eval_metadata(root: Path) -> Path:
     raise DataError(f"{root}: several candidate metadata CSVs ({', '.join(map(str, matching))}); pass --metadata FILE")
 
 
-def read_eval_package(root: Path, metadata: Path | None = None) -> EvalPackage:
-    """Read an evaluation package: `anonymous_id,title,tags,description` + `audio/<anonymous_id>.wav`."""
+def read_eval_package(root: Path, metadata: Path | None = None, *, strict_metadata: bool = False) -> EvalPackage:
+    """Read an evaluation package: `anonymous_id,title,tags,description` + `audio/<anonymous_id>.<suffix>`.
+
+    Audio is found by id with any suffix libsndfile reads (AUDIO_SUFFIXES). A metadata row that is not valid UTF-8
+    is read with replacement characters and marked (`Clip.metadata_repaired`); `strict_metadata` refuses instead.
+    """
     root = Path(root)
     meta = Path(metadata) if metadata is not None else find_eval_metadata(root)
-    _, rows = read_csv(meta, EVAL_COLUMNS)
+    _, rows = read_csv(meta, EVAL_COLUMNS, repair_encoding=not strict_metadata)
+    audio_files = audio_files_by_id(root / "audio")
     clips: list[Clip] = []
     seen: dict[str, int] = {}
     for r in rows:
         v = r.values
         clip_id = v["anonymous_id"].strip()
-        audio = _checked_id(meta, r, clip_id, root / "audio", ".wav", seen)
+        _checked_id(meta, r, clip_id, root / "audio", ".wav", seen)  # refuses ids that are not safe file names
+        audio = audio_files.get(clip_id)
         clips.append(
             Clip(
                 id=clip_id,
                 title=v["title"],
                 tags=v["tags"],
                 description=v["description"],
-                audio_path=audio if audio.is_file() else None,
+                audio_path=audio if audio is not None and audio.is_file() else None,
+                metadata_repaired=r.repaired,
             )
         )
     return EvalPackage(root=root, metadata_path=meta, clips=clips)

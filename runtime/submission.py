@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .atomic import atomic_open, atomic_write_text
-from .csvfile import decode_csv
+from .csvfile import decode_csv, wide_fields
 from .errors import DataError, SubmissionError
 from .metrics import evaluate_predictions
 from .taxonomy import CODE_TO_INDEX, CODES
@@ -77,7 +77,8 @@ def _parse(path: Path) -> tuple[list[tuple[int, list[str]]], list[str]]:
     except DataError as exc:
         return [], [str(exc)]
     try:
-        records = [r for r in csv.reader(io.StringIO(text, newline="")) if r and r != [""]]
+        with wide_fields():
+            records = [r for r in csv.reader(io.StringIO(text, newline="")) if r and r != [""]]
     except csv.Error as exc:
         return [], [f"{path}: malformed CSV ({exc})"]
     if not records:

@@ -87,3 +87,14 @@ def parent_mass(probs: np.ndarray) -> np.ndarray:
     for p in range(len(PARENTS)):
         out[..., p] = probs[..., PARENT_INDEX == p].sum(axis=-1)
     return out
+
+
+def class_table_markdown() -> str:
+    """The README's class table (code, name, parent), generated from _TABLE: `python -m bst.runtime.taxonomy`."""
+    lines = ["| idx | code | name | parent |", "|---|---|---|---|"]
+    lines += [f"| {c.index} | `{c.code}` | {c.name} | {PARENT_NAMES[c.parent]} (`{c.parent}`) |" for c in CLASSES]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(class_table_markdown(), end="")

@@ -204,7 +204,9 @@ CSV_KINDS: dict[str, CsvKind] = {k.name: k for k in [
     CsvKind("empty-fields", _rows("a1,,,", "a2,,,"), "read", ("a1", "a2")),
     CsvKind("missing-column", b"anonymous_id,title,description\na1,x,z\n", "refused", message="tags"),
     CsvKind("short-row", _rows("a1,x,y,z", "a2,x"), "refused", message="row 2"),
-    CsvKind("non-utf8", _rows("a1,x,y,z") + b"a2,caf\xe9,y,z\n", "refused", message="row 2"),
+    # latin-1 bytes in one row (old Freesound exports): read with U+FFFD and counted; --strict-metadata refuses it
+    CsvKind("non-utf8-row", _rows("a1,x,y,z") + b"a2,caf\xe9,y,z\n", "read", ("a1", "a2")),
+    CsvKind("non-utf8-header", b"anonymous_id,title,tags,descripci\xf3n\na1,x,y,z\n", "refused", message="row 0"),
     CsvKind("duplicate-ids", _rows("a1,x,y,z", "a2,x,y,z", "a1,again,y,z"), "refused", message="duplicate id"),
     CsvKind("id-slash", _rows("a1,x,y,z", "sub/a2,x,y,z"), "refused", message="row 2"),
     CsvKind("id-dotdot", _rows("..,x,y,z"), "refused", message="row 1"),

@@ -122,7 +122,8 @@ def test_default_bundle_resolution_order(bundle, tmp_path, monkeypatch):
     monkeypatch.delenv("BST_BUNDLE", raising=False)
     with pytest.raises(BundleError, match="run `bst demo`"):
         resolve_bundle_dir(None)
-    record_default_bundle(bundle)
+    record = record_default_bundle(bundle)
+    assert record == tmp_path / "cfg" / "bst-rt" / "default-bundle"  # the platform's app dir (XDG on Linux)
     assert resolve_bundle_dir(None) == bundle.resolve()
     monkeypatch.setenv("BST_BUNDLE", str(tmp_path / "elsewhere"))
     assert resolve_bundle_dir(None) == tmp_path / "elsewhere"

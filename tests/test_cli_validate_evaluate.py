@@ -124,3 +124,25 @@ def test_evaluate_errors_name_file_row_and_reason(submission: Path, labels: Path
 def test_evaluate_rejects_an_unknown_convention(submission: Path, labels: Path) -> None:
     result = runner.invoke(app, ["evaluate", str(submission), "--labels", str(labels), "--convention", "strict"])
     assert result.exit_code == 2 and "strict" in result.output
+
+
+def test_evaluate_shows_class_names_beside_codes(submission: Path, labels: Path) -> None:
+    from bst.runtime.taxonomy import CLASSES
+
+    result = runner.invoke(app, ["evaluate", str(submission), "--labels", str(labels)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
+    for cls in CLASSES:
+        if cls.code in rows:
+            assert cls.name in rows[cls.code], rows[cls.code]
+    assert {"fx-a", "fx-v"} <= set(rows)
+
+
+def test_long_errors_keep_paths_whole_at_any_console_width(tmp_path: Path) -> None:
+    deep = tmp_path.joinpath(*[f"a-rather-long-folder-name-{k}" for k in range(6)])
+    result = runner.invoke(app, ["validate", str(deep / "sub.csv"), "--eval-dir", str(deep)], terminal_width=40)
+    assert result.exit_code == 1
+    assert any(str(deep) in line for line in result.stderr.splitlines()), result.stderr
+    usage = runner.invoke(app, ["evaluate", str(deep / "sub.csv"), "--labels", str(deep / "l.csv"), "--convention",
+                                "x" * 80], terminal_width=40)
+    assert usage.exit_code == 2 and any("x" * 80 in line for line in usage.output.splitlines()), usage.output

@@ -203,3 +203,62 @@ def test_a_huge_description_tokenises_as_if_whole(bundle) -> None:
     whole.enable_truncation(77)
     ids, mask = Tokenizer.from_file(path).encode_batch([text, "short"])
     assert ids.shape == (2, 77) and ids[0].tolist() == whole.encode(text).ids and mask[0].all()
+
+
+# ------------------------------------------------------------------- not-UTF-8 metadata rows, audio suffixes by id
+LATIN1_PACKAGE = (f"{EVAL_HEADER}\nok-1,Dog,dog,barks\n".encode() + "lat-1,Café au lait,café,señal\n".encode("latin-1")
+                  + b'ok-2,"Two\nlines",t,d\n' + "lat-2,x,y,Gr\xfc\xdfe\n".encode("latin-1"))
+
+
+def test_a_latin1_row_is_read_with_replacement_characters_and_marked(tmp_path: Path) -> None:
+    (tmp_path / "metadata.csv").write_bytes(LATIN1_PACKAGE)
+    package = read_eval_package(tmp_path)
+    assert package.ids == ["ok-1", "lat-1", "ok-2", "lat-2"]
+    assert package.repaired_ids == ["lat-1", "lat-2"]
+    lat = package.clips[1]
+    assert (lat.title, lat.tags, lat.description) == ("Caf\ufffd au lait", "caf\ufffd", "se\ufffdal")
+    assert package.clips[2].title == "Two\nlines" and not package.clips[2].metadata_repaired
+    with pytest.raises(DataError, match=r"row 2 \(line 3\): not valid UTF-8 \(byte 0xe9\)"):
+        read_eval_package(tmp_path, strict_metadata=True)
+
+
+def test_predict_keeps_latin1_rows_counts_them_and_strict_refuses(bundle, tmp_path: Path) -> None:
+    root = tmp_path / "eval"
+    (root / "audio").mkdir(parents=True)
+    (root / "metadata.csv").write_bytes(LATIN1_PACKAGE)
+    write_audio("8k-mono", root / "audio" / "lat-1.wav")
+    out = tmp_path / "o.csv"
+    result = CliRunner().invoke(app, ["predict", str(root), "--bundle", str(bundle), "-o", str(out), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    validate_submission(out, ["ok-1", "lat-1", "ok-2", "lat-2"])
+    record = json.loads(record_path(out).read_text(encoding="utf-8"))
+    assert record["rows"] == 4 and record["repaired_metadata"] == {"rows": 2, "ids": ["lat-1", "lat-2"]}
+    assert "repaired metadata" in result.stdout and "lat-1, lat-2" in result.stdout
+    strict = CliRunner().invoke(app, ["predict", str(root), "--bundle", str(bundle), "-o", str(tmp_path / "s.csv"),
+                                      "--strict-metadata"])
+    assert strict.exit_code == 1 and "not valid UTF-8" in strict.stderr
+    assert not (tmp_path / "s.csv").exists()
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".ogg", ".mp3", ".aiff", ".WAV"])
+def test_eval_packages_find_audio_of_every_libsndfile_suffix_by_id(tmp_path: Path, suffix: str) -> None:
+    import soundfile as sf
+
+    (tmp_path / "audio").mkdir()
+    wave = (0.3 * np.sin(np.arange(4800) / 7.0)).astype(np.float32)
+    sf.write(tmp_path / "audio" / f"clip{suffix}", wave, 48_000)
+    (tmp_path / "metadata.csv").write_text(f"{EVAL_HEADER}\nclip,a,b,c\nnone,a,b,c\n", encoding="utf-8")
+    package = read_eval_package(tmp_path)
+    assert package.clips[0].audio_path == tmp_path / "audio" / f"clip{suffix}"
+    assert package.clips[1].audio_path is None
+    fusion, reason = _read_audio(package.clips[0].audio_path)
+    assert reason is None and np.isfinite(fusion[0]).all()
+
+
+def test_two_audio_files_with_one_id_are_an_error_naming_both(tmp_path: Path) -> None:
+    (tmp_path / "audio").mkdir()
+    for name in ("clip.wav", "clip.flac"):
+        (tmp_path / "audio" / name).write_bytes(b"x")
+    (tmp_path / "metadata.csv").write_text(f"{EVAL_HEADER}\nclip,a,b,c\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"two audio files for id 'clip': clip\.flac and clip\.wav"):
+        read_eval_package(tmp_path)

@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from bst.runtime.batch import RunOptions, journal_path, record_path, run_predict
@@ -44,7 +45,7 @@ def torch_free_run(bundle, synth_corpus, tmp_path_factory):
     import shutil
 
     base = tmp_path_factory.mktemp("predict")
-    out = base / "sys1.csv"
+    out = base / "Doe_Uni_task1_1.output.csv"
     package = read_eval_package(synth_corpus.eval)
     shared = next(c for c in package.clips if c.audio_path is not None and c.audio_path.stat().st_size > 0)
     (base / "train_set" / "audio").mkdir(parents=True)
@@ -52,6 +53,7 @@ def torch_free_run(bundle, synth_corpus, tmp_path_factory):
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, ",".join(BLOCKED), "predict", str(synth_corpus.eval), "-o", str(out),
          "--bundle", str(bundle), "--system", "1", "--provider", "auto", "--threads", "2", "--meta-yaml",
+         "--author", "Jane Doe <jane@uni.org>", "--institution", "Uni",
          "--check-overlap", str(base / "train_set")],
         capture_output=True, text=True, timeout=600,
     )
@@ -67,7 +69,10 @@ def test_predict_runs_with_torch_sklearn_laion_and_onnx_unimportable(torch_free_
     assert [r[0] for r in rows] == package.ids, "one row per clip, in package order"
     assert "wrote" in proc.stdout and "provider cpu" in proc.stdout and "fallbacks" in proc.stdout
     assert "RANDOM weights" in proc.stdout
-    assert out.with_name("sys1.meta.yaml").is_file()
+    meta = yaml.safe_load(out.with_name("Doe_Uni_task1_1.meta.yaml").read_text(encoding="utf-8"))
+    assert meta["submission"]["label"] == "Doe_Uni_task1_1"
+    assert meta["submission"]["authors"][0]["affiliation"] == {"institution": "Uni"}
+    assert meta["system"]["complexity"]["total_parameters"] > 0
 
 
 def test_run_record_traces_the_submission(torch_free_run, bundle, synth_corpus):
@@ -142,3 +147,26 @@ def test_check_overlap_reports_shared_audio(torch_free_run):
     _, out, shared_id = torch_free_run
     record = json.loads(record_path(out).read_text())
     assert record["overlap"]["clips"] == [{"id": shared_id, "matches": "audio/12345.wav"}]
+
+
+def test_progress_goes_to_stderr_and_counts_every_clip(torch_free_run, synth_corpus):
+    proc, _, _ = torch_free_run
+    n = len(read_eval_package(synth_corpus.eval).ids)
+    assert "predicting" in proc.stderr and f"{n}/{n}" in proc.stderr, proc.stderr[-2000:]
+    assert "predicting" not in proc.stdout and "/?" not in proc.stderr
+
+
+def test_a_refused_bundle_leaves_one_error_line_and_no_stale_progress(tmp_path):
+    from typer.testing import CliRunner
+
+    from bst.runtime.cli import app
+
+    (tmp_path / "eval" / "audio").mkdir(parents=True)
+    (tmp_path / "eval" / "metadata.csv").write_text("anonymous_id,title,tags,description\na1,x,y,z\n")
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "eval"), "--bundle", str(tmp_path / "no-bundle"),
+                                      "-o", str(tmp_path / "o.csv")])
+    assert result.exit_code == 1
+    assert [ln for ln in result.output.splitlines() if ln.strip()] == [ln for ln in result.stderr.splitlines()
+                                                                       if ln.strip()]
+    assert len([ln for ln in result.stderr.splitlines() if ln.strip()]) == 1 and "no-bundle" in result.stderr
+    assert "0/?" not in result.output and "predicting" not in result.output

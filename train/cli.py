@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +16,36 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,  # usage errors as one plain line, never a panel that breaks a path at the console width
 )
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=lambda v: _show_version(v), is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Train, export and demo Broad Sound Taxonomy classifiers (PyTorch side of bst-rt)."""
+
+
+def _show_version(value: bool) -> None:
+    from bst.runtime.cliutil import print_version
+
+    if value:
+        print_version("bst")
+
+
+class Engine(str, Enum):
+    onnx = "onnx"
+    torch = "torch"
+
+
+class Provider(str, Enum):  # the same choices and default as `bst-rt --provider`
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
 
 # Commands are added below, one function each; heavy imports stay inside the command bodies.
 
@@ -48,10 +78,10 @@ def embed_cmd(
     random_weights: Annotated[bool, typer.Option("--random-weights", help="CLAP at seeded random weights (tests/demo only).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of --random-weights.")] = 0,
     tokenizer_dir: Annotated[Path | None, typer.Option(help="Real RoBERTa tokenizer folder (vocab.json, merges.txt).")] = None,
-    engine: Annotated[str, typer.Option(help="onnx (exported graphs, as deployed) or torch (laion-clap itself).")] = "onnx",
+    engine: Annotated[Engine, typer.Option(help="onnx (exported graphs, as deployed) or torch (laion-clap itself).")] = Engine.onnx,
     graphs: Annotated[Path | None, typer.Option(help="Reuse CLAP graphs exported to this folder (onnx engine).")] = None,
     batch_size: Annotated[int, typer.Option(help="Clips / texts per encoder call.", min=1)] = 8,
-    provider: Annotated[str, typer.Option(help="onnxruntime provider: cpu, cuda or auto.")] = "cpu",
+    provider: Annotated[Provider, typer.Option(help="onnxruntime provider; auto picks CUDA only when it really works.")] = Provider.auto,
     threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads (default: all cores).")] = None,
     device: Annotated[str, typer.Option(help="torch engine: auto, cpu, cuda or cuda:N.")] = "cpu",
     builtin_class_texts: Annotated[bool, typer.Option("--builtin-class-texts", help="Use the built-in class texts "
@@ -64,9 +94,9 @@ def embed_cmd(
         raise typer.BadParameter("give --clap-ckpt PATH or --random-weights (or --graphs DIR), exactly one")
     if random_weights:
         typer.echo("WARNING: CLAP at RANDOM weights: these embeddings are meaningless outside tests and demos.", err=True)
-    report = embed_dataset(dataset_dir, engine=engine, clap_ckpt=clap_ckpt, random_weights=random_weights,  # type: ignore[arg-type]
-                           seed=seed, tokenizer_dir=tokenizer_dir, graphs=graphs, batch_size=batch_size,
-                           provider=provider, threads=threads, device=device,
+    report = embed_dataset(dataset_dir, engine=engine.value, clap_ckpt=clap_ckpt,  # type: ignore[arg-type]
+                           random_weights=random_weights, seed=seed, tokenizer_dir=tokenizer_dir, graphs=graphs,
+                           batch_size=batch_size, provider=provider.value, threads=threads, device=device,
                            builtin_class_texts=builtin_class_texts, log=typer.echo)
     typer.echo(report.summary())
 
@@ -168,7 +198,7 @@ def report_cmd(
 def rank(
     run_dir: Annotated[Path, typer.Argument(help="Run folder written by `bst train`.")],
     data: Annotated[Path, typer.Argument(help="Development set (BSD10k layout with features/).")],
-    k: Annotated[int, typer.Option(help="Ensemble top-k candidates (plus each family's top-1).")] = 3,
+    k: Annotated[int, typer.Option("--top-k", min=1, help="Ensemble top-k candidates (plus each family's top-1).")] = 3,
     max_override_share: Annotated[float, typer.Option(help="System 1's cap on overridden items; System 2 gets half.")] = 0.15,
     seed: Annotated[int, typer.Option(help="Ranker random seed.")] = 0,
 ) -> None:

@@ -122,7 +122,11 @@ def dev_as_eval(chain: PredictionChain, data_dir: Path | str) -> dict:
     for sid, out in sorted(outputs.items()):
         metrics = evaluate_predictions(truth, out.labels)
         results[sid] = {**{c: float(metrics[c]) for c in TABLE3_COLUMNS},
-                        "override_share": float(np.mean(out.overridden)) if len(out.overridden) else 0.0}
+                        "override_share": float(np.mean(out.overridden)) if len(out.overridden) else 0.0,
+                        # the DCASE meta.yaml's results section: hP/hR overall and per class (as fractions)
+                        "hP": float(metrics["hP"]), "hR": float(metrics["hR"]), "convention": metrics["convention"],
+                        "per_class": {code: {k: row[k] for k in ("hP", "hR", "hF")}
+                                      for code, row in metrics["per_class"].items()}}
     return {"chain": chain.name, "protocol": getattr(chain, "protocol", ALL_FOLDS), "items": len(ds),
             "systems": results}
 

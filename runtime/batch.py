@@ -1,8 +1,9 @@
 """The `bst-rt predict` run: an evaluation package in, a validated submission CSV and its run record out.
 
-Crash safety: undecided per-item results are appended to a journal beside the output (`OUT.partial.jsonl`, fsynced
-per batch), so `--resume` continues a killed run without redoing finished items; the set-level decision (override
-cap) is taken only once every item has its evidence, and the CSV is written atomically, then validated.
+Crash safety: each item's final prediction is appended to a journal beside the output (`OUT.partial.jsonl`, fsynced
+per batch), so `--resume` continues a killed run without redoing finished items. Decisions are item-local, so a
+resumed run (any batch size) writes the same rows as an uninterrupted one; the CSV is written atomically, then
+validated.
 Traceability: `OUT.run.json` names the bundle, system, provider in use, package versions, the sha256 of the
 metadata file, a digest of the audio, and row and fallback counts.
 """
@@ -114,7 +115,7 @@ class RunResult:
 
 
 def _journal_header(predictor: Predictor, metadata_sha: str) -> dict:
-    return {"journal": "bst-rt-predict-v1", "bundle_id": predictor.bundle.manifest.bundle_id,
+    return {"journal": "bst-rt-predict-v2", "bundle_id": predictor.bundle.manifest.bundle_id,
             "system": predictor.system, "int8": predictor.int8, "metadata_sha256": metadata_sha}
 
 
@@ -171,7 +172,7 @@ def run_predict(opts: RunOptions, progress: Callable[[int, int], None] | None = 
         if progress:
             progress(len(done), len(package.clips))
         for start in range(0, len(todo), opts.batch_size):
-            batch = predictor.undecided(todo[start : start + opts.batch_size])
+            batch = predictor.predict_batch(todo[start : start + opts.batch_size], opts.batch_size)
             if first_prediction_s is None:
                 first_prediction_s = time.perf_counter() - started
             fh.write("".join(json.dumps(p.to_record()) + "\n" for p in batch))
@@ -181,7 +182,7 @@ def run_predict(opts: RunOptions, progress: Callable[[int, int], None] | None = 
             if progress:
                 progress(len(done), len(package.clips))
     elapsed = time.perf_counter() - started
-    final = predictor.finalize([done[c.id] for c in package.clips])
+    final = [done[c.id] for c in package.clips]
     write_submission(out, ((p.id, p.label, p.score) for p in final))
     validate_submission(out, package.ids)
     record = _run_record(opts, predictor, package, final, meta_sha, elapsed, first_prediction_s, resumed, bundle_dir)

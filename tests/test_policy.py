@@ -123,7 +123,7 @@ def test_decide_items_decides_each_item_alone_whatever_the_batch(seed, n, share)
 
 
 def test_decide_items_overrides_more_items_than_the_share_when_eq3_says_so():
-    """The old set-level cap would have kept at most floor(share * n) overrides; eq. 3 alone keeps them all."""
+    """A limit per set of items would have kept at most floor(share * n) overrides; eq. 3 alone keeps them all."""
     rng = np.random.default_rng(1)
     n = 40
     policy = SystemPolicy(1, "p", "top12", {"a": 0.5, "b": 0.5}, True, k=3, tau=0.0, cross_parent_tau=0.0,

@@ -62,7 +62,10 @@ def test_rank_freezes_the_four_systems(ranked_run):
         assert meta["thresholds"][str(p.system_id)]["override_share"] == p.tuning["heldout_override_rate"]
     assert "nested ranker estimate" in ranked_run.stdout
     print(f"\nnested: ensemble {meta['nested_cv']['ensemble_oof_hF']:.4f}, system 1 "
-          f"{meta['nested_cv']['system1']['hF']:.4f}, system 2 {meta['nested_cv']['system2']['hF']:.4f}")
+          f"{meta['nested_cv']['system1']['hF']:.4f}, system 2 {meta['nested_cv']['system2']['hF']:.4f}; held-out "
+          "override rate (CV at frozen thresholds / nested outer folds) vs share: " + "; ".join(
+              f"system {p.system_id} {p.tuning['heldout_override_rate']:.3f} / {p.tuning['nested_override_rate']:.3f}"
+              f" vs {p.max_override_share:.3f}" for p in (one, two)))
 
 
 def test_chain_predicts_from_label_free_clips_only(ranked_run, chain, evaluated):

@@ -113,7 +113,8 @@ def test_info_shows_verified_contents_and_refuses_tampering(bundle, tmp_path):
     for sid in ("1", "2"):
         tuning, share = m.systems[sid]["tuning"], m.systems[sid]["max_override_share"]
         assert tuning["heldout_override_rate"] <= share + 1e-12
-        assert m.provenance["override_rates"][f"system{sid}"]["heldout_override_rate"] == tuning["heldout_override_rate"]
+        rates = m.provenance["override_rates"][f"system{sid}"]
+        assert rates["heldout_override_rate"] == tuning["heldout_override_rate"]
         assert f"cv {100 * tuning['heldout_override_rate']:.1f}%, nested {100 * tuning['nested_override_rate']:.1f}%" \
             in result.output
     dst = _scratch(bundle, tmp_path)

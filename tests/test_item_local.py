@@ -59,7 +59,8 @@ def package(synth_corpus, tmp_path_factory) -> Path:
         keep = int((LONG_S if n % 4 == 0 else SHORT_S) * sr)
         sf.write(root / "audio" / f"{clip_id}.wav", audio[:keep], sr)
         note = path.with_suffix(".txt").read_text(encoding="utf-8").splitlines()
-        rows.append([clip_id, path.stem.replace("_", " "), "recording", note[0] if note else ""] + [""] * (len(rows[0]) - 4))
+        extra = [""] * (len(rows[0]) - 4)
+        rows.append([clip_id, path.stem.replace("_", " "), "recording", note[0] if note else "", *extra])
     with open(meta, "w", encoding="utf-8", newline="") as fh:
         csv.writer(fh, lineterminator="\n").writerows(rows)
     return root
@@ -128,7 +129,7 @@ def test_every_item_is_decided_alone_in_any_batch_order_or_resumed_run(bundle, p
     for name, got in runs.items():
         differ = [i for i in alone if got[i] != alone[i]]
         print(f"{name}: {n - len(differ)}/{n} items identical to predict_file alone")
-        assert not differ, f"{name}: {len(differ)} items differ, e.g. {differ[0]}: {got[differ[0]]} vs alone {alone[differ[0]]}"
+        assert not differ, f"{name}: {len(differ)} differ, e.g. {differ[0]}: {got[differ[0]]} vs {alone[differ[0]]}"
     print(f"system {SYSTEM}: {overridden} of {n} items overridden by the ranker; killed after {killed_at} items")
 
 

@@ -129,7 +129,9 @@ def rank(
     run_dir: Annotated[Path, typer.Argument(help="Run folder written by `bst train`.")],
     data: Annotated[Path, typer.Argument(help="Development set (BSD10k layout with features/).")],
     k: Annotated[int, typer.Option(help="Ensemble top-k candidates (plus each family's top-1).")] = 3,
-    max_override_share: Annotated[float, typer.Option(help="Most System 1's held-out override rate may be when its thresholds are tuned (a tuning constraint; inference decides each item alone); System 2 gets half.")] = 0.15,
+    max_override_share: Annotated[float, typer.Option(
+        help="Tuning constraint: most System 1's held-out override rate may be (inference decides each item "
+             "alone); System 2 gets half.")] = 0.15,
     seed: Annotated[int, typer.Option(help="Ranker random seed.")] = 0,
 ) -> None:
     """Fit the candidate ranker (nested 5-fold CV), freeze the four systems into RUN/systems.json."""

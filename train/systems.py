@@ -62,7 +62,8 @@ def make_policies(pools: dict, thresholds: dict[int, rk.Thresholds], opts: RankO
                             cross_parent_tau=th.cross_parent_tau, cross_parent_min_score=th.cross_parent_min_score,
                             max_override_share=specs[sid].max_override_share, description=description,
                             tuning={"cv_hF": th.hF, "heldout_override_rate": th.override_share,
-                                    "nested_override_rate": (nested or {}).get(f"system{sid}", {}).get("override_share")})
+                                    "nested_override_rate": (nested or {}).get(f"system{sid}", {})
+                                    .get("override_share")})
 
     return [
         ranked(1, "primary", "Top-12 calibrated ensemble with candidate ranker and parent-safe override"),

@@ -19,11 +19,11 @@ import numpy as np
 
 
 def _timed(predictor, clips, batch: int) -> tuple[float, list]:
-    predictor.undecided(clips[:batch])  # warm-up: CUDA kernels, arena growth
+    predictor.predict_batch(clips[:batch], batch)  # warm-up: CUDA kernels, arena growth
     t0 = time.perf_counter()
     out = []
     for s in range(0, len(clips), batch):
-        out += predictor.undecided(clips[s:s + batch])
+        out += predictor.predict_batch(clips[s:s + batch], batch)
     return len(clips) / (time.perf_counter() - t0), out
 
 
@@ -53,11 +53,10 @@ def main() -> int:
     ev_cpu, ev_gpu = cpu._evidence(clips), gpu._evidence(clips)
     diff = float(np.abs(ev_cpu.family_probs - ev_gpu.family_probs).max())
     print(f"family distributions: max |CPU - CUDA| {diff:.2e} over {len(clips)} clips")
-    cpu_all = cpu.undecided_systems(clips, (1, 2, 3, 4))
-    gpu_all = gpu.undecided_systems(clips, (1, 2, 3, 4))
+    cpu_all = cpu.predict_systems(clips, (1, 2, 3, 4))
+    gpu_all = gpu.predict_systems(clips, (1, 2, 3, 4))
     for sid in (1, 2, 3, 4):
-        a_ = cpu.with_system(sid).finalize(cpu_all[sid])
-        b_ = gpu.with_system(sid).finalize(gpu_all[sid])
+        a_, b_ = cpu_all[sid], gpu_all[sid]
         agree = float(np.mean([x.label == y.label for x, y in zip(a_, b_)]))
         sdiff = float(np.max(np.abs([x.score - y.score for x, y in zip(a_, b_)])))
         print(f"system {sid}: label agreement {agree:.4f}, max |score diff| {sdiff:.2e}")

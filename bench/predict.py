@@ -7,7 +7,9 @@ after the first batch), seconds to the first prediction, peak RSS, and the insta
     .venv/bin/python bench/predict.py --bundle B --run RUN --eval EVAL_DIR [--rt-venv DIR] [--threads 2]
 
 The torch chain is laion-clap's own file pipeline + text embedding (random weights at the bundle's seed, or
---clap-ckpt) → torch fold models → sklearn ranker → the same policy code (`bst.train.dev_eval.TorchChain`).
+--clap-ckpt) → torch fold models → sklearn ranker → the same decision function (`bst.runtime.policy.decide_items`
+via `bst.train.dev_eval.TorchChain`). Both chains decide each clip alone, so the torch chain's batches of
+--batch-size and the runtime's whole run give comparable labels ("labels = torch").
 """
 from __future__ import annotations
 

@@ -25,11 +25,11 @@ from bst.runtime.atomic import atomic_save_npy, atomic_write_text
 from bst.runtime.batch import package_versions
 from bst.runtime.bundle import sha256_file
 from bst.runtime.errors import BstError
-from bst.runtime.features import FEATURE_NAMES, NUM_FEATURES, candidate_features, stack_features
+from bst.runtime.features import FEATURE_NAMES, NUM_FEATURES
 from bst.runtime.manifest import (
     MANIFEST_NAME, SCHEMA_VERSION, AudioSpec, FileSpec, GraphSpec, HeadsSpec, Manifest, TensorSpec, TextSpec,
 )
-from bst.runtime.policy import AUDIO_ONLY, TEXT_ONLY, item_evidence
+from bst.runtime.policy import AUDIO_ONLY, TEXT_ONLY, ItemCandidates, SystemPolicy, decide_candidates, item_candidates
 from bst.runtime.portable import portable_section
 from bst.runtime.session import make_session
 from bst.runtime.taxonomy import CODES
@@ -90,9 +90,9 @@ def export_bundle(run_dir: Path, out: Path, opts: ExportOptions = ExportOptions(
         if any(p.use_ranker for p in policies):
             model, meta = load_ranker(run_dir)
             ranker_policy = next(p for p in policies if p.use_ranker)
-            rows = _ranker_rows(heads, layout, ranker_policy, audio, text, masked, class_text)
+            cands = _ranker_candidates(heads, layout, ranker_policy, audio, text, masked, class_text)
             rk.export_ranker(model, NUM_FEATURES, staging / RANKER_FILE)
-            graphs["ranker"] = _ranker_spec(staging, model, rows)
+            graphs["ranker"] = _ranker_spec(staging, model, cands, [p for p in policies if p.use_ranker])
             if list(meta["feature_names"]) != list(FEATURE_NAMES):
                 raise BstError(f"{run_dir}/ranker/ranker.json: feature names differ from this bst-rt's; rerun `bst rank`")
             ranker_info = {"feature_names": list(FEATURE_NAMES), "k": meta["k"], "pool": meta["pool"],
@@ -229,26 +229,31 @@ def _heads_spec(staging, heads, run, layout, audio, text, masked, source) -> Gra
     return _graph_spec(staging, "heads", HEADS_FILE, hd.OPSET, "fp32", record)
 
 
-def _ranker_rows(heads, layout, policy, audio, text, masked, class_text) -> np.ndarray:
-    """Real candidate rows: the validation items through the torch heads, the policy's evidence and the features."""
-    fam, _ = hd.torch_heads(heads, audio, text, masked)
-    items = []
-    for i in range(len(audio)):
-        probs = {f: fam[i, j] for j, f in enumerate(layout.families)}
-        present = bool(np.any(text[i]))
-        ens, sel = item_evidence(policy, probs, True, present)
-        items.append(candidate_features(ens, sel, text[i] if present else None, class_text,
-                                        audio_present=True, text_present=present, k=policy.k))
-    rows, _ = stack_features(items)
-    return rows
+def _ranker_candidates(heads, layout, policy, audio, text, masked, class_text) -> ItemCandidates:
+    """Real candidate rows: the validation items through the torch heads (the ensemble is the graph source's
+    `pool_probs` row of the policy's pool, as the runtime reads it) and `policy.item_candidates`."""
+    fam, pool = hd.torch_heads(heads, audio, text, masked)
+    present = np.any(text != 0, axis=1)
+    return item_candidates(policy, pool[:, layout.pools.index(policy.pool)],
+                           {f: fam[:, j] for j, f in enumerate(layout.families)}, text, class_text,
+                           np.ones(len(audio), dtype=bool), present)
 
 
-def _ranker_spec(staging: Path, model, rows: np.ndarray) -> GraphSpec:
+def _ranker_spec(staging: Path, model, cands: ItemCandidates, policies: list[SystemPolicy]) -> GraphSpec:
+    """Ranker graph vs sklearn on the rows, then each ranker system's decisions (`policy.decide_candidates`, the
+    runtime's decision function) with ONNX scores vs sklearn scores: labels must agree on every item."""
+    rows = cands.rows
     labels, probs = rk.sklearn_ranker(model, rows)
     got = val.run_graph(staging / RANKER_FILE, {rk.INPUT_NAME: rows})
     record = val.check_close("ranker", {"probabilities": got["probabilities"]}, {"probabilities": probs},
                              val.TOLERANCES["ranker"])
     record.update(val.check_labels("ranker", got["label"], labels))
+    column = int(list(model.classes_).index(1))
+    for p in policies:
+        onnx_dec = decide_candidates(p, cands, lambda r: got["probabilities"][:, column])
+        source_dec = decide_candidates(p, cands, lambda r: probs[:, column])
+        record[f"system{p.system_id}_decisions"] = val.check_labels(f"system {p.system_id} decisions",
+                                                                    onnx_dec.labels, source_dec.labels)
     return _graph_spec(staging, "ranker", RANKER_FILE, rk.OPSET, "fp32", record)
 
 
@@ -289,6 +294,14 @@ def _git_revision() -> str | None:
         return res.stdout.strip() or None if res.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _override_rates(policies) -> dict:
+    """Each ranker system's held-out override rates measured at tuning (`bst rank`) and its share."""
+    return {f"system{p.system_id}": {"max_override_share": p.max_override_share,
+                                     "heldout_override_rate": p.tuning.get("heldout_override_rate"),
+                                     "nested_override_rate": p.tuning.get("nested_override_rate")}
+            for p in policies if p.use_ranker}
 
 
 def _scores(run, ranker_info: dict) -> dict:
@@ -348,6 +361,7 @@ def _manifest(staging, run, policies, layout, graphs, clap, ranker_info, opts: E
             "data_fingerprints": run.registry.get("data_fingerprints"), "clap": clap["provenance"],
             "scores": _scores(run, ranker_info),
             "graph_parameters": graph_parameters(staging, graphs),
+            "override_rates": _override_rates(policies),
         },
         clap_weights="random" if clap["random"] else "checkpoint",
         portable=portable_section([str(p.system_id) for p in policies],

@@ -1,8 +1,9 @@
 """The `bst-rt predict` run: an evaluation package in, a validated submission CSV and its run record out.
 
-Crash safety: undecided per-item results are appended to a journal beside the output (`OUT.partial.jsonl`, fsynced
-per batch), so `--resume` continues a killed run without redoing finished items; the set-level decision (override
-cap) is taken only once every item has its evidence, and the CSV is written atomically, then validated.
+Crash safety: each item's final prediction is appended to a journal beside the output (`OUT.partial.jsonl`, fsynced
+per batch), so `--resume` continues a killed run without redoing finished items. Decisions are item-local, so a
+resumed run (any batch size) writes the same rows as an uninterrupted one; the CSV is written atomically, then
+validated.
 Traceability: `OUT.run.json` names the bundle, system, provider in use, package versions, the sha256 of the
 metadata file, a digest of the audio, and row and fallback counts.
 """
@@ -119,7 +120,7 @@ class RunResult:
 
 
 def _journal_header(predictor: Predictor, metadata_sha: str) -> dict:
-    return {"journal": "bst-rt-predict-v1", "bundle_id": predictor.bundle.manifest.bundle_id,
+    return {"journal": "bst-rt-predict-v2", "bundle_id": predictor.bundle.manifest.bundle_id,
             "system": predictor.system, "int8": predictor.int8, "metadata_sha256": metadata_sha}
 
 
@@ -218,7 +219,7 @@ def _run(opts: RunOptions, systems: list[int], outs: dict[int, Path], progress) 
         if progress:
             progress(len(package.clips) - len(todo), len(package.clips))
         batches = (todo[start : start + opts.batch_size] for start in range(0, len(todo), opts.batch_size))
-        for by_system in first.undecided_systems_stream(batches, systems, hashes):
+        for by_system in first.predict_systems_stream(batches, systems, hashes):
             if first_prediction_s is None:
                 first_prediction_s = time.perf_counter() - started
             for n, batch in by_system.items():
@@ -236,7 +237,7 @@ def _run(opts: RunOptions, systems: list[int], outs: dict[int, Path], progress) 
     results = {}
     for n in systems:
         out, predictor = outs[n], predictors[n]
-        final = predictor.finalize([done[n][c.id] for c in package.clips])
+        final = [done[n][c.id] for c in package.clips]
         with first.clock.stage("write + validate CSV"):
             write_submission(out, ((p.id, p.label, p.score) for p in final))
             validate_submission(out, package.ids)

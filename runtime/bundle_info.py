@@ -1,4 +1,5 @@
-"""`bst-rt info`: a verified bundle shown as tables (files and hashes, graphs and parity, systems, provenance)."""
+"""`bst-rt info`: a verified bundle shown as tables (files and hashes, graphs and parity, systems with their measured
+held-out override rates, provenance). Weights shown are provenance: the ensemble itself lives in heads.onnx."""
 from __future__ import annotations
 
 import json
@@ -25,6 +26,14 @@ def _parity_text(parity: dict) -> str:
     return "; ".join(parts)
 
 
+def _override_text(system: dict) -> str:
+    """The held-out override rates `bst rank` measured: at the frozen thresholds (CV) and on the nested outer folds."""
+    tuning = system.get("tuning", {})
+    parts = [f"{label} {100 * tuning[key]:.1f}%" for key, label in
+             (("heldout_override_rate", "cv"), ("nested_override_rate", "nested")) if tuning.get(key) is not None]
+    return ", ".join(parts) or "not recorded"
+
+
 def print_bundle_info(bundle: Bundle) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -48,12 +57,13 @@ def print_bundle_info(bundle: Bundle) -> None:
         files.add_row(key, f.file, _mb(f.size), f.sha256[:12])
     console.print(files)
     systems = Table(title="systems")
-    for col in ("id", "name", "pool", "families", "ranker", "k", "tau", "cap"):
+    for col in ("id", "name", "pool", "families", "ranker", "k", "tau", "share (tuning)", "held-out overrides"):
         systems.add_column(col)
     for sid, s in sorted(m.systems.items()):
         fams = ", ".join(f"{f} {w:.2f}" for f, w in s["weights"].items() if w > 0)
         systems.add_row(sid, s["name"], s["pool"], fams, "yes" if s["use_ranker"] else "no", str(s["k"]),
-                        f"{s['tau']:.3f}", f"{s['max_override_share']:.2f}")
+                        f"{s['tau']:.3f}", f"{s['max_override_share']:.2f}" if s["use_ranker"] else "-",
+                        _override_text(s) if s["use_ranker"] else "-")
     console.print(systems)
     console.print(f"text: template {m.text.template_version}, tokenizer {m.text.tokenizer_file} "
                   f"({m.text.tokenizer_source or 'unknown source'}), max {m.text.max_tokens} tokens")

@@ -1,26 +1,31 @@
-"""The deployable systems: `SystemPolicy` (what a system runs) and the parent-safe override rule (seed eq. 3).
+"""The deployable systems: `SystemPolicy` (what a system runs) and THE decision function, `decide_items`.
 
-Pure numpy so that threshold tuning in training and the runtime apply the very same decision code:
+evidence (ensemble + family distributions, text embedding, modality flags) -> per-item fallback switch ->
+candidate features (`features.candidate_features`) -> ranker scores (a callable: the bundle's ranker.onnx at
+runtime, the sklearn model in training, out-of-fold scores in tuning) -> seed eq. 3 -> label and score:
 
     y = y_r  if  s_r - s_b > tau  and  parentSafe(y_r, y_b)  else  y_b,
     parentSafe = same parent, or (s_r - s_b > cross_parent_tau and s_r >= cross_parent_min_score).
 
-`decide` is item-local. The per-policy cap on the share of overridden items is a property of a *set* of
-predictions, so it is a separate step, `limit_overrides`, which keeps only the largest-margin overrides; thresholds
-are tuned with the cap applied, and a batch predictor applies it once over the whole output set.
+Every step is item-local: an item's label and score depend only on its own evidence and the bundle, never on the
+other items of a batch, package or run. A policy's `max_override_share` is a constraint of threshold TUNING (the
+held-out override rate of the chosen thresholds stays at or below it, `bst.train.ranker`); inference never looks at
+how many other items were overridden. Pure numpy, so training, tuning, export validation and the runtime share it.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from .atomic import atomic_write_text
 from .errors import BstError
+from .features import CandidateFeatures, candidate_features, stack_features
 from .taxonomy import NUM_CLASSES, PARENT_INDEX
 
 SYSTEMS_SCHEMA = "bst-systems-v1"
@@ -33,6 +38,10 @@ class SystemPolicy:
     """One submitted system, frozen: its ensemble, whether and how it reranks, and its missing-modality fallbacks.
 
     A margin is a difference of two probabilities, so `cross_parent_tau >= 1` disables cross-parent overrides.
+    `max_override_share` is the tuning constraint the thresholds were chosen under (not applied at inference);
+    `tuning` records the measured held-out override rate. `weights` are provenance at runtime: the deployed
+    ensemble is the heads graph's `pool_probs`; only which families have a positive weight (the ranker's family
+    features) is read from them.
     """
 
     system_id: int
@@ -105,10 +114,13 @@ def ensemble_probs(policy: SystemPolicy, family_probs: Mapping[str, np.ndarray])
 
 
 def item_evidence(
-    policy: SystemPolicy, family_probs: Mapping[str, np.ndarray], audio_present: bool, text_present: bool
+    policy: SystemPolicy, family_probs: Mapping[str, np.ndarray], audio_present: bool, text_present: bool,
+    ensemble: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One item's (ensemble [23], selected families [F, 23]), switching to the fallback family when a modality is
-    missing (no audio -> text-only; empty metadata -> audio-only), so features see what the runtime really ran."""
+    missing (no audio -> text-only; empty metadata -> audio-only), so features see what the runtime really ran.
+    `ensemble` is the item's pool distribution when the caller has it (the runtime: the graph's `pool_probs`);
+    without it eq. 2 is computed here from the policy's weights (the training side)."""
     if not audio_present or not text_present:
         fallback = policy.fallback_audio_missing if not audio_present else policy.fallback_text_missing
         if fallback not in family_probs:
@@ -116,8 +128,9 @@ def item_evidence(
         probs = np.asarray(family_probs[fallback], dtype=np.float64).reshape(NUM_CLASSES)
         return probs, probs[None, :]
     selected = np.stack([np.asarray(family_probs[f], dtype=np.float64).reshape(NUM_CLASSES) for f in policy.families])
-    ens = ensemble_probs(policy, {f: selected[i] for i, f in enumerate(policy.families)})
-    return ens, selected
+    if ensemble is not None:
+        return np.asarray(ensemble, dtype=np.float64).reshape(NUM_CLASSES), selected
+    return ensemble_probs(policy, {f: selected[i] for i, f in enumerate(policy.families)}), selected
 
 
 @dataclass(frozen=True)
@@ -137,7 +150,8 @@ class RankerChoice:
 
 @dataclass(frozen=True)
 class Decisions:
-    """Final label index, its score in [0, 1], whether the ranker overrode the base, and the ranker margin."""
+    """Per item: final label index, its score in [0, 1], whether the ranker overrode the base, the ranker margin,
+    and the distribution the base decision came from (`probabilities`, [N, 23]; set by `decide_items`)."""
 
     labels: np.ndarray
     scores: np.ndarray
@@ -145,6 +159,7 @@ class Decisions:
     margin: np.ndarray
     base: np.ndarray
     base_prob: np.ndarray
+    probabilities: np.ndarray | None = None
 
     @property
     def override_share(self) -> float:
@@ -194,32 +209,78 @@ def decide(
     return Decisions(labels, scores, overridden, margin, choice.base, choice.base_prob)
 
 
-def limit_overrides(decisions: Decisions, max_share: float) -> Decisions:
-    """Keep at most floor(max_share * N) overrides in a set of predictions: the largest margins; the rest revert."""
-    n = len(decisions.labels)
-    allowed = int(math.floor(max_share * n + 1e-9))
-    idx = np.flatnonzero(decisions.overridden)
-    if len(idx) <= allowed:
-        return decisions
-    keep = idx[np.argsort(-decisions.margin[idx], kind="stable")[:allowed]]
-    overridden = np.zeros(n, dtype=bool)
-    overridden[keep] = True
-    labels = np.where(overridden, decisions.labels, decisions.base)
-    scores = np.where(overridden, decisions.scores, decisions.base_prob)
-    return Decisions(labels, scores, overridden, decisions.margin, decisions.base, decisions.base_prob)
-
-
-def apply_policy(policy: SystemPolicy, choice: RankerChoice, *, limit: bool = True) -> Decisions:
-    """A system's final decisions for a set of items: eq. 3 with its thresholds, then (by default) its cap."""
+def apply_policy(policy: SystemPolicy, choice: RankerChoice) -> Decisions:
+    """Eq. 3 with the policy's thresholds (the base prediction alone when the system has no ranker)."""
     if not policy.use_ranker:
         choice = _base_only(choice)
-    out = decide(
-        choice,
-        tau=policy.tau,
-        cross_parent_tau=policy.cross_parent_tau,
-        cross_parent_min_score=policy.cross_parent_min_score,
-    )
-    return limit_overrides(out, policy.max_override_share) if limit else out
+    return decide(choice, tau=policy.tau, cross_parent_tau=policy.cross_parent_tau,
+                  cross_parent_min_score=policy.cross_parent_min_score)
+
+
+ScoreRows = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ItemCandidates:
+    """Per item: the distribution its base decision comes from (ensemble, or the fallback family's) and, for a
+    ranker system, its candidates and their feature rows (all items stacked; `offsets` [N + 1] split them)."""
+
+    probabilities: np.ndarray
+    items: list[CandidateFeatures]
+    rows: np.ndarray
+    offsets: np.ndarray
+
+    def choice(self, scores: np.ndarray) -> RankerChoice:
+        return ranker_choice(self.probabilities, [it.candidates for it in self.items], scores, self.offsets)
+
+
+def item_candidates(
+    policy: SystemPolicy, ensemble: np.ndarray | None, family_probs: Mapping[str, np.ndarray],
+    text_embeddings: np.ndarray, class_text_embeddings: np.ndarray, audio_present: np.ndarray,
+    text_present: np.ndarray,
+) -> ItemCandidates:
+    """Evidence -> per-item fallback switch -> candidate features, one item at a time (a plain loop, so no value
+    can depend on another item). `ensemble` [N, 23] (None: eq. 2 from `family_probs`), `family_probs` {f: [N, 23]}."""
+    n = len(audio_present)
+    probs, items = [], []
+    for i in range(n):
+        audio, text = bool(audio_present[i]), bool(text_present[i])
+        ens, sel = item_evidence(policy, {f: p[i] for f, p in family_probs.items()}, audio, text,
+                                 None if ensemble is None else ensemble[i])
+        probs.append(ens)
+        if policy.use_ranker:
+            items.append(candidate_features(ens, sel, text_embeddings[i] if text else None, class_text_embeddings,
+                                            audio_present=audio, text_present=text, k=policy.k))
+    rows, offsets = stack_features(items)
+    return ItemCandidates(np.stack(probs) if probs else np.zeros((0, NUM_CLASSES)), items, rows, offsets)
+
+
+def decide_candidates(policy: SystemPolicy, cands: ItemCandidates, score_rows: ScoreRows | None) -> Decisions:
+    """Ranker scores of the candidate rows (one call for all items; a row's score depends on that row alone), then
+    eq. 3 with the policy's thresholds."""
+    if policy.use_ranker:
+        if score_rows is None:
+            raise BstError(f"system {policy.system_id} uses the ranker but no ranker scores were given")
+        scores = np.asarray(score_rows(cands.rows), dtype=np.float64) if len(cands.rows) else np.zeros(0)
+        if scores.shape != (len(cands.rows),):
+            raise BstError(f"system {policy.system_id}: ranker gave {scores.shape} scores for {len(cands.rows)} rows")
+        choice = cands.choice(scores)
+    else:
+        choice = no_ranker(cands.probabilities)
+    return dataclasses.replace(apply_policy(policy, choice), probabilities=cands.probabilities)
+
+
+def decide_items(
+    policy: SystemPolicy, ensemble: np.ndarray | None, family_probs: Mapping[str, np.ndarray],
+    text_embeddings: np.ndarray, class_text_embeddings: np.ndarray, audio_present: np.ndarray,
+    text_present: np.ndarray, score_rows: ScoreRows | None,
+) -> Decisions:
+    """THE decision of a system for N items, each decided alone: evidence -> candidate features -> ranker scores
+    -> eq. 3 -> label and score. Called by the runtime predictor (ensemble = the graph's `pool_probs`, scores from
+    ranker.onnx), dev-as-eval's torch chain and export validation (sklearn ranker), and `bst rank` (OOF scores)."""
+    cands = item_candidates(policy, ensemble, family_probs, text_embeddings, class_text_embeddings, audio_present,
+                            text_present)
+    return decide_candidates(policy, cands, score_rows)
 
 
 def _base_only(choice: RankerChoice) -> RankerChoice:

@@ -1,21 +1,21 @@
 """`Predictor`: the Python API and the batch loop behind `bst-rt predict`.
 
 audio file + metadata → CLAP audio/text/masked-text embeddings (ORT) → fused heads graph (calibrated family
-distributions) → the system's ensemble, candidate features and ranker (same `features`/`policy` code as training) →
-label. Every item gets a prediction: without usable audio the bundle's text-only family decides, with empty metadata
-the audio-only family, and each such fallback is reported with its reason.
+distributions and the pools' ensembles, `pool_probs`) → `policy.decide_items` (the system's pool row of
+`pool_probs`, candidate features, ranker.onnx, eq. 3; the same function training runs) → label. Every item gets a
+prediction: without usable audio the bundle's text-only family decides, with empty metadata the audio-only family,
+and each such fallback is reported with its reason.
 
-The override cap of a system (`max_override_share`) is a property of a set of predictions, so `predict_batch` and
-`finalize` apply it over the set they are given; `predict_file` and the streaming `predict_clips` decide each item
-alone (eq. 3 without the cap). Sessions are created once; `InferenceSession.run` is thread-safe and the predictor
-keeps no per-call state, so one instance can serve several threads.
+Every decision is item-local: `predict_file`, `predict_clips` and `predict_batch` give an item the same label and
+score whatever else is in the batch. Sessions are created once; `InferenceSession.run` is thread-safe and the
+predictor keeps no per-call state, so one instance can serve several threads.
 """
 from __future__ import annotations
 
 import copy
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -27,9 +27,8 @@ from .datasets import Clip
 from .embedding import MASKED_INPUT, AudioBatch, EmbeddingStage, StageClock, prefetch, read_audio, read_batch
 from .encoders import AudioEncoder, TextEncoder
 from .errors import BundleError
-from .features import candidate_features, stack_features
 from .session import make_session, session_provider
-from .taxonomy import CODES, parent_of
+from .taxonomy import CODE_TO_INDEX, CODES, parent_of
 
 EMBEDDING_DIM = 512
 TOP_K = 5
@@ -48,41 +47,28 @@ class Prediction:
     probabilities: np.ndarray
     fallback: str | None = None
     overridden: bool = False
-    #: the set-level cap needs these: base choice, its probability, ranker scores of base and pick, and the pick
-    base_index: int = field(default=-1, repr=False)
-    base_prob: float = field(default=0.0, repr=False)
-    base_score: float = field(default=0.0, repr=False)
-    choice_index: int = field(default=-1, repr=False)
-    choice_score: float = field(default=0.0, repr=False)
 
     def to_record(self) -> dict:
         """JSON-safe form (the resume journal); `from_record` inverts it exactly (floats round-trip via repr)."""
         return {
             "id": self.id, "label": self.label, "score": self.score, "fallback": self.fallback,
             "overridden": self.overridden, "probabilities": [float(p) for p in self.probabilities],
-            "base_index": self.base_index, "base_prob": self.base_prob, "base_score": self.base_score,
-            "choice_index": self.choice_index, "choice_score": self.choice_score,
         }
 
     @classmethod
     def from_record(cls, rec: dict) -> "Prediction":
         probs = np.asarray(rec["probabilities"], dtype=np.float64)
-        return _make_prediction(
-            rec["id"], int(rec["base_index"] if not rec["overridden"] else rec["choice_index"]), float(rec["score"]),
-            probs, rec["fallback"], bool(rec["overridden"]),
-            (int(rec["base_index"]), float(rec["base_prob"]), float(rec["base_score"]),
-             int(rec["choice_index"]), float(rec["choice_score"])),
-        )
+        return _make_prediction(rec["id"], CODE_TO_INDEX[rec["label"]], float(rec["score"]), probs, rec["fallback"],
+                                bool(rec["overridden"]))
 
 
-def _make_prediction(item_id, label_index, score, probs, fallback, overridden, choice) -> Prediction:
+def _make_prediction(item_id, label_index, score, probs, fallback, overridden) -> Prediction:
     order = np.argsort(-probs, kind="stable")[:TOP_K]
     code = CODES[label_index]
     return Prediction(
         id=item_id, label=code, score=float(np.clip(score, 0.0, 1.0)), parent=parent_of(code),
         top_k=tuple((CODES[i], float(probs[i])) for i in order), probabilities=probs, fallback=fallback,
-        overridden=overridden, base_index=choice[0], base_prob=choice[1], base_score=choice[2],
-        choice_index=choice[3], choice_score=choice[4],
+        overridden=overridden,
     )
 
 
@@ -127,6 +113,7 @@ class Predictor:
         self.class_text = bundle.class_text_embeddings()
         self.families = list(m.heads.families)
         self.pools = list(m.heads.pools)
+        self._pool_index = self._pool_of(self.policy)
         self.positive_column = int(m.ranker.get("positive_column", 1))
         self._lock = threading.Lock()
         self.fallbacks: Counter[str] = Counter()
@@ -162,39 +149,24 @@ class Predictor:
                      item_id: str | None = None) -> Prediction:
         clip = Clip(id=item_id or (str(path) if path else ""), title=title, tags=tags, description=description,
                     audio_path=Path(path) if path else None)
-        return self.predict_clips([clip], batch_size=1).__next__()
+        return self.predict_batch([clip], batch_size=1)[0]
 
     def predict_clips(self, clips: Iterable[Clip], batch_size: int = 8) -> Iterator[Prediction]:
-        """Stream predictions item by item (eq. 3 without the set-level cap)."""
-        for items in self.undecided_stream(_chunks(clips, batch_size)):
-            yield from self._decide_each(items)
+        """Stream predictions, `batch_size` clips per encoder call, the next batch's audio read in a worker thread
+        meanwhile (`embedding.prefetch`); each item is decided alone (`policy.decide_items`)."""
+        for by_system in self.predict_systems_stream(_chunks(clips, batch_size), [self.system]):
+            yield from by_system[self.system]
 
     def predict_batch(self, clips: Sequence[Clip], batch_size: int = 8) -> list[Prediction]:
-        """All items, with the system's override cap applied over this set (what `bst-rt predict` writes)."""
+        """All items in order; the same labels and scores as predicting each alone."""
         items: list[Prediction] = []
-        for part in self.undecided_stream(_chunks(clips, batch_size)):
-            items += part
-        return self.finalize(items)
+        return list(self.predict_clips(clips, batch_size))
 
-    # ---- the two stages: per-item evidence and choice, then the set-level decision ----------------------------
-    def undecided(self, clips: Sequence[Clip]) -> list[Prediction]:
-        """Per item: base prediction and the ranker's pick, not yet decided (label = base)."""
-        ev = self._evidence(clips)
-        with self._lock:
-            self.fallbacks.update(r.split(":")[0] for r in ev.reasons if r)
-        return self._choose(clips, ev)
-
-    def undecided_stream(self, batches: Iterable[Sequence[Clip]],
-                         hashes: dict[str, str | None] | None = None) -> Iterator[list[Prediction]]:
-        """`undecided` of each batch, the next batch's audio read in a worker thread meanwhile (`prefetch`). With
-        `hashes`, each clip's file sha256 is put there (id -> sha256 or None), computed by that reader."""
-        for by_system in self.undecided_systems_stream(batches, [self.system], hashes):
-            yield by_system[self.system]
-
-    def undecided_systems_stream(self, batches: Iterable[Sequence[Clip]], systems: Sequence[int],
-                                 hashes: dict[str, str | None] | None = None) -> Iterator[dict[int, list[Prediction]]]:
-        """`undecided_systems` of each batch, the next batch's audio read meanwhile (`prefetch`; `hashes` as in
-        `undecided_stream`): one pass of the encoders and heads for several systems."""
+    def predict_systems_stream(self, batches: Iterable[Sequence[Clip]], systems: Sequence[int],
+                               hashes: dict[str, str | None] | None = None) -> Iterator[dict[int, list[Prediction]]]:
+        """Several systems of each batch from one pass of the encoders and heads, the next batch's audio read
+        meanwhile (`prefetch`). With `hashes`, each clip's file sha256 is put there (id -> sha256 or None), computed
+        by that reader, so the run record never reads the audio again."""
         others = {n: self.with_system(n) for n in systems}
         for audio in prefetch(batches, self.clock, hash_files=hashes is not None):
             if hashes is not None:
@@ -203,13 +175,13 @@ class Predictor:
             with self._lock:
                 self.fallbacks.update(r.split(":")[0] for r in ev.reasons if r)
             with self.clock.stage("decision (features+ranker)"):
-                out = {n: p._choose(audio.clips, ev) for n, p in others.items()}
+                out = {n: p._decide(audio.clips, ev) for n, p in others.items()}
             yield out
 
-    def undecided_systems(self, clips: Sequence[Clip], systems: Sequence[int]) -> dict[int, list[Prediction]]:
+    def predict_systems(self, clips: Sequence[Clip], systems: Sequence[int]) -> dict[int, list[Prediction]]:
         """Several systems of the bundle from one pass of the encoders (dev-as-eval, parity checks)."""
         ev = self._evidence(clips)
-        return {n: self.with_system(n)._choose(clips, ev) for n in systems}
+        return {n: self.with_system(n)._decide(clips, ev) for n in systems}
 
     def with_system(self, system: int) -> "Predictor":
         """Another system of the same bundle, sharing the already open sessions."""
@@ -221,6 +193,7 @@ class Predictor:
             raise BundleError(f"{self.bundle.root}: no system {system} (bundle has {', '.join(sorted(m.systems))})")
         other.system = int(system)
         other.policy = pol.SystemPolicy.from_dict(m.systems[str(system)])
+        other._pool_index = other._pool_of(other.policy)
         if other.policy.use_ranker and other.ranker is None:
             other.ranker = make_session(self.bundle.path(self.bundle.graph("ranker").file), provider=self._provider,
                                         threads=self._threads)
@@ -228,58 +201,25 @@ class Predictor:
         other.fallbacks = Counter()
         return other
 
-    def _choose(self, clips: Sequence[Clip], ev: "_Evidence") -> list[Prediction]:
-        ens, sel = [], []
-        for i in range(len(clips)):
-            probs = {f: ev.family_probs[i, j] for j, f in enumerate(self.families)}
-            e, s = pol.item_evidence(self.policy, probs, bool(ev.audio_present[i]), bool(ev.text_present[i]))
-            ens.append(e)
-            sel.append(s)
-        ens_arr = np.stack(ens)
-        if self.policy.use_ranker:
-            items = [
-                candidate_features(
-                    ens[i], sel[i], ev.text[i] if ev.text_present[i] else None, self.class_text,
-                    audio_present=bool(ev.audio_present[i]), text_present=bool(ev.text_present[i]), k=self.policy.k,
-                )
-                for i in range(len(clips))
-            ]
-            rows, offsets = stack_features(items)
-            probs = self.ranker.run(["probabilities"], {"candidate_features": rows})[0]
-            choice = pol.ranker_choice(ens_arr, [it.candidates for it in items], probs[:, self.positive_column], offsets)
-        else:
-            choice = pol.no_ranker(ens_arr)
-        out = []
-        for i, clip in enumerate(clips):
-            b = int(choice.base[i])
-            out.append(_make_prediction(
-                clip.id, b, float(choice.base_prob[i]), ens_arr[i], ev.reasons[i], False,
-                (b, float(choice.base_prob[i]), float(choice.base_score[i]),
-                 int(choice.choice[i]), float(choice.choice_score[i])),
-            ))
-        return out
+    def _pool_of(self, policy: pol.SystemPolicy) -> int:
+        """The system's axis in the graph's `pool_probs` (the manifest records the pool order)."""
+        if policy.pool not in self.pools:
+            raise BundleError(f"{self.bundle.root}: system {policy.system_id} names pool {policy.pool!r}, which the "
+                              f"heads graph does not compute (pools: {', '.join(self.pools)})")
+        return self.pools.index(policy.pool)
 
-    def finalize(self, items: Sequence[Prediction], *, limit: bool = True) -> list[Prediction]:
-        """The system's decision rule (eq. 3 + cap when `limit`) over a set of undecided predictions."""
-        if not items:
-            return []
-        choice = pol.RankerChoice(
-            base=np.array([p.base_index for p in items], dtype=np.int64),
-            base_prob=np.array([p.base_prob for p in items]),
-            base_score=np.array([p.base_score for p in items]),
-            choice=np.array([p.choice_index for p in items], dtype=np.int64),
-            choice_score=np.array([p.choice_score for p in items]),
+    def _score_rows(self, rows: np.ndarray) -> np.ndarray:
+        return self.ranker.run(["probabilities"], {"candidate_features": rows})[0][:, self.positive_column]
+
+    def _decide(self, clips: Sequence[Clip], ev: "_Evidence") -> list[Prediction]:
+        """`policy.decide_items` on the batch's evidence: the ensemble is the graph's pool row, never recomputed."""
+        dec = pol.decide_items(
+            self.policy, ev.pool_probs[:, self._pool_index],
+            {f: ev.family_probs[:, j] for j, f in enumerate(self.families)}, ev.text, self.class_text,
+            ev.audio_present, ev.text_present, self._score_rows if self.policy.use_ranker else None,
         )
-        dec = pol.apply_policy(self.policy, choice, limit=limit)
-        return [
-            _make_prediction(p.id, int(dec.labels[i]), float(dec.scores[i]), p.probabilities, p.fallback,
-                             bool(dec.overridden[i]),
-                             (p.base_index, p.base_prob, p.base_score, p.choice_index, p.choice_score))
-            for i, p in enumerate(items)
-        ]
-
-    def _decide_each(self, items: list[Prediction]) -> list[Prediction]:
-        return self.finalize(items, limit=False)
+        return [_make_prediction(clip.id, int(dec.labels[i]), float(dec.scores[i]), dec.probabilities[i],
+                                 ev.reasons[i], bool(dec.overridden[i])) for i, clip in enumerate(clips)]
 
     # ---- evidence ---------------------------------------------------------------------------------------------
     def _evidence(self, clips: Sequence[Clip], audio: AudioBatch | None = None) -> _Evidence:

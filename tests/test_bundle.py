@@ -105,9 +105,18 @@ def test_a_foreign_or_malformed_manifest_is_refused(bundle, tmp_path, edit, mess
 
 
 def test_info_shows_verified_contents_and_refuses_tampering(bundle, tmp_path):
-    result = CliRunner().invoke(app, ["info", str(bundle)])
+    result = CliRunner().invoke(app, ["info", str(bundle)], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "verified" in result.output and "RANDOM" in result.output and "primary" in result.output
+    # the held-out override rates `bst rank` measured travel in the manifest and are shown
+    m = load_bundle(bundle).manifest
+    for sid in ("1", "2"):
+        tuning, share = m.systems[sid]["tuning"], m.systems[sid]["max_override_share"]
+        assert tuning["heldout_override_rate"] <= share + 1e-12
+        rates = m.provenance["override_rates"][f"system{sid}"]
+        assert rates["heldout_override_rate"] == tuning["heldout_override_rate"]
+        assert f"cv {100 * tuning['heldout_override_rate']:.1f}%, nested {100 * tuning['nested_override_rate']:.1f}%" \
+            in result.output
     dst = _scratch(bundle, tmp_path)
     (dst / "tokenizer.json").write_text("{}")
     bad = CliRunner().invoke(app, ["info", str(dst)])

@@ -56,10 +56,16 @@ def test_rank_freezes_the_four_systems(ranked_run):
     meta = ranked_run.meta
     assert meta["feature_names"] == list(FEATURE_NAMES) and meta["k"] == one.k
     assert 0 <= meta["nested_cv"]["system1"]["hF"] <= 1
-    assert meta["nested_cv"]["system1"]["override_share"] <= one.max_override_share + 1e-9
+    for p in (one, two):  # the share constrains tuning: the frozen thresholds' held-out override rate is within it
+        assert p.tuning["heldout_override_rate"] <= p.max_override_share + 1e-12
+        assert p.tuning["nested_override_rate"] == meta["nested_cv"][f"system{p.system_id}"]["override_share"]
+        assert meta["thresholds"][str(p.system_id)]["override_share"] == p.tuning["heldout_override_rate"]
     assert "nested ranker estimate" in ranked_run.stdout
     print(f"\nnested: ensemble {meta['nested_cv']['ensemble_oof_hF']:.4f}, system 1 "
-          f"{meta['nested_cv']['system1']['hF']:.4f}, system 2 {meta['nested_cv']['system2']['hF']:.4f}")
+          f"{meta['nested_cv']['system1']['hF']:.4f}, system 2 {meta['nested_cv']['system2']['hF']:.4f}; held-out "
+          "override rate (CV at frozen thresholds / nested outer folds) vs share: " + "; ".join(
+              f"system {p.system_id} {p.tuning['heldout_override_rate']:.3f} / {p.tuning['nested_override_rate']:.3f}"
+              f" vs {p.max_override_share:.3f}" for p in (one, two)))
 
 
 def test_chain_predicts_from_label_free_clips_only(ranked_run, chain, evaluated):
@@ -76,7 +82,7 @@ def test_chain_predicts_from_label_free_clips_only(ranked_run, chain, evaluated)
         np.testing.assert_array_equal(blind[sid].scores, lied[sid].scores)
 
 
-def test_dev_as_eval_scores_each_system_within_its_cap(ranked_run, evaluated):
+def test_dev_as_eval_scores_each_system_and_decides_each_clip_alone(ranked_run, chain, evaluated):
     spy, report = evaluated
     policies = {p.system_id: p for p in load_policies(ranked_run.run / "systems.json")}
     outputs = spy.outputs
@@ -87,13 +93,19 @@ def test_dev_as_eval_scores_each_system_within_its_cap(ranked_run, evaluated):
         assert r["hF"] == pytest.approx(hierarchical_f1(truth, out.labels))
         assert r["cross_parent_error"] == pytest.approx(1 - r["parent_accuracy"])
         assert r["accuracy"] == pytest.approx(evaluate_predictions(truth, out.labels)["accuracy"])
-        assert out.overridden.mean() <= policies[sid].max_override_share + 1e-9
         assert ((out.scores >= 0) & (out.scores <= 1)).all()
         if not policies[sid].use_ranker:
             assert not out.overridden.any()
     # systems 1 and 2 share the top-12 base: they differ only where one of them overrode it
     same_base = ~(outputs[1].overridden | outputs[2].overridden)
     np.testing.assert_array_equal(outputs[1].labels[same_base], outputs[2].labels[same_base])
+    # item-local: the clips predicted in two other groups (odd, even) get exactly the same labels and scores
+    clips = spy.seen
+    for part in (slice(0, None, 2), slice(1, None, 2)):
+        alone = chain.predict(clips[part])
+        for sid in outputs:
+            np.testing.assert_array_equal(alone[sid].labels, outputs[sid].labels[part])
+            np.testing.assert_array_equal(alone[sid].scores, outputs[sid].scores[part])
 
 
 def test_cli_prints_table3_and_records_it(ranked_run):

@@ -1,4 +1,5 @@
-"""SystemPolicy serialisation and the parent-safe override rule (seed eq. 3) with its cap on overridden items."""
+"""SystemPolicy serialisation, the parent-safe override rule (seed eq. 3), and `decide_items` deciding each item
+alone: the same labels and scores for any batch, order or company, with no set-level limit on overrides."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,10 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dataclasses import replace as dataclass_replace
+
 from bst.runtime.errors import BstError
 from bst.runtime.policy import (
-    Decisions, RankerChoice, SystemPolicy, apply_policy, decide, item_evidence, limit_overrides, load_policies,
-    no_ranker, ranker_choice, save_policies,
+    Decisions, RankerChoice, SystemPolicy, apply_policy, decide, decide_items, ensemble_probs, item_evidence,
+    load_policies, no_ranker, ranker_choice, save_policies,
 )
 from bst.runtime.taxonomy import NUM_CLASSES, PARENT_INDEX
 
@@ -75,22 +78,62 @@ def test_decide_follows_eq3_item_by_item(seed, tau, ctau, cmin):
     assert (out.margin[crossed] > max(tau, ctau)).all() and (c.choice_score[crossed] >= cmin).all()
 
 
-@settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 10_000), n=st.integers(1, 300), share=st.floats(0, 1))
-def test_override_never_exceeds_the_policy_cap(seed, n, share):
-    c = _random_choice(np.random.default_rng(seed), n)
-    policy = SystemPolicy(1, "p", "top12", {"a": 1.0}, True, tau=0.0, cross_parent_tau=0.0,
-                          cross_parent_min_score=0.0, max_override_share=share)
-    uncapped = apply_policy(policy, c, limit=False)
-    capped = apply_policy(policy, c)
-    assert capped.overridden.sum() <= np.floor(share * n + 1e-9)
-    assert capped.override_share <= share + 1e-12
-    # the kept overrides are the largest-margin ones, every other item reverts to its base prediction
-    assert set(np.flatnonzero(capped.overridden)) <= set(np.flatnonzero(uncapped.overridden))
-    if capped.overridden.any() and (uncapped.overridden & ~capped.overridden).any():
-        assert capped.margin[capped.overridden].min() >= capped.margin[uncapped.overridden & ~capped.overridden].max()
-    np.testing.assert_array_equal(capped.labels[~capped.overridden], c.base[~capped.overridden])
-    np.testing.assert_array_equal(limit_overrides(capped, share).labels, capped.labels)  # idempotent
+def _items(rng: np.random.Generator, n: int) -> dict:
+    """Random evidence of n items (some without audio or text) for a two-family policy with fallbacks."""
+    probs = {f: rng.dirichlet(np.ones(NUM_CLASSES) * 0.3, size=n) for f in ("a", "b", "text-only", "audio-only")}
+    return dict(family_probs=probs, text_embeddings=rng.normal(size=(n, 8)), class_text_embeddings=rng.normal(
+        size=(NUM_CLASSES, 8)), audio_present=rng.random(n) > 0.15, text_present=rng.random(n) > 0.15)
+
+
+def _score_rows(rows: np.ndarray) -> np.ndarray:
+    """A stand-in ranker: a fixed function of each row alone (as a tree ensemble is)."""
+    w = np.linspace(-1.0, 1.0, rows.shape[1])
+    return 1.0 / (1.0 + np.exp(-(rows.astype(np.float64) @ w)))
+
+
+def _subset(ev: dict, idx) -> dict:
+    return {**ev, "family_probs": {f: p[idx] for f, p in ev["family_probs"].items()},
+            "text_embeddings": ev["text_embeddings"][idx], "audio_present": ev["audio_present"][idx],
+            "text_present": ev["text_present"][idx]}
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 60), share=st.floats(0, 1))
+def test_decide_items_decides_each_item_alone_whatever_the_batch(seed, n, share):
+    rng = np.random.default_rng(seed)
+    policy = SystemPolicy(1, "p", "top12", {"a": 0.6, "b": 0.4}, True, k=3, tau=0.0, cross_parent_tau=0.05,
+                          cross_parent_min_score=0.2, max_override_share=share)
+    ev = _items(rng, n)
+    ens = ensemble_probs(policy, ev["family_probs"])
+    whole = decide_items(policy, ens, score_rows=_score_rows, **ev)
+    alone = [decide_items(policy, ens[[i]], score_rows=_score_rows, **_subset(ev, [i])) for i in range(n)]
+    np.testing.assert_array_equal(whole.labels, [a.labels[0] for a in alone])
+    np.testing.assert_array_equal(whole.scores, [a.scores[0] for a in alone])
+    order = rng.permutation(n)
+    shuffled = decide_items(policy, ens[order], score_rows=_score_rows, **_subset(ev, order))
+    np.testing.assert_array_equal(shuffled.labels, whole.labels[order])
+    np.testing.assert_array_equal(shuffled.scores, whole.scores[order])
+    # no set-level limit: the share is a tuning constraint, so the overrides are exactly eq. 3's, at any share
+    cands_choice = [decide_items(dataclass_replace(policy, max_override_share=1.0), ens[[i]], score_rows=_score_rows,
+                                 **_subset(ev, [i])).overridden[0] for i in range(n)]
+    np.testing.assert_array_equal(whole.overridden, cands_choice)
+    # fallback items are decided by the fallback family's distribution
+    no_audio = ~ev["audio_present"]
+    np.testing.assert_allclose(whole.probabilities[no_audio], ev["family_probs"]["text-only"][no_audio])
+
+
+def test_decide_items_overrides_more_items_than_the_share_when_eq3_says_so():
+    """A limit per set of items would have kept at most floor(share * n) overrides; eq. 3 alone keeps them all."""
+    rng = np.random.default_rng(1)
+    n = 40
+    policy = SystemPolicy(1, "p", "top12", {"a": 0.5, "b": 0.5}, True, k=3, tau=0.0, cross_parent_tau=0.0,
+                          cross_parent_min_score=0.0, max_override_share=0.0)
+    ev = _items(rng, n)
+    ens = ensemble_probs(policy, ev["family_probs"])
+    prefer_second = lambda rows: (rows[:, 1] == 1).astype(np.float64)  # noqa: E731  (ens_rank 1 scores 1)
+    out = decide_items(policy, ens, score_rows=prefer_second, **ev)
+    assert out.overridden.sum() == n  # every item's rank-2 candidate wins by margin 1 > tau
+    np.testing.assert_array_equal(out.labels, np.argsort(-out.probabilities, axis=1, kind="stable")[:, 1])
 
 
 def test_ranker_choice_and_systems_without_ranker():

@@ -73,15 +73,13 @@ def test_several_threads_get_the_same_results_as_one(predictor, synth_corpus):
         assert np.abs(a.probabilities - b.probabilities).max() <= 1e-6
 
 
-def test_streaming_and_batch_forms_agree_without_the_cap(predictor, synth_corpus):
+def test_streaming_batch_and_several_systems_forms_agree(predictor, synth_corpus):
     clips = read_eval_package(synth_corpus.eval).clips[:6]
-    streamed = list(predictor.predict_clips(clips, batch_size=3))
-    undecided = predictor.undecided(clips)
-    batch = predictor.finalize(undecided, limit=False)
-    assert [p.label for p in streamed] == [p.label for p in batch]
-    capped = predictor.finalize(undecided)
-    share = predictor.policy.max_override_share
-    assert sum(p.overridden for p in capped) <= int(np.floor(share * len(clips) + 1e-9))
+    streamed = list(predictor.predict_clips(clips, batch_size=4))
+    batch = predictor.predict_batch(clips, batch_size=6)
+    both = predictor.predict_systems(clips, (1, 2))
+    for other in (batch, both[1]):
+        assert [(p.label, f"{p.score:.6f}") for p in streamed] == [(p.label, f"{p.score:.6f}") for p in other]
 
 
 def test_provider_in_use_is_stated_and_cuda_is_never_claimed_without_it(predictor, bundle):

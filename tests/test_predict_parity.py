@@ -30,8 +30,7 @@ def chains(bundle, clap_reference, ranked_run, synth_corpus, tmp_path_factory):
     package = read_eval_package(synth_corpus.eval)
     clips = package.clips
     predictor = Predictor.load(bundle, system=1, provider="cpu")
-    runtime = predictor.undecided_systems(clips, (1, 2, 3, 4))
-    runtime = {sid: predictor.with_system(sid).finalize(items) for sid, items in runtime.items()}
+    runtime = predictor.predict_systems(clips, (1, 2, 3, 4))
     evidence = predictor._evidence(clips)
 
     # the torch side's inputs, in the official features/ layout TorchChain reads

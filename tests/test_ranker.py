@@ -1,5 +1,6 @@
 """The candidate ranker: nested CV never scores a fold with a ranker or thresholds that saw it, tuned thresholds keep
-the cap, the ranker learns an informative feature, and `bst rank` freezes four systems the runtime can load."""
+the held-out override rate within the share (a tuning constraint), the ranker learns an informative feature, and
+`bst rank` freezes four systems the runtime can load."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +12,9 @@ from bst.runtime.policy import SystemPolicy
 from bst.runtime.taxonomy import NUM_CLASSES, PARENT_INDEX
 from bst.train import ranker as rk
 
-SPECS = {1: rk.TuningSpec(0.2, allow_cross_parent=True), 2: rk.TuningSpec(0.1, allow_cross_parent=False)}
+#: system 1's share leaves room for the ~30% of items this scenario confuses; system 2's does not (it must then keep
+#: the held-out override rate within 10% all the same)
+SPECS = {1: rk.TuningSpec(0.4, allow_cross_parent=True), 2: rk.TuningSpec(0.1, allow_cross_parent=False)}
 
 
 def _scenario(n: int = 700, seed: int = 0, inputs: dict | None = None) -> rk.CandidateRows:
@@ -88,24 +91,29 @@ def test_nested_cv_never_lets_a_fold_see_itself(rows, monkeypatch):
         others = [j for j in range(5) if j != k]
         for used, held in zip(inner, others):  # inner fit i leaves out inner fold i as well
             assert not (used & fold_rows[held])
-    for sid, spec in SPECS.items():
-        assert report[f"system{sid}"]["override_share"] <= spec.max_override_share + 1e-9
+    for sid, spec in SPECS.items():  # each fold's thresholds kept the inner held-out override rate within the share
+        assert all(f[f"system{sid}"]["override_share"] <= spec.max_override_share + 1e-12 for f in report["per_fold"])
+        assert 0.0 <= report[f"system{sid}"]["override_share"] <= 1.0  # outer folds: measured, reported
     print(f"\nscenario: ensemble OOF hF {report['ensemble_oof_hF']:.4f}, nested system 1 "
-          f"{report['system1']['hF']:.4f}, system 2 {report['system2']['hF']:.4f}")
+          f"{report['system1']['hF']:.4f}, system 2 {report['system2']['hF']:.4f}; held-out override rate "
+          f"{report['system1']['override_share']:.3f} / {report['system2']['override_share']:.3f}")
     # the metadata embedding holds real evidence here, so a working ranker must improve held-out hF
     assert report["system1"]["hF"] > report["ensemble_oof_hF"] + 0.02
 
 
-def test_tuned_thresholds_respect_the_cap_and_the_parent_rule(rows):
+def test_tuned_thresholds_keep_the_heldout_override_rate_within_the_share_and_the_parent_rule(rows):
     choice, labels = rk.cv_choices(rows, np.ones(len(rows.labels), bool), seed=0)
+    free = rk.tune_thresholds(choice, labels, rk.TuningSpec(1.0, True))
+    assert free.override_share > 0.05  # unconstrained, this scenario overrides more than the 5% share below
     for spec in (rk.TuningSpec(0.05, True), rk.TuningSpec(0.3, False)):
         th = rk.tune_thresholds(choice, labels, spec)
-        out = rk.apply_thresholds(choice, th, spec.max_override_share)
-        assert out.override_share <= spec.max_override_share + 1e-9
+        out = rk.apply_thresholds(choice, th)  # item-local eq. 3 on held-out (out-of-fold) ranker scores
+        assert out.override_share == pytest.approx(th.override_share)
+        assert out.override_share <= spec.max_override_share + 1e-12
         assert th.hF == pytest.approx(hierarchical_f1(labels, out.labels))
         if not spec.allow_cross_parent:
             assert (PARENT_INDEX[out.labels] == PARENT_INDEX[out.base]).all()
-        never = rk.apply_thresholds(choice, dict(tau=1.0, cross_parent_tau=1.0, cross_parent_min_score=1.0), 1.0)
+        never = rk.apply_thresholds(choice, dict(tau=1.0, cross_parent_tau=1.0, cross_parent_min_score=1.0))
         assert th.hF >= hierarchical_f1(labels, never.labels)  # "never override" is always in the grid
 
 

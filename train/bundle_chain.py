@@ -1,7 +1,7 @@
 """The exported bundle as a development-as-evaluation chain (`bst dev-as-eval RUN DATA --bundle DIR`).
 
 Same protocol as `dev_eval.TorchChain`, but the clips go through what ships: decoding, the numpy front end and the
-ONNX graphs of `bst.runtime.predict.Predictor`, with every system's set-level override cap applied over the set.
+ONNX graphs of `bst.runtime.predict.Predictor`, each item decided alone (`policy.decide_items`).
 """
 from __future__ import annotations
 
@@ -31,14 +31,14 @@ class BundleChain:
         return [self.predictor.with_system(s).policy for s in self.systems]
 
     def predict(self, clips: Sequence[Clip]) -> dict[int, SystemOutput]:
-        undecided: dict[int, list] = {s: [] for s in self.systems}
+        preds: dict[int, list] = {s: [] for s in self.systems}
         for start in range(0, len(clips), self.batch_size):
-            part = self.predictor.undecided_systems(clips[start:start + self.batch_size], self.systems)
+            part = self.predictor.predict_systems(clips[start:start + self.batch_size], self.systems)
             for s in self.systems:
-                undecided[s] += part[s]
+                preds[s] += part[s]
         out = {}
         for s in self.systems:
-            final = self.predictor.with_system(s).finalize(undecided[s])
+            final = preds[s]
             out[s] = SystemOutput(np.array([CODE_TO_INDEX[p.label] for p in final], dtype=np.int64),
                                   np.array([p.score for p in final]), np.array([p.overridden for p in final]))
         return out

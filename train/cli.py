@@ -199,7 +199,9 @@ def rank(
     run_dir: Annotated[Path, typer.Argument(help="Run folder written by `bst train`.")],
     data: Annotated[Path, typer.Argument(help="Development set (BSD10k layout with features/).")],
     k: Annotated[int, typer.Option("--top-k", min=1, help="Ensemble top-k candidates (plus each family's top-1).")] = 3,
-    max_override_share: Annotated[float, typer.Option(help="System 1's cap on overridden items; System 2 gets half.")] = 0.15,
+    max_override_share: Annotated[float, typer.Option(
+        help="Tuning constraint: most System 1's held-out override rate may be (inference decides each item "
+             "alone); System 2 gets half.")] = 0.15,
     seed: Annotated[int, typer.Option(help="Ranker random seed.")] = 0,
 ) -> None:
     """Fit the candidate ranker (nested 5-fold CV), freeze the four systems into RUN/systems.json."""
@@ -213,7 +215,8 @@ def rank(
         r, th = nested[f"system{sid}"], meta["thresholds"][str(sid)]
         typer.echo(f"system {sid} nested ranker estimate hF {100 * r['hF']:.2f} "
                    f"({100 * (r['hF'] - nested['ensemble_oof_hF']):+.2f}), overrides {100 * r['override_share']:.1f}%, "
-                   f"fixed {r['fixed']} / broke {r['broken']}; frozen tau={th['tau']} "
+                   f"fixed {r['fixed']} / broke {r['broken']}; frozen tau={th['tau']} (CV override rate "
+                   f"{100 * th['override_share']:.1f}% <= share {100 * r['max_override_share']:.1f}%) "
                    f"cross-parent tau={th['cross_parent_tau']} min score={th['cross_parent_min_score']}")
     typer.echo(format_heldout_table(meta, load_systems(run_dir)))
     typer.echo(f"wrote {run_dir / 'ranker'} and {run_dir / 'systems.json'}")

@@ -3,10 +3,10 @@ are read only once every prediction exists.
 
 The chain is anything with `predict(clips) -> {system_id: SystemOutput}`; it receives clips whose `label` is None
 (`label_free`). `TorchChain` is the training-side chain (fold checkpoints -> calibrated family probabilities ->
-pools -> candidate features -> sklearn ranker -> parent-safe policy); the exported bundle's chain plugs in the same
-way. Note: the fold models saw 4/5 of the development set in training, so these figures are optimistic: this
-all-folds run is the deployment check. The estimate is the fold-respecting protocol (`dev_eval_folds`), where each
-clip goes through the chain frozen from its own fold, next to the nested estimate.
+pools (eq. 2, `policy.ensemble_probs`) -> `policy.decide_items` with the sklearn ranker); the exported bundle's chain
+plugs in the same way. Note: the fold models saw 4/5 of the development set in training, so these figures are
+optimistic: this all-folds run is the deployment check. The estimate is the fold-respecting protocol
+(`dev_eval_folds`), where each clip goes through the chain frozen from its own fold, next to the nested estimate.
 """
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ import numpy as np
 
 from bst.runtime.datasets import Clip, DevDataset, read_dev_dataset
 from bst.runtime.errors import BstError
-from bst.runtime.features import FEATURE_NAMES, candidate_features, stack_features
+from bst.runtime.features import FEATURE_NAMES
 from bst.runtime.metrics import evaluate_predictions
-from bst.runtime.policy import RankerChoice, SystemPolicy, apply_policy, item_evidence, no_ranker, ranker_choice
+from bst.runtime.policy import SystemPolicy, decide_items, ensemble_probs
 
 from .ranker import ranker_scores
 from .systems import class_text_embeddings, load_ranker, load_systems
@@ -91,22 +91,13 @@ class TorchChain:
 
     def _system(self, policy: SystemPolicy, probs: dict[str, np.ndarray], text: np.ndarray,
                 audio_present: np.ndarray, text_present: np.ndarray) -> SystemOutput:
-        evidence = [item_evidence(policy, {f: p[i] for f, p in probs.items()}, bool(audio_present[i]),
-                                  bool(text_present[i])) for i in range(len(text))]
-        ens = np.stack([e for e, _ in evidence])
-        choice: RankerChoice
+        score_rows = None
         if policy.use_ranker:
             if self.ranker_meta.get("feature_names") != list(FEATURE_NAMES) or self.ranker_meta.get("k") != policy.k:
                 raise BstError(f"system {policy.system_id}: ranker.json does not match the policy (k, features)")
-            items = [candidate_features(e, fam, text[i] if text_present[i] else None, self.class_text,
-                                        audio_present=bool(audio_present[i]), text_present=bool(text_present[i]),
-                                        k=policy.k) for i, (e, fam) in enumerate(evidence)]
-            rows, offsets = stack_features(items)
-            scores = ranker_scores(self.ranker, rows)
-            choice = ranker_choice(ens, [it.candidates for it in items], scores, offsets)
-        else:
-            choice = no_ranker(ens)
-        out = apply_policy(policy, choice)
+            score_rows = lambda rows: ranker_scores(self.ranker, rows)  # noqa: E731
+        out = decide_items(policy, ensemble_probs(policy, probs), probs, text, self.class_text, audio_present,
+                           text_present, score_rows)
         return SystemOutput(out.labels, out.scores, out.overridden)
 
 

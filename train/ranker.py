@@ -1,11 +1,15 @@
 """The candidate reranker (seed §2.5): a HistGradientBoosting classifier on held-out candidate features, thresholds of
 the parent-safe override tuned for hF, and the nested five-fold estimate of what it adds over the ensemble.
 
-Rows are built from the run's calibrated out-of-fold family probabilities with `bst.runtime.features`, the same
-function the runtime calls, and decisions are made with `bst.runtime.policy`, the same code the runtime runs. Target:
-the candidate is the item's true class. Nested CV: for each outer fold the ranker is fitted on the other four folds,
-thresholds are chosen by an inner CV over those four folds, and the outer fold is scored once; the final ranker is
-then fitted on all five folds with thresholds chosen by a five-fold CV.
+Rows are built from the run's calibrated out-of-fold family probabilities with `bst.runtime.policy.item_candidates`
+(the first half of the runtime's `decide_items`), and decisions are eq. 3 of `bst.runtime.policy`, the code the
+runtime runs. Target: the candidate is the item's true class. Nested CV: for each outer fold the ranker is fitted on
+the other four folds, thresholds are chosen by an inner CV over those four folds, and the outer fold is decided once
+with `decide_candidates`; the final ranker is then fitted on all five folds with thresholds chosen by a five-fold CV.
+
+The override share is a constraint of this tuning, not of inference: thresholds are chosen for hF among those whose
+held-out override rate (item-local eq. 3 on out-of-fold ranker scores) is at most the system's share; tau = 1 (no
+override) always qualifies. The nested estimate reports the outer folds' override rate, measured, not enforced.
 """
 from __future__ import annotations
 
@@ -16,15 +20,16 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
-from bst.runtime.features import FEATURE_NAMES, CandidateFeatures, candidate_features, stack_features
+from bst.runtime.features import FEATURE_NAMES, CandidateFeatures, stack_features
 from bst.runtime.metrics import evaluate_predictions, hierarchical_f1
-from bst.runtime.policy import Decisions, RankerChoice, SystemPolicy, decide, item_evidence, limit_overrides, \
-    ranker_choice
+from bst.runtime.policy import Decisions, ItemCandidates, RankerChoice, SystemPolicy, decide, decide_candidates, \
+    item_candidates, ranker_choice
 
 Log = Callable[[str], None]
 
-#: the grids the override thresholds are chosen from; tau = 1 means "never override" and is always a candidate
-TAU_GRID: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 1.0)
+#: the grids the override thresholds are chosen from; tau = 1 means "never override" and is always a candidate (the
+#: high taus give the override-share constraint room: only the most confident overrides remain there)
+TAU_GRID: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 CROSS_TAU_GRID: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 CROSS_MIN_SCORE_GRID: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8)
 HGB_PARAMS: dict = dict(max_iter=150, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=20,
@@ -33,7 +38,8 @@ HGB_PARAMS: dict = dict(max_iter=150, learning_rate=0.05, max_leaf_nodes=15, min
 
 @dataclass(frozen=True)
 class TuningSpec:
-    """What a ranker system may do: its cap on overridden items and whether it may cross parents at all."""
+    """What a ranker system may do: the most its held-out override rate may be at tuning, and whether it may cross
+    parents at all."""
 
     max_override_share: float
     allow_cross_parent: bool
@@ -84,19 +90,12 @@ class CandidateRows:
 def build_rows(policy: SystemPolicy, family_oof: dict[str, np.ndarray], text: np.ndarray, text_present: np.ndarray,
                audio_present: np.ndarray, class_text: np.ndarray, labels: np.ndarray,
                folds: np.ndarray) -> CandidateRows:
-    """Candidate rows of every item from out-of-fold family probabilities (the deployment path: `item_evidence`,
-    then `candidate_features`; labels only become the target column afterwards)."""
-    items, ensembles = [], []
-    for i in range(len(labels)):
-        probs = {f: p[i] for f, p in family_oof.items()}
-        ens, fam = item_evidence(policy, probs, bool(audio_present[i]), bool(text_present[i]))
-        items.append(candidate_features(ens, fam, text[i] if text_present[i] else None, class_text,
-                                        audio_present=bool(audio_present[i]), text_present=bool(text_present[i]),
-                                        k=policy.k))
-        ensembles.append(ens)
-    features, offsets = stack_features(items)
-    target = np.concatenate([(it.candidates == lab).astype(np.int64) for it, lab in zip(items, labels)])
-    return CandidateRows(items, features, offsets, target, np.stack(ensembles), np.asarray(labels), np.asarray(folds))
+    """Candidate rows of every item from out-of-fold family probabilities (the deployment path:
+    `policy.item_candidates`, eq. 2 from the policy's weights; labels only become the target column afterwards)."""
+    cands = item_candidates(policy, None, family_oof, text, class_text, audio_present, text_present)
+    target = np.concatenate([(it.candidates == lab).astype(np.int64) for it, lab in zip(cands.items, labels)])
+    return CandidateRows(cands.items, cands.rows, cands.offsets, target, cands.probabilities, np.asarray(labels),
+                         np.asarray(folds))
 
 
 def fit_ranker(features: np.ndarray, target: np.ndarray, seed: int = 0) -> HistGradientBoostingClassifier:
@@ -116,6 +115,13 @@ def ranker_scores(model: HistGradientBoostingClassifier, features: np.ndarray) -
         return model.predict_proba(np.asarray(features, dtype=np.float32))[:, 1]
 
 
+def candidates_of(rows: CandidateRows, item_mask: np.ndarray) -> ItemCandidates:
+    """The selected items' candidates in the form `policy.decide_candidates` takes."""
+    items, ens, _ = rows.subset(item_mask)
+    features, offsets = stack_features(items)
+    return ItemCandidates(ens, items, features, offsets)
+
+
 def choices_for(rows: CandidateRows, item_mask: np.ndarray, scores: np.ndarray) -> RankerChoice:
     """The ranker's pick per selected item, from scores of exactly those items' rows (in row order)."""
     items, ens, _ = rows.subset(item_mask)
@@ -123,21 +129,24 @@ def choices_for(rows: CandidateRows, item_mask: np.ndarray, scores: np.ndarray) 
     return ranker_choice(ens, [it.candidates for it in items], scores, offsets)
 
 
-def apply_thresholds(choice: RankerChoice, th: Thresholds | dict, cap: float) -> Decisions:
+def apply_thresholds(choice: RankerChoice, th: Thresholds | dict) -> Decisions:
+    """Eq. 3 at the given thresholds (item-local: the grid search's inner step)."""
     th = th.as_dict() if isinstance(th, Thresholds) else th
-    out = decide(choice, tau=th["tau"], cross_parent_tau=th["cross_parent_tau"],
-                 cross_parent_min_score=th["cross_parent_min_score"])
-    return limit_overrides(out, cap)
+    return decide(choice, tau=th["tau"], cross_parent_tau=th["cross_parent_tau"],
+                  cross_parent_min_score=th["cross_parent_min_score"])
 
 
 def tune_thresholds(choice: RankerChoice, labels: np.ndarray, spec: TuningSpec) -> Thresholds:
-    """Grid search for hF with the cap applied exactly as at deployment; ties go to the fewest overrides."""
+    """Grid search for hF over the thresholds whose override rate on these held-out choices is at most the spec's
+    share (tau = 1 never overrides, so some always qualify); ties go to the fewest overrides."""
     best: tuple | None = None
     cross = [(t, m) for t in CROSS_TAU_GRID for m in CROSS_MIN_SCORE_GRID] if spec.allow_cross_parent else []
     for tau in TAU_GRID:
         for ctau, cmin in [(1.0, 1.0)] + [(t, m) for t, m in cross if t >= tau and t < 1.0]:
             th = dict(tau=tau, cross_parent_tau=ctau, cross_parent_min_score=cmin)
-            out = apply_thresholds(choice, th, spec.max_override_share)
+            out = apply_thresholds(choice, th)
+            if out.override_share > spec.max_override_share + 1e-12:
+                continue
             key = (round(hierarchical_f1(labels, out.labels), 10), -out.override_share, tau, ctau, cmin)
             if best is None or key > best[0]:
                 best = (key, th, out.override_share)
@@ -171,11 +180,12 @@ def nested_estimate(rows: CandidateRows, specs: dict[int, TuningSpec], seed: int
         inner = ~outer
         choice_in, labels_in = cv_choices(rows, inner, seed)
         model = fit_ranker(rows.features[rows.rows_of(inner)], rows.target[rows.rows_of(inner)], seed)
-        choice_out = choices_for(rows, outer, ranker_scores(model, rows.features[rows.rows_of(outer)]))
+        held_out = candidates_of(rows, outer)
         fold_report = {"fold": int(k)}
         for sid, spec in specs.items():
             th = tune_thresholds(choice_in, labels_in, spec)
-            out = apply_thresholds(choice_out, th, spec.max_override_share)
+            policy = _tuned_policy(sid, th)
+            out = decide_candidates(policy, held_out, lambda r: ranker_scores(model, r))
             final[sid][outer] = out.labels
             overridden[sid][outer] = out.overridden
             fold_report[f"system{sid}"] = th.as_dict()
@@ -187,11 +197,18 @@ def nested_estimate(rows: CandidateRows, specs: dict[int, TuningSpec], seed: int
     for sid in specs:
         report[f"system{sid}"] = {
             **table3(rows.labels, final[sid]),
-            "override_share": float(overridden[sid].mean()),
+            "override_share": float(overridden[sid].mean()),  # measured on the outer folds (held out)
+            "max_override_share": specs[sid].max_override_share,
             "fixed": int(((final[sid] == rows.labels) & (base != rows.labels)).sum()),
             "broken": int(((final[sid] != rows.labels) & (base == rows.labels)).sum()),
         }
     return report
+
+
+def _tuned_policy(sid: int, th: Thresholds) -> SystemPolicy:
+    """A stand-in policy carrying only what `decide_candidates` reads (ranker on, k from the rows, thresholds)."""
+    return SystemPolicy(sid, f"system{sid}", "", {"_": 1.0}, True, tau=th.tau, cross_parent_tau=th.cross_parent_tau,
+                        cross_parent_min_score=th.cross_parent_min_score)
 
 
 def table3(labels: np.ndarray, predicted: np.ndarray) -> dict:

@@ -1,10 +1,14 @@
 """The four submitted systems (seed Table 2) and `bst rank`, which freezes them into RUN/ranker/ and RUN/systems.json.
 
 1 primary  — top-12 ensemble + ranker, parent-safe override (cross-parent only above stricter thresholds);
-2 balanced — top-12 ensemble + ranker under lower correction pressure: half the override cap, same-parent only;
+2 balanced — top-12 ensemble + ranker under lower correction pressure: half the override share, same-parent only;
 3 top5     — top-5 ensemble, no ranker;
 4 lowrisk  — the low-risk pool (light external / text-diversity weights), no ranker.
-Thresholds are chosen by CV for hF and the nested estimate is reported next to the ensemble it reranks.
+Thresholds are chosen by CV for hF subject to the held-out override rate staying at or below the system's share (a
+constraint of tuning; inference decides each item alone), and the nested estimate is reported next to the ensemble
+it reranks. Each ranker system's `tuning` records both held-out override rates: at its frozen thresholds over the
+five-fold CV (`heldout_override_rate`, <= the share by construction) and on the nested outer folds
+(`nested_override_rate`, measured).
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import numpy as np
 from bst.runtime.atomic import atomic_write_bytes, atomic_write_text
 from bst.runtime.datasets import read_dev_dataset
 from bst.runtime.errors import BstError, DataError
-from bst.runtime.policy import AUDIO_ONLY, TEXT_ONLY, SystemPolicy, item_evidence, load_policies, save_policies
+from bst.runtime.policy import AUDIO_ONLY, TEXT_ONLY, SystemPolicy, decide_items, load_policies, save_policies
 
 from . import ranker as rk
 
@@ -42,8 +46,10 @@ def tuning_specs(opts: RankOptions) -> dict[int, rk.TuningSpec]:
             2: rk.TuningSpec(opts.max_override_share / 2, allow_cross_parent=False)}
 
 
-def make_policies(pools: dict, thresholds: dict[int, rk.Thresholds], opts: RankOptions) -> list[SystemPolicy]:
-    """Freeze the four systems from the run's pool weights and the chosen thresholds."""
+def make_policies(pools: dict, thresholds: dict[int, rk.Thresholds], opts: RankOptions,
+                  nested: dict | None = None) -> list[SystemPolicy]:
+    """Freeze the four systems from the run's pool weights, the chosen thresholds and the measured held-out
+    override rates (`nested`: `ranker.nested_estimate`'s report)."""
     missing = [p for p in (RANKER_POOL, "top5", "lowrisk") if p not in pools]
     if missing:
         raise BstError(f"ensemble.json has no pool(s) {missing}; run `bst train` to completion first")
@@ -55,11 +61,13 @@ def make_policies(pools: dict, thresholds: dict[int, rk.Thresholds], opts: RankO
         return SystemPolicy(sid, name, RANKER_POOL, w[RANKER_POOL], True, k=opts.k, tau=th.tau,
                             cross_parent_tau=th.cross_parent_tau, cross_parent_min_score=th.cross_parent_min_score,
                             max_override_share=specs[sid].max_override_share, description=description,
-                            tuning={"cv_hF": th.hF, "cv_override_share": th.override_share})
+                            tuning={"cv_hF": th.hF, "heldout_override_rate": th.override_share,
+                                    "nested_override_rate": (nested or {}).get(f"system{sid}", {})
+                                    .get("override_share")})
 
     return [
         ranked(1, "primary", "Top-12 calibrated ensemble with candidate ranker and parent-safe override"),
-        ranked(2, "balanced", "Top-12 ensemble and ranker with lower correction pressure (same-parent, half cap)"),
+        ranked(2, "balanced", "Top-12 ensemble and ranker with lower correction pressure (same-parent, half share)"),
         SystemPolicy(3, "top5", "top5", w["top5"], False, k=opts.k,
                      description="Top-5 calibrated ensemble without candidate reranking"),
         SystemPolicy(4, "lowrisk", "lowrisk", w["lowrisk"], False, k=opts.k,
@@ -128,9 +136,9 @@ def _oof_base(run, pools: dict, pool: str, ds, labels: np.ndarray, text_present:
     """A no-ranker system's out-of-fold predictions, with the same missing-modality fallbacks as deployment."""
     policy = SystemPolicy(0, pool, pool, pool_weights(pools, pool), False)
     oof = oof_by_dataset_order(run, sorted(set(policy.families) | {TEXT_ONLY, AUDIO_ONLY}), ds.ids, labels)
-    audio_present = ds.embedding_mask("audio")
-    return np.array([int(np.argmax(item_evidence(policy, {f: p[i] for f, p in oof.items()}, bool(audio_present[i]),
-                                                 bool(text_present[i]))[0])) for i in range(len(labels))])
+    no_text = np.zeros((len(labels), 0), dtype=np.float32)  # a system without ranker reads no text features
+    return decide_items(policy, None, oof, no_text, np.zeros((23, 0)), ds.embedding_mask("audio"), text_present,
+                        None).labels
 
 
 def rank_run(run_dir: Path | str, data_dir: Path | str, opts: RankOptions = RankOptions(), log: rk.Log = print) -> dict:
@@ -169,7 +177,7 @@ def rank_run(run_dir: Path | str, data_dir: Path | str, opts: RankOptions = Rank
     buf = io.BytesIO()
     joblib.dump(model, buf)
     blob = buf.getvalue()
-    policies = make_policies(pools, thresholds, opts)
+    policies = make_policies(pools, thresholds, opts, nested)
     meta = {
         "feature_names": rk.feature_names(),
         "k": opts.k,

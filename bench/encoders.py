@@ -63,7 +63,7 @@ def _peak_rss_mb() -> float:
 
 
 def worker(engine: str, graphs: Path, repeats: int, threads: int | None) -> dict:
-    from bst.runtime.audio import waveforms_to_mel_fusion
+    from bst_rt.runtime.audio import waveforms_to_mel_fusion
 
     waves = _waveforms()
     t0 = time.perf_counter()
@@ -73,7 +73,7 @@ def worker(engine: str, graphs: Path, repeats: int, threads: int | None) -> dict
     if engine == "torch":
         import torch
 
-        from bst.train.clap import load_clap
+        from bst_rt.train.clap import load_clap
 
         if threads:
             torch.set_num_threads(threads)
@@ -90,7 +90,7 @@ def worker(engine: str, graphs: Path, repeats: int, threads: int | None) -> dict
                 return model.get_text_embedding(TEXTS[:b])
         res["model_mb"] = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
     else:
-        from bst.runtime.encoders import (AUDIO_GRAPH, AUDIO_INT8, TEXT_GRAPH, TEXT_INT8, TOKENIZER_FILE,
+        from bst_rt.runtime.encoders import (AUDIO_GRAPH, AUDIO_INT8, TEXT_GRAPH, TEXT_INT8, TOKENIZER_FILE,
                                           AudioEncoder, TextEncoder)
 
         a_file, t_file = (AUDIO_GRAPH, TEXT_GRAPH) if engine == "ort-fp32" else (AUDIO_INT8, TEXT_INT8)
@@ -172,8 +172,8 @@ def main() -> None:
         graphs = args.graphs
         if graphs is None:
             graphs = Path(tmp)
-            subprocess.run([sys.executable, "-c", "import sys; from bst.train.clap import load_clap; "
-                            "from bst.export.clap import export_clap; "
+            subprocess.run([sys.executable, "-c", "import sys; from bst_rt.train.clap import load_clap; "
+                            "from bst_rt.export.clap import export_clap; "
                             "export_clap(load_clap(None, random_weights=True, seed=0), sys.argv[1])", str(graphs)],
                            check=True, stderr=subprocess.DEVNULL)
         results = []

@@ -30,9 +30,9 @@ def _timed(predictor, clips, batch: int) -> tuple[float, list]:
 def main() -> int:
     import onnxruntime as ort
 
-    from bst.runtime.bundle import load_bundle
-    from bst.runtime.datasets import read_eval_package
-    from bst.runtime.predict import Predictor
+    from bst_rt.runtime.bundle import load_bundle
+    from bst_rt.runtime.datasets import read_eval_package
+    from bst_rt.runtime.predict import Predictor
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, required=True)

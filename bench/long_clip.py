@@ -3,7 +3,7 @@
     .venv/bin/python bench/long_clip.py [--hours 2] [--rate 44100] [--channels 1] [--bundle DIR] [--keep FILE]
 
 Writes the clip block by block (never held whole here), then measures peak RSS (ru_maxrss of the child) of:
-`import` (baseline: numpy, soundfile, soxr and bst.runtime.audio imported), `frontend` (file -> mel_fusion, the
+`import` (baseline: numpy, soundfile, soxr and bst_rt.runtime.audio imported), `frontend` (file -> mel_fusion, the
 streaming path), `whole-waveform` (decode the whole clip as int16, then mel: the non-streaming way),
 `predict-read` (what `Predictor` does per clip) and, with --bundle, a whole `bst-rt predict` over a one-clip
 evaluation package, after the same with a 10 s clip (what the sessions alone take). Side by side with the size
@@ -24,22 +24,22 @@ import numpy as np
 import soundfile as sf
 
 CHILD = {
-    "import": "import bst.runtime.audio",
+    "import": "import bst_rt.runtime.audio",
     "frontend": (
         "import sys, numpy as np\n"
-        "from bst.runtime.audio import file_to_mel_fusion\n"
+        "from bst_rt.runtime.audio import file_to_mel_fusion\n"
         "mel, longer = file_to_mel_fusion(sys.argv[1])\n"
         "assert mel.shape == (4, 1001, 64) and longer and np.isfinite(mel).all()\n"
     ),
     "whole-waveform": (
         "import sys\n"
-        "from bst.runtime.audio import decode_int16, waveform_to_mel_fusion\n"
+        "from bst_rt.runtime.audio import decode_int16, waveform_to_mel_fusion\n"
         "mel, longer = waveform_to_mel_fusion(decode_int16(sys.argv[1]))\n"
     ),
     "predict-read": (
         "import sys, numpy as np\n"
         "from pathlib import Path\n"
-        "from bst.runtime.predict import _read_audio\n"
+        "from bst_rt.runtime.predict import _read_audio\n"
         "item, reason = _read_audio(Path(sys.argv[1]))\n"
         "assert reason is None, reason\n"
     ),

@@ -42,7 +42,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         py_csv, node_csv = Path(tmp) / "py.csv", Path(tmp) / "node.csv"
-        py = _timed([sys.executable, "-m", "bst.runtime", "predict", args.eval_dir, "--bundle", args.bundle, "-o",
+        py = _timed([sys.executable, "-m", "bst_rt.runtime", "predict", args.eval_dir, "--bundle", args.bundle, "-o",
                      str(py_csv), "--system", args.system, "--threads", "1", "--provider", "cpu"])
         node = _timed(["node", str(NODE_CLIENT), args.bundle, args.eval_dir, str(node_csv), "--system", args.system])
         a, b = _rows(py_csv), _rows(node_csv)

@@ -7,8 +7,8 @@ after the first batch), seconds to the first prediction, peak RSS, and the insta
     .venv/bin/python bench/predict.py --bundle B --run RUN --eval EVAL_DIR [--rt-venv DIR] [--threads 2]
 
 The torch chain is laion-clap's own file pipeline + text embedding (random weights at the bundle's seed, or
---clap-ckpt) → torch fold models → sklearn ranker → the same decision function (`bst.runtime.policy.decide_items`
-via `bst.train.dev_eval.TorchChain`). Both chains decide each clip alone, so the torch chain's batches of
+--clap-ckpt) → torch fold models → sklearn ranker → the same decision function (`bst_rt.runtime.policy.decide_items`
+via `bst_rt.train.dev_eval.TorchChain`). Both chains decide each clip alone, so the torch chain's batches of
 --batch-size and the runtime's whole run give comparable labels ("labels = torch").
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ _RUNTIME_CHILD = textwrap.dedent(
     """
     import json, resource, sys, time
     t0 = time.perf_counter()
-    from bst.runtime.batch import RunOptions, run_predict
+    from bst_rt.runtime.batch import RunOptions, run_predict
     eval_dir, out, bundle, threads, batch, int8 = sys.argv[1:7]
     first = []
     def progress(done, total):
@@ -55,13 +55,13 @@ _TORCH_CHAIN_CHILD = textwrap.dedent(
     t0 = time.perf_counter()
     from pathlib import Path
     import numpy as np, torch
-    from bst.runtime.atomic import atomic_save_npy
-    from bst.runtime.audio import load_audio
-    from bst.runtime.datasets import read_eval_package
-    from bst.runtime.text import mask_class_words
-    from bst.runtime.bundle import load_bundle
-    from bst.train.clap import load_clap, reference_audio_embedding_from_files, reference_text_embedding
-    from bst.train.dev_eval import TorchChain
+    from bst_rt.runtime.atomic import atomic_save_npy
+    from bst_rt.runtime.audio import load_audio
+    from bst_rt.runtime.datasets import read_eval_package
+    from bst_rt.runtime.text import mask_class_words
+    from bst_rt.runtime.bundle import load_bundle
+    from bst_rt.train.clap import load_clap, reference_audio_embedding_from_files, reference_text_embedding
+    from bst_rt.train.dev_eval import TorchChain
     eval_dir, run_dir, bundle, threads, batch, ckpt, seed = sys.argv[1:8]
     torch.set_num_threads(int(threads))
     with warnings.catch_warnings():
@@ -102,7 +102,7 @@ _TORCH_CHAIN_CHILD = textwrap.dedent(
                    and c.audio_path.stat().st_size > 0), key=lambda c: c.audio_path.stat().st_size)
     with FlopCounterMode(display=False) as counter:  # one clip over 10 s: the fusion path the ONNX graph always runs
         reference_audio_embedding_from_files(model, [longest.audio_path])
-    from bst.runtime.taxonomy import CODES
+    from bst_rt.runtime.taxonomy import CODES
     print(json.dumps({"clips": len(clips), "total_s": total, "first_s": first, "rss_mb": rss,
                       "labels": [CODES[i] for i in labels], "audio_gflop_per_clip": counter.get_total_flops() / 1e9}))
     """
@@ -114,8 +114,8 @@ _FRONT_END_CHILD = textwrap.dedent(
     import json, sys, time
     import numpy as np, soundfile as sf, soxr
     from pathlib import Path
-    from bst.runtime.audio import SAMPLE_RATE_HZ, quantize_int16, waveform_to_mel_fusion
-    from bst.runtime.datasets import read_eval_package
+    from bst_rt.runtime.audio import SAMPLE_RATE_HZ, quantize_int16, waveform_to_mel_fusion
+    from bst_rt.runtime.datasets import read_eval_package
     t = {"decode": 0.0, "resample": 0.0, "mel": 0.0}
     for c in read_eval_package(Path(sys.argv[1])).clips:
         try:

@@ -1,7 +1,7 @@
 """Training at BSD10k size: per-fold time sequential vs `--ray` with W workers, side by side in one run, and the
 pool projections of docs/scale.md ("Training").
 
-Data: in-memory stand-in embeddings of 10,309 clips (`bst.train.synth_arrays`; real training cost, meaningless
+Data: in-memory stand-in embeddings of 10,309 clips (`bst_rt.train.synth_arrays`; real training cost, meaningless
 scores), official family settings except a capped epoch count (`--epochs`, default 2) with patience off, so the
 run stays short on a shared machine; per-epoch time is measured and full folds are extrapolated (marked).
 
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from bst.train.device import device_name, resolve_device
-from bst.train.folds import official_folds
-from bst.train.pool import resolve_families, train_and_write_fold
-from bst.train.synth_arrays import BSD10K_CLIPS, stand_in_pool
+from bst_rt.train.device import device_name, resolve_device
+from bst_rt.train.folds import official_folds
+from bst_rt.train.pool import resolve_families, train_and_write_fold
+from bst_rt.train.synth_arrays import BSD10K_CLIPS, stand_in_pool
 
 #: projection assumptions (docs/scale.md): epochs a fold runs to early stopping (issue 16 measured 36-66 on BSD10k),
 #: and each family's epoch cost relative to a clean-only epoch (extra same-size batches per step / bigger main term)
@@ -56,7 +56,7 @@ def run_sequential(out: Path, todo, data, device) -> list[dict]:
 def run_ray(out: Path, todo, data, device_spec: str, workers: int) -> float:
     import ray
 
-    from bst.train.pool_ray import train_folds_ray
+    from bst_rt.train.pool_ray import train_folds_ray
 
     ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:

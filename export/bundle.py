@@ -1,4 +1,4 @@
-"""`bst export RUN --out DIR`: one self-contained bundle the torch-free runtime can load and verify.
+"""`bst-train export RUN --out DIR`: one self-contained bundle the torch-free runtime can load and verify.
 
 Contents: CLAP audio/text graphs + tokenizer.json (optionally int8 variants), the fused heads graph, the ranker
 graph, the class-description embeddings (computed with the bundle's own text graph, so the runtime's semantic
@@ -20,20 +20,20 @@ from typing import Callable
 
 import numpy as np
 
-from bst.runtime import audio as rt_audio
-from bst.runtime.atomic import atomic_save_npy, atomic_write_text
-from bst.runtime.batch import package_versions
-from bst.runtime.bundle import sha256_file
-from bst.runtime.errors import BstError
-from bst.runtime.features import FEATURE_NAMES, NUM_FEATURES
-from bst.runtime.manifest import (
+from bst_rt.runtime import audio as rt_audio
+from bst_rt.runtime.atomic import atomic_save_npy, atomic_write_text
+from bst_rt.runtime.batch import package_versions
+from bst_rt.runtime.bundle import sha256_file
+from bst_rt.runtime.errors import BstError
+from bst_rt.runtime.features import FEATURE_NAMES, NUM_FEATURES
+from bst_rt.runtime.manifest import (
     MANIFEST_NAME, SCHEMA_VERSION, AudioSpec, FileSpec, GraphSpec, HeadsSpec, Manifest, TensorSpec, TextSpec,
 )
-from bst.runtime.policy import AUDIO_ONLY, TEXT_ONLY, ItemCandidates, SystemPolicy, decide_candidates, item_candidates
-from bst.runtime.portable import portable_section
-from bst.runtime.session import make_session
-from bst.runtime.taxonomy import CODES
-from bst.runtime.text import MAX_TOKENS, TEMPLATE_VERSION
+from bst_rt.runtime.policy import AUDIO_ONLY, TEXT_ONLY, ItemCandidates, SystemPolicy, decide_candidates, item_candidates
+from bst_rt.runtime.portable import portable_section
+from bst_rt.runtime.session import make_session
+from bst_rt.runtime.taxonomy import CODES
+from bst_rt.runtime.text import MAX_TOKENS, TEMPLATE_VERSION
 
 from . import heads as hd
 from . import ranker as rk
@@ -61,8 +61,8 @@ class ExportOptions:
 
 
 def export_bundle(run_dir: Path, out: Path, opts: ExportOptions = ExportOptions(), log: Log = print) -> Manifest:
-    from bst.train.pool import load_run
-    from bst.train.systems import load_ranker, load_systems
+    from bst_rt.train.pool import load_run
+    from bst_rt.train.systems import load_ranker, load_systems
 
     run_dir, out = Path(run_dir), Path(out)
     if out.exists() and not opts.force:
@@ -94,7 +94,7 @@ def export_bundle(run_dir: Path, out: Path, opts: ExportOptions = ExportOptions(
             rk.export_ranker(model, NUM_FEATURES, staging / RANKER_FILE)
             graphs["ranker"] = _ranker_spec(staging, model, cands, [p for p in policies if p.use_ranker])
             if list(meta["feature_names"]) != list(FEATURE_NAMES):
-                raise BstError(f"{run_dir}/ranker/ranker.json: feature names differ from this bst-rt's; rerun `bst rank`")
+                raise BstError(f"{run_dir}/ranker/ranker.json: feature names differ from this bst-rt's; rerun `bst-train rank`")
             ranker_info = {"feature_names": list(FEATURE_NAMES), "k": meta["k"], "pool": meta["pool"],
                            "positive_column": int(list(model.classes_).index(1)), "estimator": meta["estimator"],
                            "thresholds": meta["thresholds"], "nested_cv": meta.get("nested_cv", {}),
@@ -135,7 +135,7 @@ def _clap_graphs(staging: Path, opts: ExportOptions, log: Log) -> dict:
         parity = json.loads((src / "clap_parity.json").read_text(encoding="utf-8"))
         ec.check_parity(parity)  # measured when that folder was exported; the tolerances are re-checked here
     else:
-        from bst.train.clap import load_clap
+        from bst_rt.train.clap import load_clap
 
         log("building LAION-CLAP" + (" at RANDOM weights (demo only)" if opts.random_weights else ""))
         model = load_clap(opts.clap_ckpt, random_weights=opts.random_weights, seed=opts.seed,
@@ -183,10 +183,10 @@ def _externalise_weights(staging: Path, file: str) -> str:
 
 
 def _class_text_embeddings(staging: Path, clap: dict, root: Path | None) -> np.ndarray:
-    """The 23 class descriptions (the dev set's BST_description.csv when present, as `bst embed` reads them) through
+    """The 23 class descriptions (the dev set's BST_description.csv when present, as `bst-train embed` reads them) through
     the bundle's own fp32 text graph: what the runtime's semantic feature compares to."""
-    from bst.runtime.encoders import TextEncoder
-    from bst.train.embed import class_description_texts
+    from bst_rt.runtime.encoders import TextEncoder
+    from bst_rt.train.embed import class_description_texts
 
     enc = TextEncoder(staging / clap["graphs"]["text_encoder"].file, staging / clap["tokenizer"], provider="cpu")
     emb = np.asarray(enc.embed(class_description_texts(root)), dtype=np.float32)
@@ -199,7 +199,7 @@ def _validation_embeddings(run, opts: ExportOptions) -> tuple[np.ndarray, np.nda
     """Real dev embeddings when the data is at hand (the run's dev_root or --data), else seeded unit vectors."""
     root = opts.data_dir or (Path(run.registry["dev_root"]) if run.registry.get("dev_root") else None)
     if root is not None and (Path(root) / "features").is_dir():
-        from bst.runtime.datasets import read_dev_dataset
+        from bst_rt.runtime.datasets import read_dev_dataset
 
         ds = read_dev_dataset(Path(root))
         n = min(VALIDATION_ITEMS, len(ds.ids))
@@ -212,7 +212,7 @@ def _validation_embeddings(run, opts: ExportOptions) -> tuple[np.ndarray, np.nda
 
 
 def _heads_spec(staging, heads, run, layout, audio, text, masked, source) -> GraphSpec:
-    from bst.train.pool import family_probs, load_fold_models
+    from bst_rt.train.pool import family_probs, load_fold_models
 
     feeds = {"audio_embedding": audio, "text_embedding": text, "masked_text_embedding": masked}
     record = val.validate_graph("heads", staging / HEADS_FILE, feeds,
@@ -297,7 +297,7 @@ def _git_revision() -> str | None:
 
 
 def _override_rates(policies) -> dict:
-    """Each ranker system's held-out override rates measured at tuning (`bst rank`) and its share."""
+    """Each ranker system's held-out override rates measured at tuning (`bst-train rank`) and its share."""
     return {f"system{p.system_id}": {"max_override_share": p.max_override_share,
                                      "heldout_override_rate": p.tuning.get("heldout_override_rate"),
                                      "nested_override_rate": p.tuning.get("nested_override_rate")}

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bst.runtime.audio import CHUNK_FRAMES, MEL_BINS
-from bst.runtime.encoders import (AUDIO_GRAPH, AUDIO_INT8, AUDIO_OUTPUT, EMBEDDING_DIM, TEXT_GRAPH, TEXT_INT8,
+from bst_rt.runtime.audio import CHUNK_FRAMES, MEL_BINS
+from bst_rt.runtime.encoders import (AUDIO_GRAPH, AUDIO_INT8, AUDIO_OUTPUT, EMBEDDING_DIM, TEXT_GRAPH, TEXT_INT8,
                                   TEXT_OUTPUT, TOKENIZER_FILE)
-from bst.runtime.errors import BstError
-from bst.runtime.session import make_session
-from bst.runtime.text import MAX_TOKENS
+from bst_rt.runtime.errors import BstError
+from bst_rt.runtime.session import make_session
+from bst_rt.runtime.text import MAX_TOKENS
 
 OPSET = 17
 GRAPH_TOLERANCE = 1e-5  # max abs diff, normalised embeddings, ORT fp32 vs torch
@@ -208,7 +208,7 @@ def save_tokenizer(model_or_dir, path: str | os.PathLike) -> Path:
     merges.txt."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
-    from bst.runtime.atomic import atomic_write_text
+    from bst_rt.runtime.atomic import atomic_write_text
 
     folder = Path(model_or_dir.bst_provenance.tokenizer_dir if hasattr(model_or_dir, "bst_provenance")
                   else model_or_dir)
@@ -270,7 +270,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def measure_parity(model, graph_dir: str | os.PathLike, texts: Sequence[str], batch: int = 3) -> dict:
     """Measured numbers for the bundle manifest: fp32 max abs diff vs torch, int8 min cosine vs fp32."""
-    from bst.runtime.tokenizer import Tokenizer
+    from bst_rt.runtime.tokenizer import Tokenizer
 
     graph_dir = Path(graph_dir)
     mel, longer = random_mel(batch, seed=1)
@@ -308,7 +308,7 @@ PARITY_TEXTS = ("a dog barks twice in a small room", "Solo piano. piano classica
 
 def export_clap(model, out_dir: str | os.PathLike, *, int8: bool = True) -> dict:
     """Audio + text graphs, tokenizer.json, int8 variants and `clap_parity.json`; returns the parity numbers."""
-    from bst.runtime.atomic import atomic_write_text
+    from bst_rt.runtime.atomic import atomic_write_text
 
     out_dir = Path(out_dir)
     export_audio_graph(model, out_dir / AUDIO_GRAPH)

@@ -13,12 +13,12 @@ from typing import Callable, Sequence
 import numpy as np
 import onnx
 
-from bst.runtime import audio as A
-from bst.runtime import policy as pol
-from bst.runtime.errors import BstError
-from bst.runtime.features import candidate_features, stack_features
-from bst.runtime.portable import FRONTEND_FILE, FRONTEND_GRAPH, decision_graph
-from bst.runtime.session import make_session
+from bst_rt.runtime import audio as A
+from bst_rt.runtime import policy as pol
+from bst_rt.runtime.errors import BstError
+from bst_rt.runtime.features import candidate_features, stack_features
+from bst_rt.runtime.portable import FRONTEND_FILE, FRONTEND_GRAPH, decision_graph
+from bst_rt.runtime.session import make_session
 
 from . import portable_decision as pdec
 from . import portable_frontend as pfe

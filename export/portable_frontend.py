@@ -1,6 +1,6 @@
 """The CLAP fusion front end as one ONNX graph: 48 kHz mono waveform (+ its length) -> `mel_fusion`, `longer`.
 
-The same arithmetic as `bst.runtime.audio.waveform_to_mel_fusion` (numpy), from standard ONNX ops only, so a client
+The same arithmetic as `bst_rt.runtime.audio.waveform_to_mel_fusion` (numpy), from standard ONNX ops only, so a client
 in any language with onnxruntime featurises a clip without re-implementing the mel front end:
 
     int16 round trip (clip, NaN -> 0, x32767 truncated, /32767 in float64) -> repeat-pad to 10 s when shorter
@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from bst.runtime import audio as A
+from bst_rt.runtime import audio as A
 
 OPSET = 17
 INPUTS = ("waveform", "length")
@@ -51,7 +51,7 @@ class _G:
 
 
 def _round_trip(g: _G, wave: str) -> str:
-    """laion-clap's float32 -> int16 -> float32 (bst.runtime.audio.int16_round_trip); idempotent."""
+    """laion-clap's float32 -> int16 -> float32 (bst_rt.runtime.audio.int16_round_trip); idempotent."""
     clean = g.op("Where", g.op("IsNaN", wave), g.const(0.0, np.float32), wave)
     clipped = g.op("Clip", clean, g.const(-1.0, np.float32), g.const(1.0, np.float32))
     q = g.op("Cast", g.op("Mul", clipped, g.const(A.INT16_SCALE, np.float32)), to=TensorProto.INT16)

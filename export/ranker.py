@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bst.runtime.atomic import atomic_write_bytes
+from bst_rt.runtime.atomic import atomic_write_bytes
 
 INPUT_NAME = "candidate_features"
 OUTPUT_NAMES = ("label", "probabilities")

@@ -10,8 +10,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from bst.runtime.errors import BstError
-from bst.runtime.session import make_session
+from bst_rt.runtime.errors import BstError
+from bst_rt.runtime.session import make_session
 
 #: max |ORT - source| allowed per graph kind (fp32); int8 variants are judged by cosine / label agreement instead
 TOLERANCES: dict[str, float] = {"heads": 1e-5, "ranker": 1e-5, "audio_encoder": 1e-5, "text_encoder": 1e-5}

@@ -1,4 +1,4 @@
-"""bst.runtime: the torch-free core. Public API: `Predictor`, `Prediction`, `load_bundle` (imported lazily, so
+"""bst_rt.runtime: the torch-free core. Public API: `Predictor`, `Prediction`, `load_bundle` (imported lazily, so
 `bst-rt --help` and the light modules do not pay for onnxruntime and the audio stack)."""
 from __future__ import annotations
 
@@ -14,4 +14,4 @@ def __getattr__(name: str):
         from .bundle import load_bundle
 
         return load_bundle
-    raise AttributeError(f"module 'bst.runtime' has no attribute {name!r}")
+    raise AttributeError(f"module 'bst_rt.runtime' has no attribute {name!r}")

@@ -1,3 +1,3 @@
-from bst.runtime.cli import app
+from bst_rt.runtime.cli import app
 
 app()

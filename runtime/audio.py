@@ -4,7 +4,7 @@ decode (soundfile, in blocks) -> mono (channel mean) -> soxr HQ to 48 kHz with l
 (`ceil(n * 48000 / sr)`) -> int16 round trip -> repeat-pad to 10 s, or, for longer clips, the fusion input:
 the whole-clip mel shrunk to 1001 frames (antialiased bilinear, as torchvision's Resize) plus three 1001-frame
 chunks picked by `CHUNK_RULE`. laion-clap picks the chunks at random; a deployable pipeline must not, so the
-torch reference (`bst.train.clap`) patches laion's choice to this same rule.
+torch reference (`bst_rt.train.clap`) patches laion's choice to this same rule.
 
 Memory bound for long files: `file_to_mel_fusion` streams. The file is read in blocks of at most
 `_READ_BLOCK_SAMPLES` samples (whatever the channel count), resampled and quantised block by block, and fed to a

@@ -20,9 +20,9 @@ from .taxonomy import CODES
 
 #: environment variable that names the bundle when `--bundle` is not given
 BUNDLE_ENV = "BST_BUNDLE"
-#: where `bst demo` records the bundle it built (one line: an absolute path)
+#: where `bst-train demo` records the bundle it built (one line: an absolute path)
 DEFAULT_RECORD_NAME = "default-bundle"
-#: the bundle `bst demo` writes, relative to the working directory
+#: the bundle `bst-train demo` writes, relative to the working directory
 DEMO_BUNDLE_DIR = Path("artifacts") / "demo"
 
 
@@ -60,7 +60,7 @@ def resolve_bundle_dir(explicit: Path | None = None) -> Path:
     if (DEMO_BUNDLE_DIR / MANIFEST_NAME).is_file():
         return DEMO_BUNDLE_DIR
     raise BundleError(
-        f"no bundle given and none found: pass --bundle DIR, set {BUNDLE_ENV}, or run `bst demo` "
+        f"no bundle given and none found: pass --bundle DIR, set {BUNDLE_ENV}, or run `bst-train demo` "
         f"(it writes {DEMO_BUNDLE_DIR} and records it in {record})"
     )
 
@@ -107,7 +107,7 @@ def _safe_member(root: Path, name: str) -> Path:
 def verify_file(root: Path, spec: FileSpec) -> None:
     path = _safe_member(root, spec.file)
     if not path.is_file():
-        raise BundleError(f"{path}: missing from the bundle; restore it or re-export the bundle with `bst export`")
+        raise BundleError(f"{path}: missing from the bundle; restore it or re-export the bundle with `bst-train export`")
     size = path.stat().st_size
     if size != spec.size:
         raise BundleError(
@@ -125,7 +125,7 @@ def load_bundle(root: Path, *, verify: bool = True) -> Bundle:
     records (text template, front end, chunk rule, features, tokenizer) is the one this runtime implements."""
     root = Path(root)
     if not root.is_dir():
-        raise BundleError(f"{root}: no such bundle folder (build one with `bst export` or `bst demo`)")
+        raise BundleError(f"{root}: no such bundle folder (build one with `bst-train export` or `bst-train demo`)")
     manifest = read_manifest(root / MANIFEST_NAME)
 
     if tuple(manifest.classes) != CODES:

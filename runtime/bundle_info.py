@@ -27,7 +27,7 @@ def _parity_text(parity: dict) -> str:
 
 
 def _override_text(system: dict) -> str:
-    """The held-out override rates `bst rank` measured: at the frozen thresholds (CV) and on the nested outer folds."""
+    """The held-out override rates `bst-train rank` measured: at the frozen thresholds (CV) and on the nested outer folds."""
     tuning = system.get("tuning", {})
     parts = [f"{label} {100 * tuning[key]:.1f}%" for key, label in
              (("heldout_override_rate", "cv"), ("nested_override_rate", "nested")) if tuning.get(key) is not None]

@@ -140,7 +140,7 @@ def predict(
     *,
     out: Annotated[Path, typer.Option("--out", "-o", help="Submission CSV to write.")] = Path("output.csv"),
     bundle: Annotated[
-        Optional[Path], typer.Option(help="Bundle folder; default $BST_BUNDLE, else the one `bst demo` recorded.")
+        Optional[Path], typer.Option(help="Bundle folder; default $BST_BUNDLE, else the one `bst-train demo` recorded.")
     ] = None,
     system: Annotated[str, typer.Option(
         help="System 1-4 of the bundle, or 'all': every system from one pass of the encoders, written to "
@@ -286,7 +286,7 @@ def classify(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
     bundle: Annotated[
-        Optional[Path], typer.Option(help="Bundle folder; default $BST_BUNDLE, else the one `bst demo` recorded.")
+        Optional[Path], typer.Option(help="Bundle folder; default $BST_BUNDLE, else the one `bst-train demo` recorded.")
     ] = None,
     system: Annotated[int, typer.Option(min=1, max=4, help="System 1-4 of the bundle.")] = 1,
     provider: Annotated[Provider, typer.Option(help="auto picks CUDA only when it really works.")] = Provider.auto,

@@ -26,7 +26,7 @@ def wide_fields() -> Iterator[None]:
     """Raise csv's field-size limit only while our own parse runs, then put back the host's value.
 
     csv has just this one process-wide setting; raising it at import (as we once did) changed every other CSV reader
-    of an application that imports bst.runtime. Our parses hold a lock so two of them do not restore out of order.
+    of an application that imports bst_rt.runtime. Our parses hold a lock so two of them do not restore out of order.
     """
     with _FIELD_LIMIT_LOCK:
         before = csv.field_size_limit()

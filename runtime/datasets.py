@@ -138,7 +138,7 @@ class DevDataset:
             absent = [c.id for c, ok in zip(self.clips, mask) if not ok]
             raise DataError(
                 f"{folder}: {len(absent)} of {len(self.clips)} embeddings missing (first: {', '.join(absent[:5])}); "
-                f"run `bst embed` on {self.root}"
+                f"run `bst-train embed` on {self.root}"
             )
         out = np.zeros((len(self.clips), EMBEDDING_DIM), dtype=np.float32)
         for i, clip in enumerate(self.clips):

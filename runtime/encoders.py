@@ -20,7 +20,7 @@ AUDIO_INPUTS = ("mel_fusion", "longer")
 AUDIO_OUTPUT = "audio_embedding"
 TEXT_INPUTS = ("input_ids", "attention_mask")
 TEXT_OUTPUT = "text_embedding"
-#: file names of the exported graphs in a CLAP graph folder / bundle (written by bst.export.clap)
+#: file names of the exported graphs in a CLAP graph folder / bundle (written by bst_rt.export.clap)
 AUDIO_GRAPH, TEXT_GRAPH = "clap_audio.onnx", "clap_text.onnx"
 AUDIO_INT8, TEXT_INT8 = "clap_audio.int8.onnx", "clap_text.int8.onnx"
 TOKENIZER_FILE = "tokenizer.json"

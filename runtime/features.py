@@ -1,6 +1,6 @@
 """THE candidate-feature function of the reranker: one item in, candidate indices and a float32 matrix out.
 
-Training (`bst.train.ranker`) and deployment (`bst.runtime.predict`) both call `candidate_features`, so the features
+Training (`bst_rt.train.ranker`) and deployment (`bst_rt.runtime.predict`) both call `candidate_features`, so the features
 the ranker was fitted on and the ones it sees on the evaluation set cannot drift. Everything here is a function of
 one item's inference-time evidence only: its ensemble and family distributions, its own text embedding and the fixed
 class-description embeddings. There is deliberately no id, fold or label parameter, and no statistic of any other

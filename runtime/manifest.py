@@ -1,4 +1,4 @@
-"""`manifest.json`: the one contract between `bst export` and the runtime.
+"""`manifest.json`: the one contract between `bst-train export` and the runtime.
 
 Keys equal dataclass fields. The runtime reads nothing else from the export side: graph I/O names, the order of the
 heads graph's family and pool axes, the systems' policies and every file's sha256 are all here.
@@ -96,7 +96,7 @@ class Manifest:
     ranker: dict[str, Any]
     provenance: dict[str, Any]
     clap_weights: str = "checkpoint"
-    #: the graph-only contract for non-Python clients (`bst.runtime.portable.portable_section`); {} when absent
+    #: the graph-only contract for non-Python clients (`bst_rt.runtime.portable.portable_section`); {} when absent
     portable: dict[str, Any] = field(default_factory=dict)
 
     def all_files(self) -> list[FileSpec]:
@@ -119,7 +119,7 @@ def _build(cls, data: Any, where: str):
     if missing:
         raise BundleError(f"{where}: missing key(s) {', '.join(missing)}")
     if unknown:
-        raise BundleError(f"{where}: unknown key(s) {', '.join(unknown)} (written by a newer bst export?)")
+        raise BundleError(f"{where}: unknown key(s) {', '.join(unknown)} (written by a newer bst-train export?)")
     hints = typing.get_type_hints(cls)
     prefix = f"{where}." if ": " in where else f"{where}: "
     for name, value in data.items():
@@ -182,7 +182,7 @@ def manifest_from_dict(data: dict, source: str = MANIFEST_NAME) -> Manifest:
     if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
         raise BundleError(
             f"{source}: schema_version {version} is not supported by this bst-rt (reads {SCHEMA_VERSION.split('.')[0]}.x);"
-            " re-export the bundle with a matching `bst export` or install the matching bst-rt"
+            " re-export the bundle with a matching `bst-train export` or install the matching bst-rt"
         )
     d = dict(data)
     try:
@@ -207,7 +207,7 @@ def read_manifest(path: Path) -> Manifest:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise BundleError(f"{path}: no manifest.json; this folder is not a bundle (build one with `bst export`)") from None
+        raise BundleError(f"{path}: no manifest.json; this folder is not a bundle (build one with `bst-train export`)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path}: not valid JSON ({exc}); re-export the bundle") from None
     return manifest_from_dict(data, str(path))

@@ -1,10 +1,10 @@
 """What a manifest records and this runtime implements must agree, or the bundle is refused before any session opens.
 
-A bundle exported by another version of bst could be hash-perfect and still be read wrongly: a different text
+A bundle exported by another version of bst-rt could be hash-perfect and still be read wrongly: a different text
 template, mel front end, chunk rule, candidate-feature order or tokenizer would give plausible, wrong predictions.
 `check_manifest_contract` compares every such field with this runtime's constants and refuses the first mismatch in
 one line that names the field, both values and the fix. The value types of every field are checked as the manifest
-is parsed (`bst.runtime.manifest`); `manifest_json_schema` publishes the same typing for deployers in other languages.
+is parsed (`bst_rt.runtime.manifest`); `manifest_json_schema` publishes the same typing for deployers in other languages.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ RUNTIME_MEL: dict[str, Any] = {
 TOKENIZER_MODEL = "BPE"
 TOKENIZER_PRE = "ByteLevel"
 TOKENIZER_POST = "RobertaProcessing"
-_FIX = "re-export the bundle with this bst-rt's `bst export`, or install the bst-rt version that wrote it"
+_FIX = "re-export the bundle with this bst-rt's `bst-train export`, or install the bst-rt version that wrote it"
 
 
 def _refuse(source: str, field: str, found: Any, expected: Any) -> None:

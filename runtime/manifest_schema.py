@@ -60,5 +60,5 @@ def schema_text() -> str:
     return json.dumps(manifest_json_schema(), indent=2, sort_keys=False) + "\n"
 
 
-if __name__ == "__main__":  # python -m bst.runtime.manifest_schema > docs/manifest.schema.json
+if __name__ == "__main__":  # python -m bst_rt.runtime.manifest_schema > docs/manifest.schema.json
     print(schema_text(), end="")

@@ -72,7 +72,7 @@ def _results(manifest: Manifest, system: int) -> dict[str, Any]:
                                             "override_share") if k in dev},
         }
     else:
-        out["development_dataset"] = {"note": "not recorded in this bundle: run `bst dev-as-eval` before `bst export`"}
+        out["development_dataset"] = {"note": "not recorded in this bundle: run `bst-train dev-as-eval` before `bst-train export`"}
     if nested:
         out["nested_estimate"] = {"protocol": "nested 5-fold CV of the ranker (held-out)", **nested}
     elif "ensemble_oof_hF" in (scores.get("nested_ranker") or {}):

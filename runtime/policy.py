@@ -9,7 +9,7 @@ runtime, the sklearn model in training, out-of-fold scores in tuning) -> seed eq
 
 Every step is item-local: an item's label and score depend only on its own evidence and the bundle, never on the
 other items of a batch, package or run. A policy's `max_override_share` is a constraint of threshold TUNING (the
-held-out override rate of the chosen thresholds stays at or below it, `bst.train.ranker`); inference never looks at
+held-out override rate of the chosen thresholds stays at or below it, `bst_rt.train.ranker`); inference never looks at
 how many other items were overridden. Pure numpy, so training, tuning, export validation and the runtime share it.
 """
 from __future__ import annotations
@@ -277,7 +277,7 @@ def decide_items(
 ) -> Decisions:
     """THE decision of a system for N items, each decided alone: evidence -> candidate features -> ranker scores
     -> eq. 3 -> label and score. Called by the runtime predictor (ensemble = the graph's `pool_probs`, scores from
-    ranker.onnx), dev-as-eval's torch chain and export validation (sklearn ranker), and `bst rank` (OOF scores)."""
+    ranker.onnx), dev-as-eval's torch chain and export validation (sklearn ranker), and `bst-train rank` (OOF scores)."""
     cands = item_candidates(policy, ensemble, family_probs, text_embeddings, class_text_embeddings, audio_present,
                             text_present)
     return decide_candidates(policy, cands, score_rows)

@@ -2,7 +2,7 @@
 tokenizer.json (docs/portable.md). This module names the graphs, writes the manifest's `portable` section, and runs
 the chain graph by graph (`PortableChain`) so a test can prove that the graph-only path and the numpy runtime agree.
 
-Torch-free like the rest of `bst.runtime`: onnxruntime sessions only.
+Torch-free like the rest of `bst_rt.runtime`: onnxruntime sessions only.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ class PortableChain:
     def __init__(self, bundle: Bundle, system: int, threads: int | None = 1) -> None:
         m = bundle.manifest
         if not getattr(m, "portable", None):
-            raise BundleError(f"{bundle.root}: no portable graphs in this bundle (re-export with this bst export)")
+            raise BundleError(f"{bundle.root}: no portable graphs in this bundle (re-export with this bst-train export)")
         run = lambda name: make_session(bundle.path(bundle.graph(name).file), provider="cpu", threads=threads)
         self.frontend = run(FRONTEND_GRAPH)
         self.audio = run("audio_encoder")

@@ -92,7 +92,7 @@ class Predictor:
         if str(system) not in m.systems:
             raise BundleError(f"{bundle.root}: no system {system} (bundle has {', '.join(sorted(m.systems))})")
         if int8 and not bundle.has_int8():
-            raise BundleError(f"{bundle.root}: no int8 graphs in this bundle (re-export with `bst export --int8`)")
+            raise BundleError(f"{bundle.root}: no int8 graphs in this bundle (re-export with `bst-train export --int8`)")
         self.bundle = bundle
         self.system = int(system)
         self.policy = pol.SystemPolicy.from_dict(m.systems[str(system)])

@@ -90,7 +90,7 @@ def parent_mass(probs: np.ndarray) -> np.ndarray:
 
 
 def class_table_markdown() -> str:
-    """The README's class table (code, name, parent), generated from _TABLE: `python -m bst.runtime.taxonomy`."""
+    """The README's class table (code, name, parent), generated from _TABLE: `python -m bst_rt.runtime.taxonomy`."""
     lines = ["| idx | code | name | parent |", "|---|---|---|---|"]
     lines += [f"| {c.index} | `{c.code}` | {c.name} | {PARENT_NAMES[c.parent]} (`{c.parent}`) |" for c in CLASSES]
     return "\n".join(lines) + "\n"

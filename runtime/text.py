@@ -1,6 +1,6 @@
 """THE metadata text template: the one string the CLAP text encoder sees for (title, tags, description).
 
-Training (`bst embed`) and the runtime both call `metadata_text`, so the two can never drift. The official template is
+Training (`bst-train embed`) and the runtime both call `metadata_text`, so the two can never drift. The official template is
 not published; this is the one a participating team documented: title, then tags with commas as spaces, then the
 description with HTML stripped and whitespace collapsed, joined with ". ". Empty parts are skipped (no ". . ").
 `TEMPLATE_VERSION` is recorded in every bundle; change it whenever the output of these functions changes.

@@ -1,6 +1,6 @@
 """RoBERTa-style tokenisation with the `tokenizers` library (no transformers): ids identical to laion-clap's.
 
-The tokenizer.json written by `bst.export.clap.save_tokenizer` holds byte-level BPE, the RoBERTa post-processor
+The tokenizer.json written by `bst_rt.export.clap.save_tokenizer` holds byte-level BPE, the RoBERTa post-processor
 (`<s> ... </s>`) and truncation at 77 tokens. Padding is to the batch's longest text, not to 77: the text graph
 reads the pooled first token, so the embedding is the same at a fraction of the compute.
 """

@@ -14,10 +14,10 @@ import pytest  # noqa: E402,F401
 # --- synthetic corpus (issue 2): BSD10k + BSD35k-CS (with stand-in features) + eval package, written once -----------
 @pytest.fixture(scope="session")
 def synth_corpus(tmp_path_factory):
-    """`bst.train.synth.CorpusPaths` of a 12-per-class corpus with stand-in embeddings (seed 0, CS noise 0.3,
+    """`bst_rt.train.synth.CorpusPaths` of a 12-per-class corpus with stand-in embeddings (seed 0, CS noise 0.3,
     40 eval clips): `.root`, `.dev`, `.cs`, `.eval`, `.eval_labels`, `.cs_true_labels`; it also acts as the root
     path (`os.fspath`, `synth_corpus / "BSD10k"`)."""
-    from bst.train.synth import write_corpus
+    from bst_rt.train.synth import write_corpus
 
     return write_corpus(tmp_path_factory.mktemp("synth") / "corpus", per_class=12, seed=0, with_features=True)
 
@@ -28,7 +28,7 @@ def clap_reference():
     """laion-clap `CLAP_Module(enable_fusion=True)`, offline, random weights at seed 0 (BN statistics too)."""
     import warnings
 
-    from bst.train.clap import load_clap
+    from bst_rt.train.clap import load_clap
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the loud random-weights warning, expected here
@@ -38,17 +38,17 @@ def clap_reference():
 @pytest.fixture(scope="session")
 def clap_graphs(clap_reference, tmp_path_factory):
     """Dir with clap_audio.onnx, clap_text.onnx, their .int8.onnx, tokenizer.json and clap_parity.json."""
-    from bst.export.clap import export_clap
+    from bst_rt.export.clap import export_clap
 
     out = tmp_path_factory.mktemp("clap_graphs")
     export_clap(clap_reference, out)
     return out
 
 
-# --- ranker and systems (issue 5): `bst rank` on a copy of the trained pool, once --------------------------------
+# --- ranker and systems (issue 5): `bst-train rank` on a copy of the trained pool, once --------------------------------
 @pytest.fixture(scope="session")
 def ranked_run(trained_run, synth_corpus, tmp_path_factory):
-    """A run folder after `bst rank RUN DATA`: RUN/ranker/{ranker.joblib,ranker.json} and RUN/systems.json.
+    """A run folder after `bst-train rank RUN DATA`: RUN/ranker/{ranker.joblib,ranker.json} and RUN/systems.json.
 
     Returns an object with `.run` (the run folder), `.data` (its dev set), `.meta` (ranker.json) and `.stdout`.
     The trained pool is not modified: registry/ensemble files are copied and `families/` is linked."""
@@ -59,7 +59,7 @@ def ranked_run(trained_run, synth_corpus, tmp_path_factory):
 
     from typer.testing import CliRunner
 
-    from bst.train.cli import app
+    from bst_rt.train.cli import app
 
     src = Path(getattr(trained_run, "run", getattr(trained_run, "path", trained_run)))
     data = Path(getattr(trained_run, "data", synth_corpus.dev))
@@ -78,7 +78,7 @@ def ranked_run(trained_run, synth_corpus, tmp_path_factory):
     return SimpleNamespace(run=run, data=data, meta=meta, stdout=result.output)
 
 
-# --- bundle (issue 6): `bst export` of the ranked run with the session's CLAP graphs, built once ------------------
+# --- bundle (issue 6): `bst-train export` of the ranked run with the session's CLAP graphs, built once ------------------
 @pytest.fixture(scope="session")
 def bundle(ranked_run, clap_graphs, synth_corpus, tmp_path_factory):
     """A verified bundle folder (fp32 + int8 CLAP graphs). When $BST_CI_ARTIFACTS is set it is also left there,
@@ -86,7 +86,7 @@ def bundle(ranked_run, clap_graphs, synth_corpus, tmp_path_factory):
     import shutil
     from pathlib import Path
 
-    from bst.export.bundle import ExportOptions, export_bundle
+    from bst_rt.export.bundle import ExportOptions, export_bundle
 
     out = tmp_path_factory.mktemp("bundle") / "bundle"
     export_bundle(ranked_run.run, out, ExportOptions(clap_dir=Path(clap_graphs), int8=True), log=lambda _: None)
@@ -119,7 +119,7 @@ def _write_external_layouts(root, cs_dir):
     import csv
     import shutil
 
-    from bst.runtime.datasets import read_dev_dataset
+    from bst_rt.runtime.datasets import read_dev_dataset
 
     cs = read_dev_dataset(cs_dir)
     by_code = {}
@@ -161,15 +161,15 @@ def _write_external_layouts(root, cs_dir):
 
 @pytest.fixture(scope="session")
 def trained_run(synth_corpus, tmp_path_factory):
-    """`bst train` of every family on the synthetic corpus (with its noisy CS set and tiny external sets) at
-    `bst.train.pool.QUICK_OVERRIDES`. Returns `.run` (= `.path`, the run folder), `.data` (dev set), `.cs`,
+    """`bst-train train` of every family on the synthetic corpus (with its noisy CS set and tiny external sets) at
+    `bst_rt.train.pool.QUICK_OVERRIDES`. Returns `.run` (= `.path`, the run folder), `.data` (dev set), `.cs`,
     `.registry`, `.log` (progress lines) and `.external` ({name: root})."""
     from pathlib import Path
     from types import SimpleNamespace
 
     import torch
 
-    from bst.train.pool import QUICK_OVERRIDES, run_pool
+    from bst_rt.train.pool import QUICK_OVERRIDES, run_pool
 
     base = tmp_path_factory.mktemp("trained_run")
     external = _write_external_layouts(base / "external", Path(synth_corpus.cs))

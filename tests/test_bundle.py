@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bst.runtime.bundle import load_bundle, resolve_bundle_dir, sha256_file
-from bst.runtime.cli import app
-from bst.runtime.errors import BundleError
-from bst.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION
+from bst_rt.runtime.bundle import load_bundle, resolve_bundle_dir, sha256_file
+from bst_rt.runtime.cli import app
+from bst_rt.runtime.errors import BundleError
+from bst_rt.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION
 
 SMALL = 50_000_000  # files below this are copied into a scratch bundle; bigger ones hard-linked (never modified)
 
@@ -59,8 +59,8 @@ def test_manifest_lists_every_file_with_its_hash_and_parity(bundle):
 
 
 def test_class_text_embeddings_come_from_the_bundle_text_graph(bundle, ranked_run):
-    from bst.runtime.encoders import TextEncoder
-    from bst.train.embed import class_description_texts
+    from bst_rt.runtime.encoders import TextEncoder
+    from bst_rt.train.embed import class_description_texts
 
     b = load_bundle(bundle)
     emb = b.class_text_embeddings()
@@ -108,7 +108,7 @@ def test_info_shows_verified_contents_and_refuses_tampering(bundle, tmp_path):
     result = CliRunner().invoke(app, ["info", str(bundle)], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "verified" in result.output and "RANDOM" in result.output and "primary" in result.output
-    # the held-out override rates `bst rank` measured travel in the manifest and are shown
+    # the held-out override rates `bst-train rank` measured travel in the manifest and are shown
     m = load_bundle(bundle).manifest
     for sid in ("1", "2"):
         tuning, share = m.systems[sid]["tuning"], m.systems[sid]["max_override_share"]
@@ -124,12 +124,12 @@ def test_info_shows_verified_contents_and_refuses_tampering(bundle, tmp_path):
 
 
 def test_default_bundle_resolution_order(bundle, tmp_path, monkeypatch):
-    from bst.runtime.bundle import record_default_bundle
+    from bst_rt.runtime.bundle import record_default_bundle
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("BST_BUNDLE", raising=False)
-    with pytest.raises(BundleError, match="run `bst demo`"):
+    with pytest.raises(BundleError, match="run `bst-train demo`"):
         resolve_bundle_dir(None)
     record = record_default_bundle(bundle)
     assert record == tmp_path / "cfg" / "bst-rt" / "default-bundle"  # the platform's app dir (XDG on Linux)

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bst.runtime.bundle import load_bundle, sha256_file
-from bst.runtime.errors import BundleError
-from bst.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION
+from bst_rt.runtime.bundle import load_bundle, sha256_file
+from bst_rt.runtime.errors import BundleError
+from bst_rt.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION
 
 from hostile import make_package, run_cli
 
@@ -70,7 +70,7 @@ def test_a_tampered_bundle_opens_no_session_and_predict_writes_nothing(bundle, s
                                                                        monkeypatch) -> None:
     import onnxruntime
 
-    from bst.runtime.predict import Predictor
+    from bst_rt.runtime.predict import Predictor
 
     dst = _copy(bundle, tmp_path / "b", real=(MANIFEST_NAME, "ranker.onnx"))
     _flip(dst / "ranker.onnx")
@@ -168,7 +168,7 @@ def test_missing_bundle_pieces_through_the_cli_name_the_file_and_the_fix(bundle,
     (dst / "tokenizer.json").unlink()
     proc = run_cli("info", str(dst), timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert f"{dst / 'tokenizer.json'}: missing from the bundle" in proc.stderr and "bst export" in proc.stderr
+    assert f"{dst / 'tokenizer.json'}: missing from the bundle" in proc.stderr and "bst-train export" in proc.stderr
     pkg = make_package(tmp_path / "eval", [("a1", "x", "y", "z")], {"a1": "silence"})
     proc = run_cli("predict", str(pkg), "--bundle", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o.csv"))
     assert proc.returncode == 1 and "no such bundle folder" in proc.stderr and not (tmp_path / "o.csv").exists()

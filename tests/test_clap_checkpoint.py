@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from bst.runtime.errors import BstError
-from bst.train.clap import load_clap, reference_text_embedding
+from bst_rt.runtime.errors import BstError
+from bst_rt.train.clap import load_clap, reference_text_embedding
 
 pytestmark = pytest.mark.slow
 

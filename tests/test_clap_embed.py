@@ -1,4 +1,4 @@
-"""`bst embed` on a small dataset: official layout, values equal to the runtime encoders, resume, bad audio."""
+"""`bst-train embed` on a small dataset: official layout, values equal to the runtime encoders, resume, bad audio."""
 from __future__ import annotations
 
 import csv
@@ -9,12 +9,12 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from bst.export.clap import AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE
-from bst.runtime.datasets import read_dev_dataset
-from bst.runtime.encoders import AudioEncoder, TextEncoder
-from bst.runtime.text import mask_class_words
-from bst.train.cli import app
-from bst.train.embed import CLASS_TEXT_FILE, class_description_texts, embed_dataset
+from bst_rt.export.clap import AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE
+from bst_rt.runtime.datasets import read_dev_dataset
+from bst_rt.runtime.encoders import AudioEncoder, TextEncoder
+from bst_rt.runtime.text import mask_class_words
+from bst_rt.train.cli import app
+from bst_rt.train.embed import CLASS_TEXT_FILE, class_description_texts, embed_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +86,7 @@ def test_embed_cli_refuses_ambiguous_weights(dataset):
 
 
 def test_torch_engine_matches_onnx_engine(dataset, clap_graphs, clap_reference, monkeypatch, tmp_path):
-    import bst.train.clap as clap
+    import bst_rt.train.clap as clap
 
     monkeypatch.setattr(clap, "load_clap", lambda *a, **k: clap_reference)  # the same real model, built once
     onnx_root = tmp_path / "copy"
@@ -99,14 +99,14 @@ def test_torch_engine_matches_onnx_engine(dataset, clap_graphs, clap_reference, 
         a = read_dev_dataset(dataset).load_embeddings(kind, missing="skip")
         b = read_dev_dataset(onnx_root).load_embeddings(kind, missing="skip")
         err = float(np.abs(a - b).max())
-        print(f"bst embed torch vs onnx engine, {kind}: max abs diff {err:.2e}")
+        print(f"bst-train embed torch vs onnx engine, {kind}: max abs diff {err:.2e}")
         assert a.shape == b.shape and err <= 1e-4
 
 
 def test_embed_refuses_to_mix_encoders(dataset, clap_graphs):
     import json
 
-    from bst.train.embed import RECORD_FILE
+    from bst_rt.train.embed import RECORD_FILE
 
     embed_dataset(dataset, graphs=clap_graphs, progress=False, log=lambda _: None)
     record = dataset / "features" / RECORD_FILE

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bst.export.clap import AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE
-from bst.runtime.audio import SAMPLE_RATE_HZ
-from bst.runtime.encoders import AudioEncoder, TextEncoder
-from bst.train.clap import reference_audio_embedding, reference_audio_embedding_from_files, reference_text_embedding
+from bst_rt.export.clap import AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE
+from bst_rt.runtime.audio import SAMPLE_RATE_HZ
+from bst_rt.runtime.encoders import AudioEncoder, TextEncoder
+from bst_rt.train.clap import reference_audio_embedding, reference_audio_embedding_from_files, reference_text_embedding
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bst.runtime import audio
-from bst.runtime.errors import AudioError
+from bst_rt.runtime import audio
+from bst_rt.runtime.errors import AudioError
 
 LIBROSA_DATA = Path("/work/shared/audio/librosa-data")
 AUDIO_CFG = {"sample_rate": 48000, "window_size": 1024, "hop_size": 480, "mel_bins": 64, "fmin": 50, "fmax": 14000}
@@ -19,7 +19,7 @@ SHRINK_DB_TOL = 5e-3  # dB, the resized whole-clip channel
 def _laion_mel_fusion(wave: np.ndarray):
     import torch
 
-    from bst.train.clap import fixed_chunk_rule
+    from bst_rt.train.clap import fixed_chunk_rule
     from laion_clap.training.data import get_audio_features
 
     with fixed_chunk_rule():

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from bst.export.clap import (AUDIO_GRAPH, AUDIO_INT8, GRAPH_TOLERANCE, INT8_MIN_COSINE, TEXT_GRAPH, TEXT_INT8,
+from bst_rt.export.clap import (AUDIO_GRAPH, AUDIO_INT8, GRAPH_TOLERANCE, INT8_MIN_COSINE, TEXT_GRAPH, TEXT_INT8,
                              TOKENIZER_FILE, BranchFreeAudio, TextGraph, random_mel)
-from bst.runtime.session import make_session
-from bst.runtime.tokenizer import Tokenizer
+from bst_rt.runtime.session import make_session
+from bst_rt.runtime.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.slow
 

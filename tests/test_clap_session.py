@@ -5,8 +5,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from bst.runtime.errors import BstError
-from bst.runtime.session import ProviderError, make_session, session_provider
+from bst_rt.runtime.errors import BstError
+from bst_rt.runtime.session import ProviderError, make_session, session_provider
 
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
 
@@ -69,9 +69,9 @@ def test_bad_arguments_and_files(tiny_graph, tmp_path):
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    from bst.export.clap import save_tokenizer
-    from bst.runtime.tokenizer import Tokenizer
-    from bst.train.hf_offline import ensure_cache
+    from bst_rt.export.clap import save_tokenizer
+    from bst_rt.runtime.tokenizer import Tokenizer
+    from bst_rt.train.hf_offline import ensure_cache
 
     repo = ensure_cache() / "models--roberta-base"
     folder = repo / "snapshots" / (repo / "refs" / "main").read_text().strip()
@@ -89,7 +89,7 @@ def test_tokenizer_pads_to_longest_and_truncates_at_77(tokenizer):
 
 
 def test_tokenizer_rejects_bad_file(tmp_path):
-    from bst.runtime.tokenizer import Tokenizer
+    from bst_rt.runtime.tokenizer import Tokenizer
 
     bad = tmp_path / "tokenizer.json"
     bad.write_text("{}")

@@ -12,8 +12,8 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from bst.runtime.cli import app
-from bst.runtime.taxonomy import CLASSES, CODE_TO_INDEX, PARENT_NAMES
+from bst_rt.runtime.cli import app
+from bst_rt.runtime.taxonomy import CLASSES, CODE_TO_INDEX, PARENT_NAMES
 
 SR = 48_000
 
@@ -48,7 +48,7 @@ def _json(args: list[str]) -> list[dict]:
 
 
 def test_folder_and_sidecar_give_the_apis_decision_per_file(bundle, sounds: Path) -> None:
-    from bst.runtime.predict import Predictor
+    from bst_rt.runtime.predict import Predictor
 
     rows = _json([str(sounds), "--sidecar", str(sounds / "meta.csv"), "--bundle", str(bundle), "--threads", "1"])
     by_id = {r["id"]: r for r in rows}

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bst.runtime.cli import app
-from bst.runtime.metrics import evaluate_predictions
-from bst.runtime.submission import write_submission
+from bst_rt.runtime.cli import app
+from bst_rt.runtime.metrics import evaluate_predictions
+from bst_rt.runtime.submission import write_submission
 
 IDS = [str(uuid.uuid5(uuid.NAMESPACE_DNS, f"eval{i}")) for i in range(5)]
 TRUTH = ["fx-a", "fx-a", "fx-v", "m-sp", "is-p"]
@@ -127,7 +127,7 @@ def test_evaluate_rejects_an_unknown_convention(submission: Path, labels: Path) 
 
 
 def test_evaluate_shows_class_names_beside_codes(submission: Path, labels: Path) -> None:
-    from bst.runtime.taxonomy import CLASSES
+    from bst_rt.runtime.taxonomy import CLASSES
 
     result = runner.invoke(app, ["evaluate", str(submission), "--labels", str(labels)], terminal_width=200)
     assert result.exit_code == 0, result.output

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bst.runtime.atomic import atomic_open
-from bst.runtime.batch import journal_path, record_path
-from bst.runtime.submission import validate_submission
+from bst_rt.runtime.atomic import atomic_open
+from bst_rt.runtime.batch import journal_path, record_path
+from bst_rt.runtime.submission import validate_submission
 
 from hostile import run_cli
 
@@ -133,7 +133,7 @@ def test_kill_9_during_an_atomic_write_never_leaves_a_partial_output(tmp_path: P
     target.write_text("old\n", encoding="utf-8")
     child = textwrap.dedent("""
         import sys, time
-        from bst.runtime.atomic import atomic_open
+        from bst_rt.runtime.atomic import atomic_open
         with atomic_open(sys.argv[1]) as fh:
             for i in range(64):
                 fh.write("x" * (1 << 20))

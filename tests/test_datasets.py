@@ -9,16 +9,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bst.runtime.datasets import (
+from bst_rt.runtime.datasets import (
     Clip,
     read_dev_dataset,
     read_eval_package,
     read_labels,
     safe_child,
 )
-from bst.runtime.errors import DataError
-from bst.runtime.taxonomy import CODE_TO_INDEX
-from bst.runtime.text import metadata_text
+from bst_rt.runtime.errors import DataError
+from bst_rt.runtime.taxonomy import CODE_TO_INDEX
+from bst_rt.runtime.text import metadata_text
 
 DEV_HEADER = ["sound_id", "class", "class_idx", "class_top", "confidence", "uploader", "license", "title", "tags",
               "description"]

@@ -1,4 +1,4 @@
-"""`bst rank` freezes four systems; development-as-evaluation predicts label-blind and only then scores them."""
+"""`bst-train rank` freezes four systems; development-as-evaluation predicts label-blind and only then scores them."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bst.runtime.datasets import read_dev_dataset
-from bst.runtime.features import FEATURE_NAMES
-from bst.runtime.metrics import evaluate_predictions, hierarchical_f1
-from bst.runtime.policy import load_policies
-from bst.train.cli import app
-from bst.train.dev_eval import TorchChain, dev_as_eval
+from bst_rt.runtime.datasets import read_dev_dataset
+from bst_rt.runtime.features import FEATURE_NAMES
+from bst_rt.runtime.metrics import evaluate_predictions, hierarchical_f1
+from bst_rt.runtime.policy import load_policies
+from bst_rt.train.cli import app
+from bst_rt.train.dev_eval import TorchChain, dev_as_eval
 
 
 class _SpyChain:
@@ -132,13 +132,13 @@ def test_dev_as_eval_before_rank_is_refused_with_one_line(ranked_run, tmp_path):
         (run / name).write_bytes((ranked_run.run / name).read_bytes())
     result = CliRunner().invoke(app, ["dev-as-eval", str(run), str(ranked_run.data)])
     assert result.exit_code == 1
-    assert "bst rank" in result.output and "Traceback" not in result.output
+    assert "bst-train rank" in result.output and "Traceback" not in result.output
 
 
 # --- fold-respecting protocol (issue 10): each clip goes through the chain frozen from its own fold ---------------
 @pytest.fixture(scope="module")
 def fold_evaluated(ranked_run):
-    from bst.train.dev_eval_folds import FoldRespectingChain
+    from bst_rt.train.dev_eval_folds import FoldRespectingChain
 
     chain = FoldRespectingChain(ranked_run.run, ranked_run.data)
     spies = {k: _SpyChain(c) for k, c in chain.chains.items()}
@@ -147,7 +147,7 @@ def fold_evaluated(ranked_run):
 
 
 def test_each_clip_goes_through_the_chain_of_its_own_fold_only(ranked_run, fold_evaluated):
-    from bst.train.folds import official_folds
+    from bst_rt.train.folds import official_folds
 
     _, spies, report = fold_evaluated
     ds = read_dev_dataset(ranked_run.data)
@@ -166,8 +166,8 @@ def test_each_clip_goes_through_the_chain_of_its_own_fold_only(ranked_run, fold_
 def test_fold_chain_k_is_fitted_without_fold_k(ranked_run, tmp_path):
     """Scramble fold 0's out-of-fold probabilities in a copy of the run: fold 0's frozen pools, ranker and thresholds
     stay byte-identical, fold 1's (which trained on fold 0) change."""
-    from bst.train.dev_eval_folds import FOLD_CHAINS_DIR, INDEX_JSON, fit_fold_chains
-    from bst.train.systems import RankOptions
+    from bst_rt.train.dev_eval_folds import FOLD_CHAINS_DIR, INDEX_JSON, fit_fold_chains
+    from bst_rt.train.systems import RankOptions
 
     src = ranked_run.run
     index = json.loads((src / FOLD_CHAINS_DIR / INDEX_JSON).read_text())
@@ -201,9 +201,9 @@ def test_fold_chain_k_is_fitted_without_fold_k(ranked_run, tmp_path):
 
 def test_fold_respecting_no_ranker_system_matches_the_out_of_fold_probabilities(ranked_run, fold_evaluated):
     """System 3 on a clip with audio and text = argmax of its fold's top-5 weights over the calibrated out-of-fold
-    probabilities `bst train` saved (fold k's model on its held-out clips), recomputed here from the checkpoints."""
-    from bst.train.dev_eval_folds import FOLD_CHAINS_DIR
-    from bst.train.pool import load_run
+    probabilities `bst-train train` saved (fold k's model on its held-out clips), recomputed here from the checkpoints."""
+    from bst_rt.train.dev_eval_folds import FOLD_CHAINS_DIR
+    from bst_rt.train.pool import load_run
 
     chain, spies, _ = fold_evaluated
     run = load_run(ranked_run.run)

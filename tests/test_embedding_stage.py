@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bst.runtime.batch import RunOptions, audio_digest, run_predict
-from bst.runtime.datasets import Clip, read_eval_package
-from bst.runtime.embedding import EmbeddingStage, StageClock, prefetch, read_batch
-from bst.runtime.predict import Predictor
-from bst.runtime.text import mask_class_words
+from bst_rt.runtime.batch import RunOptions, audio_digest, run_predict
+from bst_rt.runtime.datasets import Clip, read_eval_package
+from bst_rt.runtime.embedding import EmbeddingStage, StageClock, prefetch, read_batch
+from bst_rt.runtime.predict import Predictor
+from bst_rt.runtime.text import mask_class_words
 
 #: duplicates, texts class-word masking leaves unchanged and texts it changes, short and long (several buckets)
 TEXTS = [
@@ -120,7 +120,7 @@ def _subset_package(eval_dir: Path, tmp_path: Path, n: int) -> Path:
 
 
 def test_system_all_writes_each_systems_csv_as_a_single_system_run_does(bundle, synth_corpus, tmp_path):
-    from bst.runtime.batch import run_predict_systems, system_output
+    from bst_rt.runtime.batch import run_predict_systems, system_output
 
     meta = _subset_package(synth_corpus.eval, tmp_path, 6)
     common = dict(bundle=bundle, provider="cpu", threads=1, batch_size=4, metadata=meta)

@@ -4,18 +4,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bst.runtime.datasets import read_dev_dataset
-from bst.runtime.features import NUM_FEATURES, candidate_features, stack_features
-from bst.runtime.policy import AUDIO_ONLY, TEXT_ONLY, ensemble_probs, item_evidence
+from bst_rt.runtime.datasets import read_dev_dataset
+from bst_rt.runtime.features import NUM_FEATURES, candidate_features, stack_features
+from bst_rt.runtime.policy import AUDIO_ONLY, TEXT_ONLY, ensemble_probs, item_evidence
 
 TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def heads_setup(ranked_run, tmp_path_factory):
-    from bst.export import heads as hd
-    from bst.train.pool import load_run
-    from bst.train.systems import load_systems
+    from bst_rt.export import heads as hd
+    from bst_rt.train.pool import load_run
+    from bst_rt.train.systems import load_systems
 
     run = load_run(ranked_run.run)
     policies = load_systems(ranked_run.run)
@@ -28,7 +28,7 @@ def heads_setup(ranked_run, tmp_path_factory):
 
 
 def _ort(path, audio, text, masked):
-    from bst.runtime.session import make_session
+    from bst_rt.runtime.session import make_session
 
     session = make_session(path, provider="cpu")
     feeds = {"audio_embedding": audio, "text_embedding": text, "masked_text_embedding": masked}
@@ -37,7 +37,7 @@ def _ort(path, audio, text, masked):
 
 def test_heads_graph_matches_the_torch_chain(heads_setup):
     """family_probs = mean over folds of softmax(logits/T) (train.pool.family_probs); pool_probs = policy weights."""
-    from bst.train.pool import family_probs, load_fold_models
+    from bst_rt.train.pool import family_probs, load_fold_models
 
     run, policies, layout, _, path, (audio, text, masked), _ = heads_setup
     chain = {f: family_probs(load_fold_models(run, f), audio, text, masked) for f in layout.families}
@@ -62,9 +62,9 @@ def test_heads_graph_items_do_not_depend_on_the_batch(heads_setup):
 
 
 def test_ranker_graph_matches_sklearn_on_real_candidate_rows(heads_setup, tmp_path):
-    from bst.export import heads as hd
-    from bst.export import ranker as rk
-    from bst.train.systems import class_text_embeddings, load_ranker
+    from bst_rt.export import heads as hd
+    from bst_rt.export import ranker as rk
+    from bst_rt.train.systems import class_text_embeddings, load_ranker
 
     run, policies, layout, heads, _, (audio, text, masked), data = heads_setup
     model, meta = load_ranker(run.path)
@@ -79,7 +79,7 @@ def test_ranker_graph_matches_sklearn_on_real_candidate_rows(heads_setup, tmp_pa
                                         audio_present=True, text_present=present, k=policy.k))
     rows, _ = stack_features(items)
     path = rk.export_ranker(model, NUM_FEATURES, tmp_path / "ranker.onnx")
-    from bst.runtime.session import make_session
+    from bst_rt.runtime.session import make_session
 
     label, probs = make_session(path, provider="cpu").run(["label", "probabilities"], {rk.INPUT_NAME: rows})
     want_label, want_probs = rk.sklearn_ranker(model, rows)
@@ -94,8 +94,8 @@ def test_export_gate_refuses_a_graph_that_disagrees_with_its_source(heads_setup)
     """A graph validated against a source it was not exported from fails, like one over tolerance would."""
     import torch
 
-    from bst.export import heads as hd
-    from bst.export.validate import ParityError, validate_graph
+    from bst_rt.export import heads as hd
+    from bst_rt.export.validate import ParityError, validate_graph
 
     _, _, layout, heads, path, (audio, text, masked), _ = heads_setup
     feeds = {"audio_embedding": audio[:8], "text_embedding": text[:8], "masked_text_embedding": masked[:8]}

@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from bst.runtime import features as F
-from bst.runtime.taxonomy import NUM_CLASSES, PARENT_INDEX
+from bst_rt.runtime import features as F
+from bst_rt.runtime.taxonomy import NUM_CLASSES, PARENT_INDEX
 
 # seed report §2.5: sample/fold ids, whole-dev confusion statistics, was-a-model-right flags
 _FORBIDDEN = re.compile(r"(^|_)(id|ids|fold|folds|label|labels|target|truth|true|correct|right|wrong|error|errors|"

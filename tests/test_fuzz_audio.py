@@ -13,7 +13,7 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bst.runtime.audio import (
+from bst_rt.runtime.audio import (
     CHUNK_FRAMES,
     CLIP_SAMPLES,
     HOP_SAMPLES,
@@ -25,7 +25,7 @@ from bst.runtime.audio import (
     quantize_int16,
     waveform_to_mel_fusion,
 )
-from bst.runtime.errors import AudioError
+from bst_rt.runtime.errors import AudioError
 
 SUBTYPES = {"PCM_U8": 0, "PCM_16": 0, "PCM_24": 0, "PCM_32": 0, "FLOAT": 1, "DOUBLE": 1}  # 1: can hold NaN/inf
 CONTENT = ("noise", "silence", "dc", "full-scale", "clipping", "non-finite")
@@ -130,7 +130,7 @@ def test_streaming_fusion_input_is_bit_identical_to_the_whole_waveform_path(
         seed: int) -> None:
     """Small STFT/read blocks, margins and preallocations make a 10-30 s clip cross many streaming block
     boundaries and grow its mel buffer."""
-    from bst.runtime import audio
+    from bst_rt.runtime import audio
 
     n = max(1, n48 * rate // SAMPLE_RATE_HZ)
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:

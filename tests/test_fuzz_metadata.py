@@ -11,10 +11,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bst.runtime.csvfile import read_csv
-from bst.runtime.datasets import EVAL_COLUMNS, read_eval_package, safe_child
-from bst.runtime.errors import DataError
-from bst.runtime.text import CLASS_WORDS, mask_class_words, metadata_text
+from bst_rt.runtime.csvfile import read_csv
+from bst_rt.runtime.datasets import EVAL_COLUMNS, read_eval_package, safe_child
+from bst_rt.runtime.errors import DataError
+from bst_rt.runtime.text import CLASS_WORDS, mask_class_words, metadata_text
 
 #: what a UTF-8 CSV can carry: anything but lone surrogates (not encodable) and NUL (csv refuses it)
 any_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=80)

@@ -12,8 +12,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bst.runtime.submission import SUBMISSION_COLUMNS, collect_submission_errors, write_submission
-from bst.runtime.taxonomy import CODES
+from bst_rt.runtime.submission import SUBMISSION_COLUMNS, collect_submission_errors, write_submission
+from bst_rt.runtime.taxonomy import CODES
 
 uuids = st.builds(lambda n: str(uuid.UUID(int=n)), st.integers(0, 2**128 - 1))
 scores = st.floats(0.0, 1.0, allow_nan=False)

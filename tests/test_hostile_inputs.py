@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bst.runtime.batch import RunOptions, record_path, run_predict
-from bst.runtime.cli import app
-from bst.runtime.datasets import read_eval_package
-from bst.runtime.errors import DataError
-from bst.runtime.predict import _read_audio
-from bst.runtime.submission import validate_submission
+from bst_rt.runtime.batch import RunOptions, record_path, run_predict
+from bst_rt.runtime.cli import app
+from bst_rt.runtime.datasets import read_eval_package
+from bst_rt.runtime.errors import DataError
+from bst_rt.runtime.predict import _read_audio
+from bst_rt.runtime.submission import validate_submission
 
 from hostile import AUDIO_KINDS, BIG_DESCRIPTION, CSV_KINDS, EVAL_HEADER, write_audio
 
@@ -56,7 +56,7 @@ def test_long_clip_memory_grows_with_the_mel_not_the_waveform(tmp_path: Path) ->
     child = textwrap.dedent("""
         import re, sys
         from pathlib import Path
-        from bst.runtime.predict import _read_audio
+        from bst_rt.runtime.predict import _read_audio
         def peak():
             return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
         peaks = []
@@ -192,9 +192,9 @@ def test_a_huge_description_tokenises_as_if_whole(bundle) -> None:
     """The tokenizer cuts texts to MAX_TEXT_CHARS first (a 1 MB description took seconds per item): same ids."""
     from tokenizers import Tokenizer as HfTokenizer
 
-    from bst.runtime.bundle import load_bundle
-    from bst.runtime.text import metadata_text
-    from bst.runtime.tokenizer import MAX_TEXT_CHARS, Tokenizer
+    from bst_rt.runtime.bundle import load_bundle
+    from bst_rt.runtime.text import metadata_text
+    from bst_rt.runtime.tokenizer import MAX_TEXT_CHARS, Tokenizer
 
     path = bundle / load_bundle(bundle, verify=False).manifest.text.tokenizer_file
     text = metadata_text("Big", "big,long", BIG_DESCRIPTION[:150_000])

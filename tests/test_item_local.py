@@ -25,12 +25,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bst.runtime.batch import journal_path
-from bst.runtime.cli import app
-from bst.runtime.datasets import read_eval_package
-from bst.runtime.manifest import MANIFEST_NAME
-from bst.runtime.predict import Predictor
-from bst.runtime.submission import read_submission
+from bst_rt.runtime.batch import journal_path
+from bst_rt.runtime.cli import app
+from bst_rt.runtime.datasets import read_eval_package
+from bst_rt.runtime.manifest import MANIFEST_NAME
+from bst_rt.runtime.predict import Predictor
+from bst_rt.runtime.submission import read_submission
 
 REAL = sorted(Path("/work/shared/audio/librosa-data").glob("*.ogg"))
 LONG_S, SHORT_S = 12.0, 4.0

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from bst.runtime.bundle import load_bundle, sha256_file
-from bst.runtime.errors import BundleError
-from bst.runtime.manifest import MANIFEST_NAME
-from bst.runtime.manifest_schema import manifest_json_schema, schema_text
+from bst_rt.runtime.bundle import load_bundle, sha256_file
+from bst_rt.runtime.errors import BundleError
+from bst_rt.runtime.manifest import MANIFEST_NAME
+from bst_rt.runtime.manifest_schema import manifest_json_schema, schema_text
 
 from hostile import run_cli
 
@@ -112,7 +112,7 @@ def test_the_cli_refuses_in_one_line_without_a_traceback(bundle, tmp_path) -> No
 def test_the_published_schema_is_the_runtimes_and_validates_exported_manifests(bundle) -> None:
     jsonschema = pytest.importorskip("jsonschema")
     assert DOCS_SCHEMA.read_text(encoding="utf-8") == schema_text(), \
-        "docs/manifest.schema.json is stale: python -m bst.runtime.manifest_schema > docs/manifest.schema.json"
+        "docs/manifest.schema.json is stale: python -m bst_rt.runtime.manifest_schema > docs/manifest.schema.json"
     schema = manifest_json_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     manifest = json.loads((bundle / MANIFEST_NAME).read_text(encoding="utf-8"))

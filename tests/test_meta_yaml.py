@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
-from bst.runtime.errors import BstError
-from bst.runtime.meta_yaml import label_from_output, parse_authors, write_submission_meta
-from bst.runtime.metrics import evaluate_predictions
-from bst.runtime.policy import SystemPolicy
-from bst.runtime.taxonomy import CODES
+from bst_rt.runtime.errors import BstError
+from bst_rt.runtime.meta_yaml import label_from_output, parse_authors, write_submission_meta
+from bst_rt.runtime.metrics import evaluate_predictions
+from bst_rt.runtime.policy import SystemPolicy
+from bst_rt.runtime.taxonomy import CODES
 
 SHARED = next((p for p in (Path(__file__).resolve().parents[1].parent / "shared", Path("/work/shared"))
                if (p / "reference").is_dir()), Path("/work/shared"))
@@ -55,7 +55,7 @@ class _StubChain:
         self.truth = truth
 
     def predict(self, clips):
-        from bst.train.dev_eval import SystemOutput
+        from bst_rt.train.dev_eval import SystemOutput
 
         labels = self.truth.copy()
         labels[::3] = (labels[::3] + 1) % len(CODES)
@@ -64,13 +64,13 @@ class _StubChain:
 
 
 def test_meta_yaml_has_every_section_of_the_template(bundle, synth_corpus, tmp_path: Path) -> None:
-    from bst.runtime.bundle import load_bundle
-    from bst.runtime.datasets import read_dev_dataset
-    from bst.train.dev_eval import dev_as_eval
+    from bst_rt.runtime.bundle import load_bundle
+    from bst_rt.runtime.datasets import read_dev_dataset
+    from bst_rt.train.dev_eval import dev_as_eval
 
     truth = read_dev_dataset(synth_corpus.dev).label_indices
     chain = _StubChain(truth)
-    report = dev_as_eval(chain, synth_corpus.dev)  # what `bst dev-as-eval` writes to RUN/dev_eval.json
+    report = dev_as_eval(chain, synth_corpus.dev)  # what `bst-train dev-as-eval` writes to RUN/dev_eval.json
     expected = evaluate_predictions(truth, chain.predict(range(len(truth)))[1].labels)
     manifest = load_bundle(bundle, verify=False).manifest
     scores = {**manifest.provenance["scores"], "dev_as_eval": json.loads(json.dumps(report))}
@@ -115,7 +115,7 @@ def test_meta_yaml_has_every_section_of_the_template(bundle, synth_corpus, tmp_p
 def test_a_bad_meta_request_is_refused_before_any_work(tmp_path: Path, out: str, extra: list[str], message: str):
     from typer.testing import CliRunner
 
-    from bst.runtime.cli import app
+    from bst_rt.runtime.cli import app
 
     (tmp_path / "eval" / "audio").mkdir(parents=True)
     (tmp_path / "eval" / "metadata.csv").write_text("anonymous_id,title,tags,description\na1,x,y,z\n")

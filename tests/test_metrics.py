@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bst.runtime.errors import DataError
-from bst.runtime.metrics import evaluate_predictions, hierarchical_f1
-from bst.runtime.taxonomy import CODES, NUM_CLASSES, parent_of
+from bst_rt.runtime.errors import DataError
+from bst_rt.runtime.metrics import evaluate_predictions, hierarchical_f1
+from bst_rt.runtime.taxonomy import CODES, NUM_CLASSES, parent_of
 
 # Five samples: an exact hit, a within-parent miss (fx-a -> fx-v), two hits and one cross-parent miss
 # (m-sp -> is-p). m-sp is never predicted, so its hP is undefined.

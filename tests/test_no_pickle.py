@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bst.runtime.datasets import _load_vector
-from bst.runtime.errors import DataError
+from bst_rt.runtime.datasets import _load_vector
+from bst_rt.runtime.errors import DataError
 
 RUNTIME_DIR = Path(__file__).resolve().parents[1] / "runtime"
 UNPICKLING_MODULES = {"pickle", "_pickle", "cPickle", "cloudpickle", "dill", "joblib", "shelve", "marshal", "torch",

@@ -57,8 +57,8 @@ def test_license_file_is_the_apache_2_text() -> None:
 
 
 def test_no_onnxruntime_is_one_clear_error(monkeypatch) -> None:
-    from bst.runtime import session
-    from bst.runtime.errors import BstError
+    from bst_rt.runtime import session
+    from bst_rt.runtime.errors import BstError
 
     session.import_onnxruntime.cache_clear()
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
@@ -70,8 +70,8 @@ def test_no_onnxruntime_is_one_clear_error(monkeypatch) -> None:
 
 
 def test_both_wheels_installed_warns_at_cli_start(monkeypatch) -> None:
-    from bst.runtime import session
-    from bst.runtime.cli import app
+    from bst_rt.runtime import session
+    from bst_rt.runtime.cli import app
 
     monkeypatch.setattr(session, "installed_ort_distributions", lambda: ["onnxruntime", "onnxruntime-gpu"])
     session.warn_if_both_ort_wheels.cache_clear()
@@ -109,7 +109,7 @@ class _FakeOrt:
     ("cpu", ["session:CPUExecutionProvider"]),
 ])
 def test_cuda_libraries_are_preloaded_before_a_cuda_session(monkeypatch, capsys, provider, expected) -> None:
-    from bst.runtime import session
+    from bst_rt.runtime import session
 
     calls: list[str] = []
     monkeypatch.setattr(session, "import_onnxruntime", lambda: _FakeOrt(calls))
@@ -125,14 +125,14 @@ def test_cuda_libraries_are_preloaded_before_a_cuda_session(monkeypatch, capsys,
 
 
 def test_importing_the_runtime_leaves_csv_field_limit_alone(tmp_path: Path) -> None:
-    code = ("import csv; before = csv.field_size_limit(); import bst.runtime, bst.runtime.csvfile, "
-            "bst.runtime.datasets, bst.runtime.submission; print(before, csv.field_size_limit())")
+    code = ("import csv; before = csv.field_size_limit(); import bst_rt.runtime, bst_rt.runtime.csvfile, "
+            "bst_rt.runtime.datasets, bst_rt.runtime.submission; print(before, csv.field_size_limit())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == out[1] == str(128 * 1024)
 
 
 def test_long_fields_are_read_and_the_host_limit_is_restored(tmp_path: Path) -> None:
-    from bst.runtime.csvfile import read_csv
+    from bst_rt.runtime.csvfile import read_csv
 
     path = tmp_path / "meta.csv"
     long_text = "word " * 60_000  # 300 kB, over csv's default 128 KiB field limit
@@ -144,7 +144,7 @@ def test_long_fields_are_read_and_the_host_limit_is_restored(tmp_path: Path) -> 
 
 
 def test_atomic_write_fsyncs_the_folder_after_the_rename(tmp_path: Path, monkeypatch) -> None:
-    from bst.runtime import atomic
+    from bst_rt.runtime import atomic
 
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
@@ -164,7 +164,7 @@ def test_atomic_write_fsyncs_the_folder_after_the_rename(tmp_path: Path, monkeyp
     assert (tmp_path / "out.csv").read_text() == "a,b\n"
 
 
-@pytest.mark.parametrize("module", ["bst.runtime.cli", "bst.train.cli"])
+@pytest.mark.parametrize("module", ["bst_rt.runtime.cli", "bst_rt.train.cli"])
 def test_both_clis_have_version_and_short_help(module: str) -> None:
     import importlib
     from importlib import metadata
@@ -182,7 +182,7 @@ def test_both_clis_have_version_and_short_help(module: str) -> None:
 
 @pytest.mark.parametrize("args", [["--engine", "tensorflow"], ["--provider", "gpu"]])
 def test_bst_embed_refuses_unknown_engine_or_provider_with_exit_2(tmp_path: Path, args: list[str]) -> None:
-    from bst.train.cli import app
+    from bst_rt.train.cli import app
 
     result = CliRunner().invoke(app, ["embed", str(tmp_path), "--random-weights", *args])
     assert result.exit_code == 2
@@ -192,8 +192,8 @@ def test_bst_embed_refuses_unknown_engine_or_provider_with_exit_2(tmp_path: Path
 def test_bst_provider_default_matches_bst_rt() -> None:
     import inspect
 
-    from bst.runtime import cli as rt_cli
-    from bst.train import cli as train_cli
+    from bst_rt.runtime import cli as rt_cli
+    from bst_rt.train import cli as train_cli
 
     rt_default = inspect.signature(rt_cli.predict).parameters["provider"].default
     train_default = inspect.signature(train_cli.embed_cmd).parameters["provider"].default
@@ -201,7 +201,7 @@ def test_bst_provider_default_matches_bst_rt() -> None:
 
 
 def test_bst_rank_takes_top_k_not_k(tmp_path: Path) -> None:
-    from bst.train.cli import app
+    from bst_rt.train.cli import app
 
     help_text = CliRunner().invoke(app, ["rank", "-h"], terminal_width=200).output
     assert "--top-k" in help_text
@@ -212,12 +212,12 @@ def test_bst_rank_takes_top_k_not_k(tmp_path: Path) -> None:
 def test_readme_class_table_is_the_taxonomy() -> None:
     import re
 
-    from bst.runtime.taxonomy import CLASSES, PARENT_NAMES, class_table_markdown
+    from bst_rt.runtime.taxonomy import CLASSES, PARENT_NAMES, class_table_markdown
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = re.search(r"<!-- classes:begin -->\n(.*?)<!-- classes:end -->", readme, re.S)
     assert block, "README lacks the generated class table"
-    assert block.group(1) == class_table_markdown(), "regenerate it: python -m bst.runtime.taxonomy"
+    assert block.group(1) == class_table_markdown(), "regenerate it: python -m bst_rt.runtime.taxonomy"
     rows = [line.split("|")[1:-1] for line in block.group(1).splitlines()[2:]]
     assert [(r[1].strip(" `"), r[2].strip()) for r in rows] == [(c.code, c.name) for c in CLASSES]
     assert all(PARENT_NAMES[c.parent] in r[3] for c, r in zip(CLASSES, rows)) and len(rows) == 23
@@ -232,7 +232,7 @@ def test_docs_name_the_real_inputs_and_the_citation() -> None:
     if not shared.is_dir():
         shared = Path("/work/shared/reference/roberta-base")
     if shared.is_dir():  # the checksums the docs state are those of the real files
-        from bst.runtime.datasets import file_sha256
+        from bst_rt.runtime.datasets import file_sha256
 
         for name in ("vocab.json", "merges.txt"):
             assert file_sha256(shared / name) in inputs, name

@@ -9,12 +9,12 @@ from hypothesis import strategies as st
 
 from dataclasses import replace as dataclass_replace
 
-from bst.runtime.errors import BstError
-from bst.runtime.policy import (
+from bst_rt.runtime.errors import BstError
+from bst_rt.runtime.policy import (
     Decisions, RankerChoice, SystemPolicy, apply_policy, decide, decide_items, ensemble_probs, item_evidence,
     load_policies, no_ranker, ranker_choice, save_policies,
 )
-from bst.runtime.taxonomy import NUM_CLASSES, PARENT_INDEX
+from bst_rt.runtime.taxonomy import NUM_CLASSES, PARENT_INDEX
 
 
 def _policies() -> list[SystemPolicy]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bst.runtime import audio as A
+from bst_rt.runtime import audio as A
 
 REAL_CLIPS = Path("/work/shared/audio/librosa-data")
 NODE_CLIENT = Path(__file__).resolve().parents[1] / "clients" / "node"
@@ -27,14 +27,14 @@ def _real_clips() -> list[Path]:
 
 
 def _session(path):
-    from bst.runtime.session import make_session
+    from bst_rt.runtime.session import make_session
 
     return make_session(path, provider="cpu")
 
 
 def test_frontend_graph_matches_numpy_end_to_end_on_real_clips(clap_graphs, tmp_path):
-    from bst.export.portable_frontend import export_frontend
-    from bst.runtime.encoders import AUDIO_GRAPH, AudioEncoder
+    from bst_rt.export.portable_frontend import export_frontend
+    from bst_rt.runtime.encoders import AUDIO_GRAPH, AudioEncoder
 
     frontend = _session(export_frontend(tmp_path / "frontend.onnx"))
     encoder = AudioEncoder(Path(clap_graphs) / AUDIO_GRAPH)
@@ -60,7 +60,7 @@ def test_frontend_graph_matches_numpy_end_to_end_on_real_clips(clap_graphs, tmp_
 
 def test_frontend_graph_handles_boundary_lengths(tmp_path):
     """Lengths where the chunk rule and the shrink change behaviour, and a `length` shorter than the buffer."""
-    from bst.export.portable_frontend import export_frontend
+    from bst_rt.export.portable_frontend import export_frontend
 
     frontend = _session(export_frontend(tmp_path / "frontend.onnx"))
     rng = np.random.default_rng(1)
@@ -80,11 +80,11 @@ def test_decision_graph_matches_numpy_on_random_evidence_with_ties_and_fallbacks
     import onnx
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from bst.export import ranker as rk
-    from bst.export.portable import reference_decision
-    from bst.export.portable_decision import build_decision
-    from bst.runtime import policy as pol
-    from bst.runtime.features import NUM_FEATURES
+    from bst_rt.export import ranker as rk
+    from bst_rt.export.portable import reference_decision
+    from bst_rt.export.portable_decision import build_decision
+    from bst_rt.runtime import policy as pol
+    from bst_rt.runtime.features import NUM_FEATURES
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((400, NUM_FEATURES)).astype(np.float32)
@@ -130,7 +130,7 @@ def real_package(synth_corpus, tmp_path_factory):
     and the synthetic evaluation clips (every decodable one at 48 kHz), with their metadata and traps."""
     import soundfile as sf
 
-    from bst.runtime.datasets import read_eval_package
+    from bst_rt.runtime.datasets import read_eval_package
 
     root = tmp_path_factory.mktemp("portable_eval") / "eval"
     (root / "audio").mkdir(parents=True)
@@ -161,10 +161,10 @@ def real_package(synth_corpus, tmp_path_factory):
 
 
 def test_decision_graphs_match_the_python_decision_for_all_systems(bundle, real_package):
-    from bst.runtime.bundle import load_bundle
-    from bst.runtime.datasets import read_eval_package
-    from bst.runtime.portable import decision_graph
-    from bst.runtime.predict import Predictor
+    from bst_rt.runtime.bundle import load_bundle
+    from bst_rt.runtime.datasets import read_eval_package
+    from bst_rt.runtime.portable import decision_graph
+    from bst_rt.runtime.predict import Predictor
 
     b = load_bundle(bundle)
     clips = read_eval_package(real_package).clips
@@ -190,7 +190,7 @@ def test_decision_graphs_match_the_python_decision_for_all_systems(bundle, real_
 
 
 def test_manifest_describes_the_portable_chain(bundle):
-    from bst.runtime.bundle import load_bundle
+    from bst_rt.runtime.bundle import load_bundle
 
     m = load_bundle(bundle).manifest
     p = m.portable
@@ -209,12 +209,12 @@ def test_manifest_describes_the_portable_chain(bundle):
 
 def test_portable_chain_in_python_agrees_with_the_predictor(bundle, synth_corpus):
     """The graph-only chain (no numpy front end, features or policy) vs the numpy runtime, item by item."""
-    from bst.runtime.audio import load_audio
-    from bst.runtime.bundle import load_bundle
-    from bst.runtime.datasets import read_eval_package
-    from bst.runtime.errors import AudioError
-    from bst.runtime.portable import PortableChain
-    from bst.runtime.predict import Predictor
+    from bst_rt.runtime.audio import load_audio
+    from bst_rt.runtime.bundle import load_bundle
+    from bst_rt.runtime.datasets import read_eval_package
+    from bst_rt.runtime.errors import AudioError
+    from bst_rt.runtime.portable import PortableChain
+    from bst_rt.runtime.predict import Predictor
 
     b = load_bundle(bundle)
     clips = read_eval_package(synth_corpus.eval).clips[:12]
@@ -243,7 +243,7 @@ def test_node_client_matches_bst_rt_predict(bundle, real_package, tmp_path):
     for system in ("1",):  # a ranker system; the decision graphs of all four are compared above (CI time)
         py_out, node_out = tmp_path / f"py{system}.csv", tmp_path / f"node{system}.csv"
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "bst.runtime", "predict", str(real_package), "--bundle", str(bundle),
+        subprocess.run([sys.executable, "-m", "bst_rt.runtime", "predict", str(real_package), "--bundle", str(bundle),
                         "-o", str(py_out), "--system", system, "--threads", "1", "--provider", "cpu"],
                        check=True, capture_output=True, text=True, timeout=900)
         t1 = time.perf_counter()

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bst.runtime.datasets import read_eval_package
-from bst.runtime.predict import Predictor
-from bst.runtime.taxonomy import CODES, parent_of
+from bst_rt.runtime.datasets import read_eval_package
+from bst_rt.runtime.predict import Predictor
+from bst_rt.runtime.taxonomy import CODES, parent_of
 
 LIBROSA = sorted(Path("/work/shared/audio/librosa-data").glob("*.ogg"))
 
@@ -47,7 +47,7 @@ def test_missing_or_undecodable_audio_falls_back_to_the_text_only_family(predict
 
 
 def predictor_clip(path, **meta):
-    from bst.runtime.datasets import Clip
+    from bst_rt.runtime.datasets import Clip
 
     return Clip(id="x", audio_path=path, **meta)
 
@@ -89,7 +89,7 @@ def test_provider_in_use_is_stated_and_cuda_is_never_claimed_without_it(predicto
     assert set(used) == {"audio_encoder", "text_encoder", "heads", "ranker"}
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         assert predictor.provider == "cpu" and set(used.values()) == {"cpu"}
-        from bst.runtime.session import ProviderError
+        from bst_rt.runtime.session import ProviderError
 
         with pytest.raises(ProviderError, match="cuda"):
             Predictor.load(bundle, provider="cuda")

@@ -11,13 +11,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from bst.runtime.batch import RunOptions, journal_path, record_path, run_predict
-from bst.runtime.cli import app
-from bst.runtime.datasets import read_eval_package
-from bst.runtime.errors import BstError
-from bst.runtime.submission import read_submission, validate_submission
+from bst_rt.runtime.batch import RunOptions, journal_path, record_path, run_predict
+from bst_rt.runtime.cli import app
+from bst_rt.runtime.datasets import read_eval_package
+from bst_rt.runtime.errors import BstError
+from bst_rt.runtime.submission import read_submission, validate_submission
 
-BLOCKED = ("torch", "torchaudio", "torchvision", "laion_clap", "sklearn", "skl2onnx", "onnx", "bst.train", "bst.export")
+BLOCKED = ("torch", "torchaudio", "torchvision", "laion_clap", "sklearn", "skl2onnx", "onnx", "bst_rt.train", "bst_rt.export")
 
 _CHILD = textwrap.dedent(
     """
@@ -31,7 +31,7 @@ _CHILD = textwrap.dedent(
             return None
 
     sys.meta_path.insert(0, Blocker())
-    from bst.runtime.cli import app
+    from bst_rt.runtime.cli import app
     sys.argv = ["bst-rt"] + sys.argv[2:]
     app()
     """
@@ -76,7 +76,7 @@ def test_predict_runs_with_torch_sklearn_laion_and_onnx_unimportable(torch_free_
 
 
 def test_run_record_traces_the_submission(torch_free_run, bundle, synth_corpus):
-    from bst.runtime.bundle import load_bundle, sha256_file
+    from bst_rt.runtime.bundle import load_bundle, sha256_file
 
     _, out, _ = torch_free_run
     record = json.loads(record_path(out).read_text())
@@ -159,7 +159,7 @@ def test_progress_goes_to_stderr_and_counts_every_clip(torch_free_run, synth_cor
 def test_a_refused_bundle_leaves_one_error_line_and_no_stale_progress(tmp_path):
     from typer.testing import CliRunner
 
-    from bst.runtime.cli import app
+    from bst_rt.runtime.cli import app
 
     (tmp_path / "eval" / "audio").mkdir(parents=True)
     (tmp_path / "eval" / "metadata.csv").write_text("anonymous_id,title,tags,description\na1,x,y,z\n")

@@ -2,15 +2,15 @@
 
 Torch chain = laion-clap's own file pipeline and text embedding (reference embedders) → torch fold models
 (`train.pool.family_probs`) → the same features/policy code with the sklearn ranker (`train.dev_eval.TorchChain`).
-Runtime = `bst.runtime.predict.Predictor` on the exported bundle (numpy front end + ORT graphs).
+Runtime = `bst_rt.runtime.predict.Predictor` on the exported bundle (numpy front end + ORT graphs).
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bst.runtime.atomic import atomic_save_npy
-from bst.runtime.datasets import read_eval_package
+from bst_rt.runtime.atomic import atomic_save_npy
+from bst_rt.runtime.datasets import read_eval_package
 
 LABEL_AGREEMENT = 1.0
 #: int8 CLAP graphs vs fp32, system 1 labels on the synthetic evaluation package (40 clips, CLAP at random weights):
@@ -22,10 +22,10 @@ PROB_TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def chains(bundle, clap_reference, ranked_run, synth_corpus, tmp_path_factory):
-    from bst.runtime.predict import Predictor
-    from bst.train.clap import reference_audio_embedding_from_files, reference_text_embedding
-    from bst.train.dev_eval import TorchChain
-    from bst.runtime.text import mask_class_words
+    from bst_rt.runtime.predict import Predictor
+    from bst_rt.train.clap import reference_audio_embedding_from_files, reference_text_embedding
+    from bst_rt.train.dev_eval import TorchChain
+    from bst_rt.runtime.text import mask_class_words
 
     package = read_eval_package(synth_corpus.eval)
     clips = package.clips
@@ -56,7 +56,7 @@ def test_all_four_systems_give_identical_labels_and_scores(chains):
     clips, runtime, torch_out, *_ = chains
     for sid in (1, 2, 3, 4):
         got = np.array([p.label for p in runtime[sid]])
-        from bst.runtime.taxonomy import CODES
+        from bst_rt.runtime.taxonomy import CODES
 
         want = np.array([CODES[i] for i in torch_out[sid].labels])
         agree = float(np.mean(got == want))
@@ -69,10 +69,10 @@ def test_all_four_systems_give_identical_labels_and_scores(chains):
 
 def test_family_distributions_agree(chains):
     """Calibrated, fold-averaged distributions of every family: runtime graph outputs vs torch on laion embeddings."""
-    from bst.train.pool import family_probs
+    from bst_rt.train.pool import family_probs
 
     clips, _, _, evidence, chain, predictor = chains
-    from bst.runtime.datasets import DevDataset
+    from bst_rt.runtime.datasets import DevDataset
 
     view = DevDataset(root=chain.features_root, name="view", metadata_path=chain.features_root, clips=list(clips))
     a, t, m = (view.load_embeddings(k, missing="zero") for k in ("audio", "text", "text_masked"))
@@ -96,7 +96,7 @@ def test_fallback_items_are_predicted_by_their_fallback_family(chains):
 
 
 def test_int8_labels_agree_with_fp32(bundle, chains):
-    from bst.runtime.predict import Predictor
+    from bst_rt.runtime.predict import Predictor
 
     clips, runtime, *_ = chains
     int8 = Predictor.load(bundle, system=1, provider="cpu", int8=True).predict_batch(clips)

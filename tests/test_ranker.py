@@ -1,16 +1,16 @@
 """The candidate ranker: nested CV never scores a fold with a ranker or thresholds that saw it, tuned thresholds keep
 the held-out override rate within the share (a tuning constraint), the ranker learns an informative feature, and
-`bst rank` freezes four systems the runtime can load."""
+`bst-train rank` freezes four systems the runtime can load."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bst.runtime.features import FEATURE_NAMES
-from bst.runtime.metrics import hierarchical_f1
-from bst.runtime.policy import SystemPolicy
-from bst.runtime.taxonomy import NUM_CLASSES, PARENT_INDEX
-from bst.train import ranker as rk
+from bst_rt.runtime.features import FEATURE_NAMES
+from bst_rt.runtime.metrics import hierarchical_f1
+from bst_rt.runtime.policy import SystemPolicy
+from bst_rt.runtime.taxonomy import NUM_CLASSES, PARENT_INDEX
+from bst_rt.train import ranker as rk
 
 #: system 1's share leaves room for the ~30% of items this scenario confuses; system 2's does not (it must then keep
 #: the held-out override rate within 10% all the same)
@@ -58,8 +58,8 @@ def test_rows_target_marks_the_true_class_once_per_item_at_most(rows):
 def test_training_rows_are_what_the_runtime_computes_for_each_item():
     """Training and deployment cannot drift: each item's rows equal the runtime path (item_evidence, then
     candidate_features) run on that item alone."""
-    from bst.runtime.features import candidate_features
-    from bst.runtime.policy import item_evidence
+    from bst_rt.runtime.features import candidate_features
+    from bst_rt.runtime.policy import item_evidence
 
     inputs: dict = {}
     rows = _scenario(n=60, seed=3, inputs=inputs)

@@ -1,10 +1,10 @@
 """Same inputs and seeds give the same chain (issue 10): two runs of train (quick) → rank → export heads and ranker →
-predict, each in its own process with another PYTHONHASHSEED (as two `bst demo` runs are), compared byte for byte:
+predict, each in its own process with another PYTHONHASHSEED (as two `bst-train demo` runs are), compared byte for byte:
 every run file (checkpoints, OOF, registry, ensembles, ranker, systems, fold chains), both ONNX graphs and their
 outputs, and the submission CSVs of the four systems.
 
 The trained numbers depend on the torch thread count (measured: 1 and 2 threads give other weights; each count is
-repeatable across processes), so `bst train` fixes it (default 1), records it and refuses a resume with another."""
+repeatable across processes), so `bst-train train` fixes it (default 1), records it and refuses a resume with another."""
 from __future__ import annotations
 
 import json
@@ -22,17 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bst.export import heads as hd
-from bst.export.ranker import export_ranker
-from bst.runtime.datasets import read_dev_dataset
-from bst.runtime.features import FEATURE_NAMES
-from bst.runtime.policy import AUDIO_ONLY, TEXT_ONLY
-from bst.runtime.session import make_session
-from bst.runtime.submission import write_submission
-from bst.runtime.taxonomy import CODES
-from bst.train.dev_eval import TorchChain, label_free
-from bst.train.pool import QUICK_OVERRIDES, load_run, run_pool
-from bst.train.systems import RankOptions, load_ranker, load_systems, rank_run
+from bst_rt.export import heads as hd
+from bst_rt.export.ranker import export_ranker
+from bst_rt.runtime.datasets import read_dev_dataset
+from bst_rt.runtime.features import FEATURE_NAMES
+from bst_rt.runtime.policy import AUDIO_ONLY, TEXT_ONLY
+from bst_rt.runtime.session import make_session
+from bst_rt.runtime.submission import write_submission
+from bst_rt.runtime.taxonomy import CODES
+from bst_rt.train.dev_eval import TorchChain, label_free
+from bst_rt.train.pool import QUICK_OVERRIDES, load_run, run_pool
+from bst_rt.train.systems import RankOptions, load_ranker, load_systems, rank_run
 
 dev, cs, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 torch.set_num_threads(1)
@@ -98,7 +98,7 @@ def _resume_with_other_threads_is_refused(synth_corpus, run: Path) -> None:
     import torch
     from typer.testing import CliRunner
 
-    from bst.train.cli import app
+    from bst_rt.train.cli import app
 
     before = torch.get_num_threads()
     try:

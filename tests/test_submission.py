@@ -11,9 +11,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bst.runtime.errors import SubmissionError
-from bst.runtime.metrics import evaluate_predictions
-from bst.runtime.submission import (
+from bst_rt.runtime.errors import SubmissionError
+from bst_rt.runtime.metrics import evaluate_predictions
+from bst_rt.runtime.submission import (
     SUBMISSION_COLUMNS,
     collect_submission_errors,
     read_submission,
@@ -22,8 +22,8 @@ from bst.runtime.submission import (
     write_meta_yaml,
     write_submission,
 )
-from bst.runtime.taxonomy import CODES
-from bst.runtime.yaml_out import dump_yaml
+from bst_rt.runtime.taxonomy import CODES
+from bst_rt.runtime.yaml_out import dump_yaml
 
 IDS = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"clip{i}")) for i in range(4)]
 HEADER = ",".join(SUBMISSION_COLUMNS)

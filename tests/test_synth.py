@@ -1,4 +1,4 @@
-"""The synthetic corpus (`bst synth`): documented layouts, determinism, eval-package traps, label noise, class signal
+"""The synthetic corpus (`bst-train synth`): documented layouts, determinism, eval-package traps, label noise, class signal
 in audio and in the stand-in embeddings, and a round trip through the runtime's readers."""
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from bst.runtime.datasets import read_dev_dataset, read_eval_package, read_labels
-from bst.runtime.errors import BstError
-from bst.runtime.taxonomy import CLASSES, CODE_TO_INDEX, CODES, OTHER_CODES, PARENT_INDEX
-from bst.runtime.text import mask_class_words, metadata_text
-from bst.train.cli import app
-from bst.train.synth import write_corpus
-from bst.train.synth_features import embed_text
+from bst_rt.runtime.datasets import read_dev_dataset, read_eval_package, read_labels
+from bst_rt.runtime.errors import BstError
+from bst_rt.runtime.taxonomy import CLASSES, CODE_TO_INDEX, CODES, OTHER_CODES, PARENT_INDEX
+from bst_rt.runtime.text import mask_class_words, metadata_text
+from bst_rt.train.cli import app
+from bst_rt.train.synth import write_corpus
+from bst_rt.train.synth_features import embed_text
 
 # the documented contract (task reference §2 and issue 2), spelled out rather than imported from the generator
 DEV_COLUMNS = ["sound_id", "class", "class_idx", "class_top", "confidence", "uploader", "license", "title", "tags",

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bst.runtime import taxonomy
-from bst.runtime.taxonomy import CLASSES, CODE_TO_INDEX, CODES, NUM_CLASSES, PARENTS, parent_mass, parent_of, same_parent
-from bst.runtime.text import CLASS_WORDS, mask_class_words, metadata_text, strip_html
+from bst_rt.runtime import taxonomy
+from bst_rt.runtime.taxonomy import CLASSES, CODE_TO_INDEX, CODES, NUM_CLASSES, PARENTS, parent_mass, parent_of, same_parent
+from bst_rt.runtime.text import CLASS_WORDS, mask_class_words, metadata_text, strip_html
 
 REFERENCE = Path("/work/shared/reference/dcase2026-task1.md")
 # The reference's §1 table, as published (index, code, name), for when the reference file is not on this machine.

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bst.runtime.text import MAX_TOKENS, metadata_text
+from bst_rt.runtime.text import MAX_TOKENS, metadata_text
 
 ROBERTA = next((p for p in (Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "roberta-base",
                             Path("/work/shared/reference/roberta-base")) if (p / "vocab.json").is_file()), None)
@@ -61,13 +61,13 @@ def reference(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from bst.export.clap import save_tokenizer
+    from bst_rt.export.clap import save_tokenizer
 
     return save_tokenizer(ROBERTA, tmp_path_factory.mktemp("tok") / "tokenizer.json")
 
 
 def _ours(path: Path, texts: list[str]) -> list[list[int]]:
-    from bst.runtime.tokenizer import Tokenizer
+    from bst_rt.runtime.tokenizer import Tokenizer
 
     ids, mask = Tokenizer.from_file(path).encode_batch(texts)
     return [row[m.astype(bool)].tolist() for row, m in zip(ids, mask)]

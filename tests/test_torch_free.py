@@ -1,4 +1,4 @@
-"""`bst.runtime` works where torch and the other training packages cannot be imported.
+"""`bst_rt.runtime` works where torch and the other training packages cannot be imported.
 
 Both checks walk the package, so modules added later are covered without touching this file.
 """
@@ -11,11 +11,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-import bst.runtime
+import bst_rt.runtime
 
 FORBIDDEN = ("torch", "torchaudio", "torchvision", "laion_clap", "sklearn", "skl2onnx", "onnx")
-FORBIDDEN_OURS = ("bst.train", "bst.export")  # imports flow export -> train -> runtime, never back
-RUNTIME_DIR = Path(bst.runtime.__path__[0])
+FORBIDDEN_OURS = ("bst_rt.train", "bst_rt.export")  # imports flow export -> train -> runtime, never back
+RUNTIME_DIR = Path(bst_rt.runtime.__path__[0])
 
 _CHILD = textwrap.dedent(
     """
@@ -29,21 +29,21 @@ _CHILD = textwrap.dedent(
         def find_spec(self, name, path=None, target=None):
             if name.split(".")[0] in FORBIDDEN or name.startswith(OURS):
                 attempts.append(name)
-                raise ImportError(f"{name} is blocked: bst.runtime must not need it")
+                raise ImportError(f"{name} is blocked: bst_rt.runtime must not need it")
             return None
 
     sys.meta_path.insert(0, Blocker())
-    import bst.runtime
-    modules = [m.name for m in pkgutil.walk_packages(bst.runtime.__path__, "bst.runtime.")]
+    import bst_rt.runtime
+    modules = [m.name for m in pkgutil.walk_packages(bst_rt.runtime.__path__, "bst_rt.runtime.")]
     for name in modules:
-        if name != "bst.runtime.__main__":  # that one runs the app; it is exercised below
+        if name != "bst_rt.runtime.__main__":  # that one runs the app; it is exercised below
             importlib.import_module(name)
 
-    from bst.runtime.metrics import evaluate_predictions
+    from bst_rt.runtime.metrics import evaluate_predictions
     hf = evaluate_predictions(["fx-a", "fx-a", "m-sp"], ["fx-a", "fx-v", "m-sp"])["hF"]
 
     from typer.testing import CliRunner
-    from bst.runtime.cli import app
+    from bst_rt.runtime.cli import app
     runner = CliRunner()
     help_result = runner.invoke(app, ["--help"])
     tmp = Path(tempfile.mkdtemp())
@@ -53,7 +53,7 @@ _CHILD = textwrap.dedent(
 
     sys.argv = ["bst-rt", "--help"]
     try:
-        runpy.run_module("bst.runtime", run_name="__main__")
+        runpy.run_module("bst_rt.runtime", run_name="__main__")
         main_code = 0
     except SystemExit as exc:
         main_code = exc.code or 0
@@ -76,7 +76,7 @@ def test_runtime_imports_and_runs_with_training_packages_blocked() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     print(f"torch-free: {len(report['modules'])} runtime modules imported; blocked attempts: {report['attempts']}")
-    expected = {f"bst.runtime.{p.stem}" for p in RUNTIME_DIR.glob("*.py") if p.stem != "__init__"}
+    expected = {f"bst_rt.runtime.{p.stem}" for p in RUNTIME_DIR.glob("*.py") if p.stem != "__init__"}
     assert expected <= set(report["modules"])
     assert report["loaded"] == []
     assert 0.0 < report["hf"] < 1.0
@@ -87,9 +87,9 @@ def test_runtime_imports_and_runs_with_training_packages_blocked() -> None:
 
 def _forbidden_imports(path: Path) -> list[str]:
     """Every import of a forbidden package in one source file: import/from statements, relative imports that climb
-    out of bst.runtime, and importlib.import_module / __import__ calls with a literal name."""
+    out of bst_rt.runtime, and importlib.import_module / __import__ calls with a literal name."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    depth = len(path.relative_to(RUNTIME_DIR).parts)  # 1 for runtime/x.py: `from ..` leaves bst.runtime
+    depth = len(path.relative_to(RUNTIME_DIR).parts)  # 1 for runtime/x.py: `from ..` leaves bst_rt.runtime
     found = []
     for node in ast.walk(tree):
         names: list[str] = []
@@ -99,7 +99,7 @@ def _forbidden_imports(path: Path) -> list[str]:
             if node.level == 0:
                 names = [node.module or ""]
             elif node.level > depth:
-                names = [f"bst.{node.module or ''}"]
+                names = [f"bst_rt.{node.module or ''}"]
         elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
             func = node.func
             called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
@@ -115,7 +115,7 @@ def test_no_runtime_source_imports_training_packages() -> None:
     sources = sorted(RUNTIME_DIR.rglob("*.py"))
     assert len(sources) >= 5
     offenders = [hit for path in sources for hit in _forbidden_imports(path)]
-    assert offenders == [], "bst.runtime must stay torch-free:\n" + "\n".join(offenders)
+    assert offenders == [], "bst_rt.runtime must stay torch-free:\n" + "\n".join(offenders)
 
 
 def test_the_source_check_catches_each_form(tmp_path: Path, monkeypatch) -> None:
@@ -127,4 +127,4 @@ def test_the_source_check_catches_each_form(tmp_path: Path, monkeypatch) -> None
     )
     monkeypatch.setattr(sys.modules[__name__], "RUNTIME_DIR", fake)
     hits = _forbidden_imports(fake / "bad.py")
-    assert [h.rsplit(": ", 1)[1] for h in hits] == ["torch.nn", "sklearn.linear_model", "bst.train", "onnx"]
+    assert [h.rsplit(": ", 1)[1] for h in hits] == ["torch.nn", "sklearn.linear_model", "bst_rt.train", "onnx"]

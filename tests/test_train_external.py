@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bst.runtime.errors import DataError
-from bst.runtime.taxonomy import CODE_TO_INDEX
-from bst.train.external import LAYOUTS, load_external, map_clips, mapping_table
+from bst_rt.runtime.errors import DataError
+from bst_rt.runtime.taxonomy import CODE_TO_INDEX
+from bst_rt.train.external import LAYOUTS, load_external, map_clips, mapping_table
 
 
 def test_mapping_table_covers_every_dataset_with_valid_codes():

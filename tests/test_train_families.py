@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from bst.runtime.errors import BstError
-from bst.runtime.taxonomy import PARENT_INDEX, parent_mass
-from bst.train.calibrate import calibrated_probs, fit_temperature, nll
-from bst.train.families import (FamilyConfig, TermBatch, augment, build_model, count_parameters, eq1_loss,
+from bst_rt.runtime.errors import BstError
+from bst_rt.runtime.taxonomy import PARENT_INDEX, parent_mass
+from bst_rt.train.calibrate import calibrated_probs, fit_temperature, nll
+from bst_rt.train.families import (FamilyConfig, TermBatch, augment, build_model, count_parameters, eq1_loss,
                                 list_families, load_family, parent_log_probs)
-from bst.train.teacher import label_posterior, teacher_targets
+from bst_rt.train.teacher import label_posterior, teacher_targets
 
 REQUIRED = {"baseline", "audio-only", "text-only", "metadata-dropout", "class-word-masked", "prior-corrected",
             "hierarchy-aware", "v2mix", "naive-concat", "confidence-weighted", "external-esc50", "external-us8k",
@@ -207,8 +207,8 @@ def test_eq1_terms_and_lambdas_match_numpy_on_hand_made_batches(family):
 
 def test_shipped_lambdas_are_the_seed_recipe_and_reach_the_fold_terms():
     """v2mix's config carries the seed's low CS weights, and fold_terms hands them to the terms eq1_loss weighs."""
-    from bst.train.folds import Fold
-    from bst.train.pool import Arrays, PoolData, fold_terms
+    from bst_rt.train.folds import Fold
+    from bst_rt.train.pool import Arrays, PoolData, fold_terms
 
     cfg = load_family("v2mix-hier")
     assert (cfg.cs.lambda_soft, cfg.cs.lambda_hard, cfg.hier_weight) == (0.3, 0.2, 0.5)

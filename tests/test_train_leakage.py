@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from bst.train.families import build_model, list_families, load_family
-from bst.train.folds import official_folds
-from bst.train.pool import (QUICK_OVERRIDES, Arrays, PoolData, family_probs, fold_terms, load_arrays, train_fold)
+from bst_rt.train.families import build_model, list_families, load_family
+from bst_rt.train.folds import official_folds
+from bst_rt.train.pool import (QUICK_OVERRIDES, Arrays, PoolData, family_probs, fold_terms, load_arrays, train_fold)
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

@@ -1,5 +1,5 @@
 """The trained pool (session fixture `trained_run`): run-folder contract, calibration, ensembles, v2mix vs naive
-concatenation, abnormal-family exclusion, resume, and the `bst train` / `bst report` commands."""
+concatenation, abnormal-family exclusion, resume, and the `bst-train train` / `bst-train report` commands."""
 from __future__ import annotations
 
 import json
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bst.runtime.metrics import hierarchical_f1
-from bst.runtime.taxonomy import NUM_CLASSES
-from bst.train.cli import app
-from bst.train.folds import official_folds
-from bst.train.pool import (QUICK_OVERRIDES, PoolData, family_probs, load_arrays, load_fold_models, load_run,
+from bst_rt.runtime.metrics import hierarchical_f1
+from bst_rt.runtime.taxonomy import NUM_CLASSES
+from bst_rt.train.cli import app
+from bst_rt.train.folds import official_folds
+from bst_rt.train.pool import (QUICK_OVERRIDES, PoolData, family_probs, load_arrays, load_fold_models, load_run,
                             train_pool)
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -125,7 +125,7 @@ def _small(data_dir: Path) -> PoolData:
 
 
 def test_interrupted_pool_resumes_without_retraining_done_folds(synth_corpus, tmp_path):
-    from bst.train.families import load_family
+    from bst_rt.train.families import load_family
 
     quick = {**QUICK_OVERRIDES, "epochs": 2}
     configs = [load_family("baseline").with_overrides(quick), _diverging(quick)]
@@ -151,7 +151,7 @@ def test_interrupted_pool_resumes_without_retraining_done_folds(synth_corpus, tm
     # resuming on other data is refused
     other = PoolData.build(data.dev.take(np.arange(len(data.dev) - 23)))
     other.dev.fingerprint = "another dataset"
-    from bst.runtime.errors import BstError
+    from bst_rt.runtime.errors import BstError
 
     with pytest.raises(BstError, match="other data"):
         train_pool(other, tmp_path / "run", configs, log=lambda _: None)
@@ -159,13 +159,13 @@ def test_interrupted_pool_resumes_without_retraining_done_folds(synth_corpus, tm
 
 def _diverging(quick: dict):
     """A family whose learning rate makes training blow up (non-finite loss or one-class collapse)."""
-    from bst.train.families import FamilyConfig
+    from bst_rt.train.families import FamilyConfig
 
     return FamilyConfig(name="diverging", group="test").with_overrides({**quick, "lr": 1e6, "label_smoothing": 0.0})
 
 
 def test_train_command_fails_cleanly(synth_corpus, tmp_path):
-    """(Progress lines of a `bst train` that succeeds: test_train_with_two_seeds_names_members_and_exports_them.)"""
+    """(Progress lines of a `bst-train train` that succeeds: test_train_with_two_seeds_names_members_and_exports_them.)"""
     runner = CliRunner()
     bad = runner.invoke(app, ["train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r2")])
     assert bad.exit_code == 1 and bad.output.startswith("error:") and "Traceback" not in bad.output
@@ -182,7 +182,7 @@ def _fold(val_hf: float, val_share: float, test_hf: float, test_share: float, fi
 
 
 def test_abnormal_exclusion_reads_validation_not_test_figures():
-    from bst.train.ensemble import screen_families
+    from bst_rt.train.ensemble import screen_families
 
     def family(folds):
         return {"status": "done", "group": "core", "folds": {str(k): f for k, f in enumerate(folds)},
@@ -211,7 +211,7 @@ def test_abnormal_exclusion_reads_validation_not_test_figures():
 
 
 def test_fold_records_the_validation_figures_the_screen_reads(trained_run):
-    from bst.train.pool import validation_scores
+    from bst_rt.train.pool import validation_scores
 
     run = load_run(trained_run.run)
     dev = load_arrays(trained_run.data)
@@ -246,7 +246,7 @@ def test_naive_concat_is_trained_and_reported_but_never_pooled(trained_run):
 
 def _fake_run(path: Path, probs: dict[str, np.ndarray], labels: np.ndarray, configs: dict):
     """A run folder with hand-made OOF probabilities (no training): enough for ensemble selection."""
-    from bst.train.pool import Run
+    from bst_rt.train.pool import Run
 
     fold = np.arange(len(labels)) % 5
     reg = {"families": {}}
@@ -260,9 +260,9 @@ def _fake_run(path: Path, probs: dict[str, np.ndarray], labels: np.ndarray, conf
 
 
 def test_naive_concat_stays_out_even_when_it_is_the_best_family(tmp_path):
-    from bst.runtime.errors import BstError
-    from bst.train.ensemble import check_pools, write_ensembles
-    from bst.train.families import load_family
+    from bst_rt.runtime.errors import BstError
+    from bst_rt.train.ensemble import check_pools, write_ensembles
+    from bst_rt.train.families import load_family
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, NUM_CLASSES, 60)
@@ -303,7 +303,7 @@ def test_all_families_abnormal_train_and_rank_say_why(synth_corpus, tmp_path):
 def test_seed_pool_file_reproduces_the_seed_composition():
     from collections import Counter
 
-    from bst.train.pool import load_pool_file
+    from bst_rt.train.pool import load_pool_file
 
     members, base, doc = load_pool_file("seed-p33")
     names = [m.cfg.name for m in members]
@@ -321,11 +321,11 @@ def test_seed_pool_file_reproduces_the_seed_composition():
 
 
 def test_train_with_two_seeds_names_members_and_exports_them(synth_corpus, tmp_path):
-    """`bst train --seeds 0,1` on a tiny family set: members `family@1`, own seeds, report sections, and '@' names
+    """`bst-train train --seeds 0,1` on a tiny family set: members `family@1`, own seeds, report sections, and '@' names
     through the heads graph (the exporter's family axis)."""
     import onnxruntime as ort
 
-    from bst.export.heads import build_heads, export_heads, make_layout, torch_heads
+    from bst_rt.export.heads import build_heads, export_heads, make_layout, torch_heads
 
     runner = CliRunner()
     run_dir = tmp_path / "run"

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from bst.runtime.errors import BstError, DataError
-from bst.runtime.taxonomy import CLASSES
-from bst.train.device import cuda_works, resolve_device
-from bst.train.pool import QUICK_OVERRIDES, load_fold_model, load_run, resolve_families, train_pool
-from bst.train.synth_arrays import stand_in_pool
+from bst_rt.runtime.errors import BstError, DataError
+from bst_rt.runtime.taxonomy import CLASSES
+from bst_rt.train.device import cuda_works, resolve_device
+from bst_rt.train.pool import QUICK_OVERRIDES, load_fold_model, load_run, resolve_families, train_pool
+from bst_rt.train.synth_arrays import stand_in_pool
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -149,7 +149,7 @@ def test_checkpoints_load_on_the_requested_device(sequential_run):
 def test_rich_progress_shows_epochs_validation_and_eta():
     from rich.console import Console
 
-    from bst.train.progress import PoolProgress
+    from bst_rt.train.progress import PoolProgress
 
     buf = io.StringIO()
     bars = PoolProgress(Console(file=buf, force_terminal=True, width=160))
@@ -177,14 +177,14 @@ def _write_description(root: Path, header: str, rows: list[str]) -> Path:
 
 
 def _real_rows() -> list[str]:
-    from bst.runtime.taxonomy import PARENT_NAMES
+    from bst_rt.runtime.taxonomy import PARENT_NAMES
 
     return [f'{c.code},"{c.name}","{PARENT_NAMES[c.parent]}","Described {c.code}, officially.","ex-{c.index} one, two"'
             for c in CLASSES]
 
 
 def test_reads_the_real_bsd10k_header_with_examples(tmp_path):
-    from bst.train.embed import class_description_texts
+    from bst_rt.train.embed import class_description_texts
 
     root = _write_description(tmp_path, REAL_HEADER, _real_rows())
     texts = class_description_texts(root)
@@ -193,7 +193,7 @@ def test_reads_the_real_bsd10k_header_with_examples(tmp_path):
 
 
 def test_refuses_a_description_file_it_cannot_read_unless_told(tmp_path):
-    from bst.train.embed import class_description_texts
+    from bst_rt.train.embed import class_description_texts
 
     unknown = _write_description(tmp_path / "a", "Key,Label,Text", [f"{c.code},{c.name},x" for c in CLASSES])
     with pytest.raises(DataError, match="ClassKey,ClassName,TopLevel,Description,Examples"):
@@ -214,7 +214,7 @@ def test_refuses_a_description_file_it_cannot_read_unless_told(tmp_path):
 
 
 def test_embed_device_is_for_the_torch_engine_only():
-    from bst.train.embed import _Encoders
+    from bst_rt.train.embed import _Encoders
 
     with pytest.raises(BstError, match="--device applies to the torch engine"):
         _Encoders("onnx", clap_ckpt=None, random_weights=True, seed=0, tokenizer_dir=None, graphs=None,
@@ -224,7 +224,7 @@ def test_embed_device_is_for_the_torch_engine_only():
 def test_bst_train_refuses_a_bad_device_in_one_line(tmp_path):
     from typer.testing import CliRunner
 
-    from bst.train.cli import app
+    from bst_rt.train.cli import app
 
     result = CliRunner().invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--device", "tpu"])
     assert result.exit_code == 1 and result.output.startswith("error:") and "unknown device 'tpu'" in result.output

@@ -1,3 +1,3 @@
-from bst.train.cli import app
+from bst_rt.train.cli import app
 
 app()

@@ -1,7 +1,7 @@
-"""The exported bundle as a development-as-evaluation chain (`bst dev-as-eval RUN DATA --bundle DIR`).
+"""The exported bundle as a development-as-evaluation chain (`bst-train dev-as-eval RUN DATA --bundle DIR`).
 
 Same protocol as `dev_eval.TorchChain`, but the clips go through what ships: decoding, the numpy front end and the
-ONNX graphs of `bst.runtime.predict.Predictor`, each item decided alone (`policy.decide_items`).
+ONNX graphs of `bst_rt.runtime.predict.Predictor`, each item decided alone (`policy.decide_items`).
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Sequence
 
 import numpy as np
 
-from bst.runtime.datasets import Clip
-from bst.runtime.predict import Predictor
-from bst.runtime.taxonomy import CODE_TO_INDEX
+from bst_rt.runtime.datasets import Clip
+from bst_rt.runtime.predict import Predictor
+from bst_rt.runtime.taxonomy import CODE_TO_INDEX
 
 from .dev_eval import SystemOutput
 

@@ -1,9 +1,9 @@
 """Offline LAION-CLAP (fusion, HTSAT-tiny + RoBERTa) and the torch reference embedders every parity test trusts.
 
-Importing this module activates the stand-in Hugging Face cache (`bst.train.hf_offline`) before transformers
+Importing this module activates the stand-in Hugging Face cache (`bst_rt.train.hf_offline`) before transformers
 is imported, so nothing here ever reaches huggingface.co. The reference embedders call laion-clap's own
 `get_audio_embedding_from_data` / `get_text_embedding` (its own torchaudio mel and torchvision shrink), with
-only its random chunk choice replaced by `bst.runtime.audio.CHUNK_RULE`.
+only its random chunk choice replaced by `bst_rt.runtime.audio.CHUNK_RULE`.
 """
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ hf_offline.activate()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bst.runtime.audio import CHUNK_RULE  # noqa: E402
-from bst.runtime.datasets import file_sha256  # noqa: E402
-from bst.runtime.errors import BstError  # noqa: E402
+from bst_rt.runtime.audio import CHUNK_RULE  # noqa: E402
+from bst_rt.runtime.datasets import file_sha256  # noqa: E402
+from bst_rt.runtime.errors import BstError  # noqa: E402
 
 RANDOM_WEIGHTS_WARNING = (
     "CLAP built at SEEDED RANDOM WEIGHTS (--random-weights): embeddings and every prediction made from them are "

@@ -1,4 +1,4 @@
-"""`bst`: the training and export side (synth, embed, train, report, rank, dev-as-eval, export, demo)."""
+"""`bst-train`: the training and export side (synth, embed, train, report, rank, dev-as-eval, export, demo)."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 
-from bst.runtime.cliutil import guarded  # noqa: F401  (commands use @guarded)
+from bst_rt.runtime.cliutil import guarded  # noqa: F401  (commands use @guarded)
 
 app = typer.Typer(
-    name="bst",
+    name="bst-train",
     help="Train, export and demo Broad Sound Taxonomy classifiers (PyTorch side of bst-rt).",
     no_args_is_help=True,
     add_completion=False,
@@ -31,10 +31,10 @@ def _main(
 
 
 def _show_version(value: bool) -> None:
-    from bst.runtime.cliutil import print_version
+    from bst_rt.runtime.cliutil import print_version
 
     if value:
-        print_version("bst")
+        print_version("bst-train")
 
 
 class Engine(str, Enum):
@@ -62,7 +62,7 @@ def synth(
     with_features: Annotated[bool, typer.Option("--with-features", help="Write stand-in embeddings too.")] = False,
 ) -> None:
     """Write a deterministic synthetic corpus in the BSD10k, BSD35k-CS and evaluation-package layouts."""
-    from bst.train.synth import write_corpus
+    from bst_rt.train.synth import write_corpus
 
     paths = write_corpus(out, per_class=per_class, seed=seed, cs_noise=cs_noise, n_eval=n_eval,
                          with_features=with_features, show_progress=True)
@@ -88,7 +88,7 @@ def embed_cmd(
                                                       "where metadata/BST_description.csv is unreadable.")] = False,
 ) -> None:
     """Write CLAP audio, text and masked-text embeddings under DATASET_DIR/features/ (skips files already there)."""
-    from bst.train.embed import embed_dataset
+    from bst_rt.train.embed import embed_dataset
 
     if graphs is None and (clap_ckpt is None) == (not random_weights):
         raise typer.BadParameter("give --clap-ckpt PATH or --random-weights (or --graphs DIR), exactly one")
@@ -116,7 +116,7 @@ def train_cmd(
     seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds: every family at each (members "
                                                    "`family@seed` beyond the first), e.g. 0,1,2.")] = None,
     pool: Annotated[str | None, typer.Option(help="Pool file naming families and seeds: a name under "
-                                                  "bst/train/pools (seed-p33: the seed's 31 families) or a path.")] = None,
+                                                  "bst_rt/train/pools (seed-p33: the seed's 31 families) or a path.")] = None,
     external: Annotated[list[str] | None, typer.Option(help="NAME=PATH of esc50, us8k or fsd50k (repeatable).")] = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads. The trained numbers depend on this count (recorded in "
                                               "the registry; a resume must use the same), so the default is a fixed 1, "
@@ -135,8 +135,8 @@ def train_cmd(
     interrupted run."""
     import torch
 
-    from bst.train.pool import QUICK_OVERRIDES, run_pool
-    from bst.train.progress import PoolProgress, default_progress
+    from bst_rt.train.pool import QUICK_OVERRIDES, run_pool
+    from bst_rt.train.progress import PoolProgress, default_progress
 
     torch.set_num_threads(threads)  # not torch's default: that follows the machine and OMP_NUM_THREADS
     overrides = dict(QUICK_OVERRIDES) if quick else {}
@@ -158,7 +158,7 @@ def train_cmd(
         seed_list = [int(x) for x in seeds.split(",") if x.strip()] if seeds else None
     except ValueError:
         raise typer.BadParameter(f"--seeds expects comma-separated integers, got {seeds!r}") from None
-    from bst.train.device import check_spec, resolve_device
+    from bst_rt.train.device import check_spec, resolve_device
 
     # fail before loading data: a bad spec, or (without Ray) a CUDA request this machine cannot honour
     device = str(resolve_device(device)) if ray is None else check_spec(device)
@@ -173,11 +173,11 @@ def train_cmd(
     typer.echo(f"trained on: {', '.join(reg.get('devices', [])) or 'nothing new (resumed)'}")
     for name, pool in reg.get("ensembles", {}).items():
         typer.echo(f"ensemble {name}: hF {100 * pool['hF']:.2f} ({len(pool['weights'])} families)")
-    typer.echo(f"wrote {out / 'registry.json'} (`bst report {out}` for the table)")
+    typer.echo(f"wrote {out / 'registry.json'} (`bst-train report {out}` for the table)")
     if not reg.get("ensembles"):
-        from bst.runtime.errors import BstError
-        from bst.train.ensemble import why_no_pool
-        from bst.train.pool import load_run
+        from bst_rt.runtime.errors import BstError
+        from bst_rt.train.ensemble import why_no_pool
+        from bst_rt.train.pool import load_run
 
         raise BstError(f"training finished without an ensemble: {why_no_pool(load_run(out))}")
 
@@ -185,10 +185,10 @@ def train_cmd(
 @app.command("report")
 @guarded
 def report_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="Run folder written by `bst train`.")],
+    run_dir: Annotated[Path, typer.Argument(help="Run folder written by `bst-train train`.")],
 ) -> None:
     """Per-family hF (mean ± std over folds), exclusions, best single model, ensembles and the seed's Table 4."""
-    from bst.train.report import format_report
+    from bst_rt.train.report import format_report
 
     typer.echo(format_report(run_dir))
 
@@ -196,7 +196,7 @@ def report_cmd(
 @app.command("rank")
 @guarded
 def rank(
-    run_dir: Annotated[Path, typer.Argument(help="Run folder written by `bst train`.")],
+    run_dir: Annotated[Path, typer.Argument(help="Run folder written by `bst-train train`.")],
     data: Annotated[Path, typer.Argument(help="Development set (BSD10k layout with features/).")],
     k: Annotated[int, typer.Option("--top-k", min=1, help="Ensemble top-k candidates (plus each family's top-1).")] = 3,
     max_override_share: Annotated[float, typer.Option(
@@ -205,7 +205,7 @@ def rank(
     seed: Annotated[int, typer.Option(help="Ranker random seed.")] = 0,
 ) -> None:
     """Fit the candidate ranker (nested 5-fold CV), freeze the four systems into RUN/systems.json."""
-    from bst.train.systems import RankOptions, format_heldout_table, load_systems, rank_run
+    from bst_rt.train.systems import RankOptions, format_heldout_table, load_systems, rank_run
 
     meta = rank_run(run_dir, data, RankOptions(k=k, max_override_share=max_override_share, seed=seed),
                     log=typer.echo)
@@ -225,20 +225,20 @@ def rank(
 @app.command("dev-as-eval")
 @guarded
 def dev_as_eval_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="Run folder with systems.json (after `bst rank`).")],
+    run_dir: Annotated[Path, typer.Argument(help="Run folder with systems.json (after `bst-train rank`).")],
     data: Annotated[Path, typer.Argument(help="Development set (BSD10k layout with features/).")],
     bundle: Annotated[Path | None, typer.Option(help="Deployment check through the exported bundle (audio files "
                                                      "-> ONNX) instead of the all-folds torch chain.")] = None,
 ) -> None:
     """Run the development set label-blind: each clip through the chain frozen from its own fold (the estimate), then
     through the all-folds chain (the deployment check); print Table 3 of both next to the nested estimate."""
-    from bst.runtime.atomic import atomic_write_text
-    from bst.train.dev_eval import TorchChain, dev_as_eval, format_table3, nested_figures
-    from bst.train.dev_eval_folds import FoldRespectingChain
+    from bst_rt.runtime.atomic import atomic_write_text
+    from bst_rt.train.dev_eval import TorchChain, dev_as_eval, format_table3, nested_figures
+    from bst_rt.train.dev_eval_folds import FoldRespectingChain
 
     folds = FoldRespectingChain(run_dir, data)
     if bundle is not None:
-        from bst.train.bundle_chain import BundleChain
+        from bst_rt.train.bundle_chain import BundleChain
 
         check = BundleChain(bundle)
     else:
@@ -254,7 +254,7 @@ def dev_as_eval_cmd(
 @app.command("export")
 @guarded
 def export_cmd(
-    run: Annotated[Path, typer.Argument(help="Run folder from `bst train` + `bst rank`.")],
+    run: Annotated[Path, typer.Argument(help="Run folder from `bst-train train` + `bst-train rank`.")],
     *,
     out: Annotated[Path, typer.Option(help="Bundle folder to write (e.g. artifacts/NAME).")],
     clap_ckpt: Annotated[Path | None, typer.Option(help="LAION-CLAP fusion checkpoint (.pt).")] = None,
@@ -267,7 +267,7 @@ def export_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle folder.")] = False,
 ) -> None:
     """Export a trained, ranked run to one verified bundle (ONNX graphs + manifest.json) for `bst-rt predict`."""
-    from bst.export.bundle import ExportOptions, export_bundle
+    from bst_rt.export.bundle import ExportOptions, export_bundle
 
     if clap_ckpt is not None and random_weights:
         raise typer.BadParameter("give --clap-ckpt or --random-weights, not both")
@@ -287,7 +287,7 @@ def demo_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the corpus, CLAP's random weights and training.")] = 0,
 ) -> None:
     """The whole chain on the synthetic corpus with CLAP at RANDOM weights: ends with a scored CSV and a bundle."""
-    from bst.train.demo import DemoOptions, format_summary, run_demo
+    from bst_rt.train.demo import DemoOptions, format_summary, run_demo
 
     summary = run_demo(DemoOptions(work=work, bundle=bundle, per_class=per_class, seed=seed, epochs=epochs), log=typer.echo)
     typer.echo(format_summary(summary))

@@ -1,7 +1,7 @@
-"""`bst demo`: the whole chain on the built-in synthetic corpus, in minutes, on a laptop CPU.
+"""`bst-train demo`: the whole chain on the built-in synthetic corpus, in minutes, on a laptop CPU.
 
 synthetic corpus → LAION-CLAP at seeded RANDOM weights (no checkpoint download; clearly labelled: the numbers show
-the plumbing works, not what the method scores) → `bst embed` → a small pool → `bst rank` → `bst export` →
+the plumbing works, not what the method scores) → `bst-train embed` → a small pool → `bst-train rank` → `bst-train export` →
 `bst-rt predict` → `bst-rt evaluate`. Every stage resumes: rerunning the demo skips what is already done.
 The bundle is written to `artifacts/demo` (recorded as the default bundle, so `bst-rt predict EVAL_DIR` finds it).
 """
@@ -17,7 +17,7 @@ Log = Callable[[str], None]
 
 #: a small pool: the official baseline, two diversity families, plus the runtime's two fallbacks (always trained)
 DEMO_FAMILIES = ("baseline", "class-word-masked", "metadata-dropout")
-#: small heads, few epochs (the training defaults are the official baseline's; see bst.train.pool.QUICK_OVERRIDES)
+#: small heads, few epochs (the training defaults are the official baseline's; see bst_rt.train.pool.QUICK_OVERRIDES)
 DEMO_EPOCHS = 20
 
 
@@ -41,12 +41,12 @@ def run_demo(opts: DemoOptions = DemoOptions(), log: Log = print) -> dict:
     """Returns the evaluation metrics and where the outputs are."""
     import warnings
 
-    from bst.export.bundle import ExportOptions, export_bundle
-    from bst.export.clap import export_clap
-    from bst.runtime.batch import RunOptions, run_predict_systems
-    from bst.runtime.bundle import record_default_bundle
-    from bst.runtime.datasets import read_labels
-    from bst.runtime.submission import score_submission
+    from bst_rt.export.bundle import ExportOptions, export_bundle
+    from bst_rt.export.clap import export_clap
+    from bst_rt.runtime.batch import RunOptions, run_predict_systems
+    from bst_rt.runtime.bundle import record_default_bundle
+    from bst_rt.runtime.datasets import read_labels
+    from bst_rt.runtime.submission import score_submission
 
     from .clap import load_clap
     from .embed import embed_dataset
@@ -68,10 +68,10 @@ def run_demo(opts: DemoOptions = DemoOptions(), log: Log = print) -> dict:
             warnings.simplefilter("ignore")  # the random-weights warning (said above) and tracer chatter
             export_clap(load_clap(None, random_weights=True, seed=opts.seed), clap_dir, int8=False)
     for part in ("BSD10k", "BSD35k-CS"):
-        _stage(log, f"bst embed {part} (ONNX graphs of that CLAP)", t0)
+        _stage(log, f"bst-train embed {part} (ONNX graphs of that CLAP)", t0)
         embed_dataset(corpus / part, engine="onnx", graphs=clap_dir, threads=opts.threads, progress=False, log=log)
     run = work / "run"
-    _stage(log, f"bst train: {', '.join(opts.families)} (+ audio-only, text-only fallbacks), 5 folds each", t0)
+    _stage(log, f"bst-train train: {', '.join(opts.families)} (+ audio-only, text-only fallbacks), 5 folds each", t0)
     import torch
 
     threads = torch.get_num_threads()
@@ -81,9 +81,9 @@ def run_demo(opts: DemoOptions = DemoOptions(), log: Log = print) -> dict:
                  overrides={**QUICK_OVERRIDES, "epochs": opts.epochs, "patience": 6}, log=lambda m: log("  " + m))
     finally:
         torch.set_num_threads(threads)
-    _stage(log, "bst rank: candidate ranker, nested CV, the four systems", t0)
+    _stage(log, "bst-train rank: candidate ranker, nested CV, the four systems", t0)
     rank_run(run, corpus / "BSD10k", RankOptions(seed=opts.seed), log=lambda m: log("  " + m))
-    _stage(log, f"bst export -> {opts.bundle}", t0)
+    _stage(log, f"bst-train export -> {opts.bundle}", t0)
     export_bundle(run, opts.bundle, ExportOptions(clap_dir=clap_dir, force=True), log=lambda m: log("  " + m))
     record = record_default_bundle(opts.bundle)
     results = {}
@@ -106,7 +106,7 @@ def run_demo(opts: DemoOptions = DemoOptions(), log: Log = print) -> dict:
 
 
 def format_summary(summary: dict) -> str:
-    lines = ["", "bst demo — synthetic corpus, CLAP at RANDOM weights (plumbing check, not a score of the method)",
+    lines = ["", "bst-train demo — synthetic corpus, CLAP at RANDOM weights (plumbing check, not a score of the method)",
              f"{'system':<8}{'hF':>8}{'flat':>8}{'top-level':>11}{'cross-parent':>14}   CSV"]
     for s, m in summary["metrics"].items():
         lines.append(f"{s:<8}{100 * m['hF']:>8.2f}{100 * m['accuracy']:>8.2f}{100 * m['parent_accuracy']:>11.2f}"

@@ -18,11 +18,11 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from bst.runtime.datasets import Clip, DevDataset, read_dev_dataset
-from bst.runtime.errors import BstError
-from bst.runtime.features import FEATURE_NAMES
-from bst.runtime.metrics import evaluate_predictions
-from bst.runtime.policy import SystemPolicy, decide_items, ensemble_probs
+from bst_rt.runtime.datasets import Clip, DevDataset, read_dev_dataset
+from bst_rt.runtime.errors import BstError
+from bst_rt.runtime.features import FEATURE_NAMES
+from bst_rt.runtime.metrics import evaluate_predictions
+from bst_rt.runtime.policy import SystemPolicy, decide_items, ensemble_probs
 
 from .ranker import ranker_scores
 from .systems import class_text_embeddings, load_ranker, load_systems
@@ -123,7 +123,7 @@ def dev_as_eval(chain: PredictionChain, data_dir: Path | str) -> dict:
 
 
 def nested_figures(run_dir: Path | str) -> dict:
-    """The nested-CV ranker estimate `bst rank` recorded (empty when no ranker was fitted)."""
+    """The nested-CV ranker estimate `bst-train rank` recorded (empty when no ranker was fitted)."""
     path = Path(run_dir) / "ranker" / "ranker.json"
     if not path.is_file():
         return {}

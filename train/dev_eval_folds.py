@@ -6,7 +6,7 @@ have gone through models fitted without it. Here clips of official fold k go thr
 the fold-k checkpoint of every family (trained on the other folds; temperature fitted on its validation split),
 pool weights selected on the other folds' out-of-fold probabilities, and a ranker plus override thresholds fitted
 on the other folds (thresholds by an inner CV there, as in the nested estimate). The fold only chooses which frozen
-chain runs; it is never a feature. `bst rank` freezes the five chains into RUN/fold_chains/ (`fit_fold_chains`).
+chain runs; it is never a feature. `bst-train rank` freezes the five chains into RUN/fold_chains/ (`fit_fold_chains`).
 
 The all-folds chain (`dev_eval.TorchChain`, or the exported bundle) averages five fold models of which four trained
 on each clip: it is the deployment check (does the shipped chain run end to end), not an estimate of the score.
@@ -22,10 +22,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from bst.runtime.atomic import atomic_write_bytes, atomic_write_text
-from bst.runtime.datasets import Clip, read_dev_dataset
-from bst.runtime.errors import BstError
-from bst.runtime.policy import AUDIO_ONLY, TEXT_ONLY, SystemPolicy, load_policies, save_policies
+from bst_rt.runtime.atomic import atomic_write_bytes, atomic_write_text
+from bst_rt.runtime.datasets import Clip, read_dev_dataset
+from bst_rt.runtime.errors import BstError
+from bst_rt.runtime.policy import AUDIO_ONLY, TEXT_ONLY, SystemPolicy, load_policies, save_policies
 
 from . import ranker as rk
 from .dev_eval import SystemOutput, TorchChain
@@ -110,7 +110,7 @@ def _load_fold(folder: Path):
     meta = json.loads((folder / "ranker.json").read_text(encoding="utf-8"))
     blob = (folder / "ranker.joblib").read_bytes()
     if hashlib.sha256(blob).hexdigest() != meta["model_sha256"]:
-        raise BstError(f"{folder / 'ranker.joblib'}: sha256 differs from ranker.json; rerun `bst rank`")
+        raise BstError(f"{folder / 'ranker.joblib'}: sha256 differs from ranker.json; rerun `bst-train rank`")
     return load_policies(folder / "systems.json"), joblib.load(io.BytesIO(blob)), meta
 
 
@@ -128,10 +128,10 @@ class FoldRespectingChain:
 
         folder = Path(run_dir) / FOLD_CHAINS_DIR
         if not (folder / INDEX_JSON).is_file():
-            raise BstError(f"{folder}: no fold-respecting chains; rerun `bst rank RUN DATA` (it freezes them)")
+            raise BstError(f"{folder}: no fold-respecting chains; rerun `bst-train rank RUN DATA` (it freezes them)")
         index = json.loads((folder / INDEX_JSON).read_text(encoding="utf-8"))
         if index.get("schema") != SCHEMA:
-            raise BstError(f"{folder / INDEX_JSON}: schema {index.get('schema')!r}, expected {SCHEMA}; rerun `bst rank`")
+            raise BstError(f"{folder / INDEX_JSON}: schema {index.get('schema')!r}, expected {SCHEMA}; rerun `bst-train rank`")
         base = TorchChain(run_dir, features_root)
         self.policies = base.policies
         self.fold_of = {cid: int(k) for k, ids in index["folds"].items() for cid in ids}

@@ -1,4 +1,4 @@
-"""Where the torch side runs: `--device auto|cpu|cuda[:N]` for `bst train` and `bst embed --engine torch`.
+"""Where the torch side runs: `--device auto|cpu|cuda[:N]` for `bst-train train` and `bst-train embed --engine torch`.
 
 `auto` takes CUDA only when it really works: `torch.cuda.is_available()` can be true on a machine whose driver or
 architecture cannot run this torch build's kernels, so a tiny kernel is launched and its result checked before a
@@ -14,7 +14,7 @@ import re
 
 import torch
 
-from bst.runtime.errors import BstError
+from bst_rt.runtime.errors import BstError
 
 _SPEC = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -67,7 +67,7 @@ def device_name(device: torch.device) -> str:
 
 
 def clap_to_device(model, device: torch.device):
-    """Move a laion-clap `CLAP_Module` (built on the CPU by `bst.train.clap.load_clap`) to `device`; its embedding
+    """Move a laion-clap `CLAP_Module` (built on the CPU by `bst_rt.train.clap.load_clap`) to `device`; its embedding
     helpers move their inputs to the model's device and return CPU numpy arrays."""
     if device.type != "cpu":
         model.model.to(device)

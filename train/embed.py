@@ -1,4 +1,4 @@
-"""`bst embed`: CLAP embeddings of a dataset in the official `features/` layout, batched and resumable.
+"""`bst-train embed`: CLAP embeddings of a dataset in the official `features/` layout, batched and resumable.
 
 Writes, per clip, `features/clap_audio_embeddings/<id>.npy`, `features/clap_text_embeddings/<id>.npy` (of
 `metadata_text`) and `features/clap_text_masked_embeddings/<id>.npy` (of `mask_class_words(metadata_text)`), plus
@@ -6,8 +6,8 @@ Writes, per clip, `features/clap_audio_embeddings/<id>.npy`, `features/clap_text
 written atomically and existing files are skipped, so a killed run loses nothing and a rerun only does the rest.
 Clips whose audio is missing or undecodable get no audio file (the runtime's text-only fallback covers them).
 
-Engines: 'onnx' (default) runs the exported fp32 graphs through `bst.runtime.encoders`, exactly what a bundle
-runs at prediction time; 'torch' runs laion-clap's own pipeline (`bst.train.clap` reference embedders).
+Engines: 'onnx' (default) runs the exported fp32 graphs through `bst_rt.runtime.encoders`, exactly what a bundle
+runs at prediction time; 'torch' runs laion-clap's own pipeline (`bst_rt.train.clap` reference embedders).
 """
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 
-from bst.runtime.atomic import atomic_save_npy
-from bst.runtime.datasets import Clip, detect_dev_layout, read_dev_dataset, read_eval_package, safe_child
-from bst.runtime.errors import AudioError, BstError, DataError
-from bst.runtime.taxonomy import CLASSES, CODE_TO_INDEX
-from bst.runtime.text import mask_class_words
+from bst_rt.runtime.atomic import atomic_save_npy
+from bst_rt.runtime.datasets import Clip, detect_dev_layout, read_dev_dataset, read_eval_package, safe_child
+from bst_rt.runtime.errors import AudioError, BstError, DataError
+from bst_rt.runtime.taxonomy import CLASSES, CODE_TO_INDEX
+from bst_rt.runtime.text import mask_class_words
 
 Engine = Literal["onnx", "torch"]
 KIND_DIRS = {"audio": "clap_audio_embeddings", "text": "clap_text_embeddings",
@@ -53,7 +53,7 @@ def _class_text(index: int, description: str, examples: str) -> str:
 def class_description_texts(root: Path | None = None, *, builtin_fallback: bool = False) -> list[str]:
     """The 23 class texts in label order from the dataset's metadata/BST_description.csv (the real header
     `ClassKey,ClassName,TopLevel,Description,Examples`, or the synthetic corpus' `class,name,description,examples`):
-    'Name. Description' (+ ' Examples: ...'). Without the file: the built-in `bst.runtime.taxonomy` texts. A file
+    'Name. Description' (+ ' Examples: ...'). Without the file: the built-in `bst_rt.runtime.taxonomy` texts. A file
     that is there but unreadable, or does not describe all 23 classes, is refused (DataError) unless
     `builtin_fallback` (then a warning and the built-in text for each class it lacks): the ranker's class-text
     feature must not silently use other texts than the dataset's."""
@@ -129,8 +129,8 @@ class _Encoders:
             raise BstError("--device applies to the torch engine; the onnx engine takes --provider")
         if engine != "onnx":
             raise BstError(f"unknown engine {engine!r}: use onnx or torch")
-        from bst.export.clap import AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE
-        from bst.runtime.encoders import AudioEncoder, TextEncoder
+        from bst_rt.export.clap import AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE
+        from bst_rt.runtime.encoders import AudioEncoder, TextEncoder
 
         folder = Path(graphs) if graphs is not None else _exported_graphs(clap_ckpt, random_weights, seed,
                                                                            tokenizer_dir)
@@ -143,7 +143,7 @@ class _Encoders:
                                  threads=threads)
 
     def audio(self, paths: Sequence[Path]) -> tuple[np.ndarray, list[int], list[str]]:
-        from bst.runtime.audio import file_to_mel_fusion, load_audio
+        from bst_rt.runtime.audio import file_to_mel_fusion, load_audio
 
         ok: list[int] = []
         failures: list[str] = []
@@ -169,7 +169,7 @@ class _Encoders:
 
 def _exported_graphs(clap_ckpt: Path | None, random_weights: bool, seed: int, tokenizer_dir: Path | None) -> Path:
     """fp32 graphs exported once per (weights, tokenizer) into a cache folder, reused by later runs."""
-    from bst.export.clap import export_clap
+    from bst_rt.export.clap import export_clap
 
     from . import clap
 
@@ -185,7 +185,7 @@ def _exported_graphs(clap_ckpt: Path | None, random_weights: bool, seed: int, to
 
 def _check_record(features: Path, provenance: dict, *, existing: bool, log: Callable[[str], None]) -> None:
     """Refuse to mix embeddings of two encoders in one features/ folder; record ours on first write."""
-    from bst.runtime.atomic import atomic_write_text
+    from bst_rt.runtime.atomic import atomic_write_text
 
     ours = {k: provenance.get(k) for k in _IDENTITY_KEYS}
     path = features / RECORD_FILE

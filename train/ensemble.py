@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bst.runtime.atomic import atomic_write_text
-from bst.runtime.metrics import hierarchical_f1
+from bst_rt.runtime.atomic import atomic_write_text
+from bst_rt.runtime.metrics import hierarchical_f1
 
 
 def hf_of(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -167,7 +167,7 @@ def why_no_pool(run) -> str | None:
     entries = run.registry["families"]
     unfinished = [f for f, e in entries.items() if e["status"] not in ("done", "skipped")]
     if unfinished:
-        return f"families not finished ({', '.join(unfinished)}): run `bst train` again to resume"
+        return f"families not finished ({', '.join(unfinished)}): run `bst-train train` again to resume"
     if not run.families:
         return "no family was trained (all skipped: " + "; ".join(
             f"{f}: {e.get('reason', '?')}" for f, e in entries.items()) + ")"
@@ -181,14 +181,14 @@ def why_no_pool(run) -> str | None:
 
 def check_pools(run, pools: dict) -> None:
     """Refuse pools (e.g. an ensemble.json from an older version) that hold a family no pool may hold."""
-    from bst.runtime.errors import BstError
+    from bst_rt.runtime.errors import BstError
 
     barred = not_pooled(run)
     for name, pool in pools.items():
         bad = sorted(f for f, w in pool["weights"].items() if float(w) > 0 and f in barred)
         if bad:
             raise BstError(f"{run.path / 'ensemble.json'}: pool {name!r} holds {', '.join(bad)} ({barred[bad[0]]}); "
-                           "run `bst train` again on this run to reselect the pools")
+                           "run `bst-train train` again on this run to reselect the pools")
 
 
 def write_ensembles(run, pools: dict[str, PoolSpec] | None = None) -> dict:

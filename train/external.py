@@ -3,7 +3,7 @@
 The mapping is an explicit table, `data/external_mapping.csv` (dataset, label, bst_code): a label not in it is
 dropped and counted, never guessed. FSD50K clips carry several labels (leaf and ancestors); a clip is kept only when
 its mapped labels agree on one BST code, otherwise it is dropped as ambiguous. Embeddings are read from
-`ROOT/features/clap_{audio,text,text_masked}_embeddings/<clip id>.npy` (the `bst embed` layout; clip id = audio file
+`ROOT/features/clap_{audio,text,text_masked}_embeddings/<clip id>.npy` (the `bst-train embed` layout; clip id = audio file
 stem); external sets have no Freesound-style metadata, so a missing text embedding is a zero row (the model's
 no-metadata input).
 """
@@ -18,9 +18,9 @@ from typing import Callable
 
 import numpy as np
 
-from bst.runtime.datasets import EMBEDDING_DIM, safe_child
-from bst.runtime.errors import DataError
-from bst.runtime.taxonomy import CODE_TO_INDEX
+from bst_rt.runtime.datasets import EMBEDDING_DIM, safe_child
+from bst_rt.runtime.errors import DataError
+from bst_rt.runtime.taxonomy import CODE_TO_INDEX
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ LAYOUTS: dict[str, Layout] = {
 
 def mapping_table() -> dict[str, dict[str, str]]:
     """{dataset: {label: bst_code}} from the packaged mapping CSV (checked against the 23 codes)."""
-    path = Path(str(resources.files("bst.train") / "data" / "external_mapping.csv"))
+    path = Path(str(resources.files("bst_rt.train") / "data" / "external_mapping.csv"))
     table: dict[str, dict[str, str]] = {}
     with open(path, newline="", encoding="utf-8") as fh:
         for row_no, row in enumerate(csv.DictReader(fh), 1):

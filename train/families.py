@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bst.runtime.errors import BstError
-from bst.runtime.taxonomy import NUM_CLASSES, PARENT_INDEX, PARENTS
+from bst_rt.runtime.errors import BstError
+from bst_rt.runtime.taxonomy import NUM_CLASSES, PARENT_INDEX, PARENTS
 
 EMBED_DIM = 512
 TEXT_INPUTS = ("text", "masked")
@@ -113,7 +113,7 @@ class FamilyConfig:
 
 
 def configs_dir() -> Path:
-    return Path(str(resources.files("bst.train") / "configs"))
+    return Path(str(resources.files("bst_rt.train") / "configs"))
 
 
 def list_families() -> list[str]:

@@ -9,7 +9,7 @@ loads the roberta tokenizer. Rather than patching laion-clap, we write a folder 
   with RoBERTa's special-token ids 0-4, for roberta-base and facebook/bart-base; a WordPiece vocab for bert;
 - the real roberta-base `config.json` (written out by hand below), so the architecture is the full-size one;
 - a tiny `model.safetensors` with one unrelated tensor: every RoBERTa weight then loads as "missing" and is
-  initialised the normal way (random), to be overwritten by a checkpoint or re-seeded by `bst.train.clap`.
+  initialised the normal way (random), to be overwritten by a checkpoint or re-seeded by `bst_rt.train.clap`.
 
 `activate()` must run before `transformers` is first imported: huggingface_hub reads HF_HUB_CACHE and
 HF_HUB_OFFLINE once, at import.
@@ -55,7 +55,7 @@ _BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 def _training_text() -> list[str]:
     """A fixed, built-in sample of English about sounds: the taxonomy itself plus a few generic sentences."""
-    from bst.runtime.taxonomy import CLASSES, PARENT_NAMES
+    from bst_rt.runtime.taxonomy import CLASSES, PARENT_NAMES
 
     lines = [f"{c.name}. {c.description}" for c in CLASSES] + list(PARENT_NAMES.values())
     lines += [
@@ -190,11 +190,11 @@ def activate(cache_dir: Path | None = None) -> Path:
 
         wanted = str(ensure_cache(cache_dir))
         if hc.HF_HUB_CACHE != wanted or not hc.HF_HUB_OFFLINE:
-            from bst.runtime.errors import BstError
+            from bst_rt.runtime.errors import BstError
 
             raise BstError(
-                "transformers/huggingface_hub was imported before bst.train.hf_offline.activate(); "
-                "laion-clap would try to reach huggingface.co. Import bst.train.clap first."
+                "transformers/huggingface_hub was imported before bst_rt.train.hf_offline.activate(); "
+                "laion-clap would try to reach huggingface.co. Import bst_rt.train.clap first."
             )
         return Path(wanted)
     cache = ensure_cache(cache_dir)

@@ -18,11 +18,11 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from bst.runtime.atomic import atomic_open, atomic_write_text
-from bst.runtime.datasets import read_dev_dataset
-from bst.runtime.errors import BstError
-from bst.runtime.metrics import hierarchical_f1
-from bst.runtime.taxonomy import NUM_CLASSES
+from bst_rt.runtime.atomic import atomic_open, atomic_write_text
+from bst_rt.runtime.datasets import read_dev_dataset
+from bst_rt.runtime.errors import BstError
+from bst_rt.runtime.metrics import hierarchical_f1
+from bst_rt.runtime.taxonomy import NUM_CLASSES
 
 from . import calibrate, teacher
 from .families import FamilyConfig, TermBatch, augment, build_model, drop_rows, eq1_loss, load_family
@@ -317,7 +317,7 @@ def load_run(run_dir: Path | str) -> Run:
     path = Path(run_dir)
     reg_path = path / "registry.json"
     if not reg_path.is_file():
-        raise BstError(f"{path}: no registry.json (not a `bst train` run folder)")
+        raise BstError(f"{path}: no registry.json (not a `bst-train train` run folder)")
     registry = _read_json(reg_path)
     if registry.get("schema") != REGISTRY_SCHEMA:
         raise BstError(f"{reg_path}: registry schema {registry.get('schema')!r}, expected {REGISTRY_SCHEMA}")
@@ -333,7 +333,7 @@ def load_fold_model(run: Run | Path | str, family: str, k: int,
     run = run if isinstance(run, Run) else load_run(run)
     d = run.fold_dir(family, k)
     if not (d / "fold.json").is_file():
-        raise BstError(f"{d}: fold not complete (run `bst train` again to resume)")
+        raise BstError(f"{d}: fold not complete (run `bst-train train` again to resume)")
     ckpt = torch.load(d / "checkpoint.pt", map_location=device, weights_only=True)
     model = build_model(FamilyConfig(**_read_json(d / "config.snapshot.json"))).to(device)
     model.load_state_dict(ckpt["state_dict"])
@@ -406,7 +406,7 @@ class Member:
     """One trained pool member: a family config at one seed. Its name is the family's at the run's base seed and
     `family@seed` at any other (`v2mix@1`), so a one-seed run keeps plain names and the runtime's fallbacks
     (`audio-only`, `text-only`) are always there by name. `section` is the seed report's composition group (§2.4)
-    the pool file put it in, for `bst report`."""
+    the pool file put it in, for `bst-train report`."""
 
     cfg: FamilyConfig
     family: str
@@ -458,7 +458,7 @@ def expand_members(entries: list[tuple[str, int, str | None]], base_seed: int,
 
 
 def seed_members(names: list[str] | None, seeds: list[int], overrides: dict | None = None) -> list[Member]:
-    """`bst train --seeds 0,1,2`: every requested family (default: every config) at every seed; base seed first."""
+    """`bst-train train --seeds 0,1,2`: every requested family (default: every config) at every seed; base seed first."""
     from .families import list_families
 
     if not seeds or len(set(seeds)) != len(seeds):
@@ -476,7 +476,7 @@ def load_pool_file(name_or_path: str | Path, overrides: dict | None = None) -> t
     Returns the members, the base seed and the file's content (recorded in the registry)."""
     path = Path(name_or_path)
     if not path.suffix:
-        path = Path(str(resources.files("bst.train") / POOLS_DIR)) / f"{name_or_path}.json"
+        path = Path(str(resources.files("bst_rt.train") / POOLS_DIR)) / f"{name_or_path}.json"
     if not path.is_file():
         raise BstError(f"no pool file {path}")
     doc = _read_json(path)
@@ -610,8 +610,8 @@ def train_pool(data: PoolData, out: Path, configs: list[FamilyConfig] | list[Mem
     """Train (or resume) every member × fold, then screen the families and select the ensembles. `configs` are
     family configs (trained at `seed`, the base seed) or `Member`s. Returns the registry; `trained` lists the
     (family, fold) pairs trained by this call. `device`: where models train
-    (a torch.device or an auto|cpu|cuda[:N] spec, bst.train.device); `progress`: a bst.train.progress.PoolProgress;
-    `ray`: None (sequential here) or "auto"/ADDRESS: every missing fold is a Ray task first (bst.train.pool_ray;
+    (a torch.device or an auto|cpu|cuda[:N] spec, bst_rt.train.device); `progress`: a bst_rt.train.progress.PoolProgress;
+    `ray`: None (sequential here) or "auto"/ADDRESS: every missing fold is a Ray task first (bst_rt.train.pool_ray;
     workers resolve the device spec) and the loop below then only reads the fold folders back."""
     from .ensemble import screen_families, write_ensembles
 
@@ -699,7 +699,7 @@ def run_pool(dev_root: Path, cs_root: Path | None, out: Path, families: list[str
              device: torch.device | str = "cpu", progress=None, ray: str | None = None,
              ray_options: dict | None = None, seeds: list[int] | None = None,
              pool_file: str | Path | None = None) -> dict:
-    """Load the data named on the command line and train the pool (what `bst train` calls). `seeds` trains every
+    """Load the data named on the command line and train the pool (what `bst-train train` calls). `seeds` trains every
     family at each seed (members `family@seed` beyond the first); `pool_file` names the members instead."""
     from .external import load_external
 

@@ -1,4 +1,4 @@
-"""The pool spread over Ray (`bst train ... --ray auto|ADDRESS`): every missing (family, fold) is one Ray task.
+"""The pool spread over Ray (`bst-train train ... --ray auto|ADDRESS`): every missing (family, fold) is one Ray task.
 
 - Resource request per task: `cpus` CPU cores, plus a GPU fraction on CUDA so several small models share a GPU.
 - Order: a student fold k is submitted with the teacher's fold-k task as an argument, so Ray starts it only after
@@ -6,7 +6,7 @@
 - The run folder stays the single source of truth: each task calls `pool.train_and_write_fold`, which writes the
   fold folder (every file atomic, `fold.json` last) exactly as a sequential run does. Nothing else travels back
   but the scores; `train_pool` then reads every fold from disk and builds OOF, registry and ensembles the same way.
-  A killed worker's fold has no `fold.json`, so Ray's retry or the next `bst train` simply trains it again.
+  A killed worker's fold has no `fold.json`, so Ray's retry or the next `bst-train train` simply trains it again.
 - Same results as sequential on CPU (tests/test_train_scale.py): same seeds, same code, one torch thread per task.
 
 `auto` connects to a running cluster (RAY_ADDRESS or `ray start` on this machine) or starts a local one;
@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from bst.runtime.errors import BstError
+from bst_rt.runtime.errors import BstError
 
 from .families import FamilyConfig
 from .folds import Fold
@@ -123,4 +123,4 @@ def _get(ray, ref, label: tuple[str, int]):
                        f"{str(cause or exc).splitlines()[0]})") from None
     except ray.exceptions.RayError as exc:
         raise BstError(f"{label[0]} fold {label[1] + 1}: Ray task lost ({type(exc).__name__}); completed folds are "
-                       "kept in the run folder: run `bst train` again to resume") from None
+                       "kept in the run folder: run `bst-train train` again to resume") from None

@@ -1,4 +1,4 @@
-"""`bst train` progress on stderr: a pool bar (folds done, ETA for the pool) and a fold bar (epochs, the validation
+"""`bst-train train` progress on stderr: a pool bar (folds done, ETA for the pool) and a fold bar (epochs, the validation
 figure, ETA for the fold), so the first sign of life comes at once rather than after a fold's minutes.
 
 The pool calls `start(todo)`, `fold_started(family, k)`, `epoch(epoch, max_epochs, val_acc)` and `fold_done()`;

@@ -1,8 +1,8 @@
 """The candidate reranker (seed §2.5): a HistGradientBoosting classifier on held-out candidate features, thresholds of
 the parent-safe override tuned for hF, and the nested five-fold estimate of what it adds over the ensemble.
 
-Rows are built from the run's calibrated out-of-fold family probabilities with `bst.runtime.policy.item_candidates`
-(the first half of the runtime's `decide_items`), and decisions are eq. 3 of `bst.runtime.policy`, the code the
+Rows are built from the run's calibrated out-of-fold family probabilities with `bst_rt.runtime.policy.item_candidates`
+(the first half of the runtime's `decide_items`), and decisions are eq. 3 of `bst_rt.runtime.policy`, the code the
 runtime runs. Target: the candidate is the item's true class. Nested CV: for each outer fold the ranker is fitted on
 the other four folds, thresholds are chosen by an inner CV over those four folds, and the outer fold is decided once
 with `decide_candidates`; the final ranker is then fitted on all five folds with thresholds chosen by a five-fold CV.
@@ -20,9 +20,9 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
-from bst.runtime.features import FEATURE_NAMES, CandidateFeatures, stack_features
-from bst.runtime.metrics import evaluate_predictions, hierarchical_f1
-from bst.runtime.policy import Decisions, ItemCandidates, RankerChoice, SystemPolicy, decide, decide_candidates, \
+from bst_rt.runtime.features import FEATURE_NAMES, CandidateFeatures, stack_features
+from bst_rt.runtime.metrics import evaluate_predictions, hierarchical_f1
+from bst_rt.runtime.policy import Decisions, ItemCandidates, RankerChoice, SystemPolicy, decide, decide_candidates, \
     item_candidates, ranker_choice
 
 Log = Callable[[str], None]

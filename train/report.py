@@ -1,4 +1,4 @@
-"""`bst report RUN`: the pool table — per-family hF over the five folds, why any family was excluded, the best single
+"""`bst-train report RUN`: the pool table — per-family hF over the five folds, why any family was excluded, the best single
 family, the ensembles, and the seed report's Table 4 beside them (real BSD10k figures, for scale only)."""
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""`bst synth`: a deterministic synthetic corpus in the exact BSD10k / BSD35k-CS / evaluation-package layouts.
+"""`bst-train synth`: a deterministic synthetic corpus in the exact BSD10k / BSD35k-CS / evaluation-package layouts.
 
 It stands in for the real data in every test and in the demo. Under OUT:
 
     BSD10k/audio/<sound_id>.wav                  44.1 kHz mono PCM_16, 0.5-8 s, `per_class` clips of each class
     BSD10k/metadata/BSD10k_metadata.csv          sound_id,class,class_idx,class_top,confidence,uploader,license,
                                                  title,tags,description (confidence 1-5)
-    BSD10k/metadata/BST_description.csv          class,name,description,examples (from bst.runtime.taxonomy)
+    BSD10k/metadata/BST_description.csv          class,name,description,examples (from bst_rt.runtime.taxonomy)
     BSD35k-CS/...                                same layout, metadata/BSD35k-CS_metadata.csv, empty confidence,
                                                  another class balance, labels wrong at rate `cs_noise` (mostly a
                                                  sibling), plus `*-other` rows; sound_ids disjoint from BSD10k's
@@ -35,9 +35,9 @@ from typing import Iterable, Iterator
 import numpy as np
 import soundfile as sf
 
-from bst.runtime.atomic import atomic_open
-from bst.runtime.errors import BstError
-from bst.runtime.taxonomy import CODES, PARENTS
+from bst_rt.runtime.atomic import atomic_open
+from bst_rt.runtime.errors import BstError
+from bst_rt.runtime.taxonomy import CODES, PARENTS
 
 from . import synth_text as st
 from .synth_audio import SAMPLE_RATE_HZ, draw_duration_s, render_clip, to_pcm16

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bst.runtime.taxonomy import NUM_CLASSES
+from bst_rt.runtime.taxonomy import NUM_CLASSES
 
 from .pool import Arrays, PoolData, arrays_fingerprint
 

@@ -1,6 +1,6 @@
-"""STAND-IN CLAP embeddings for the synthetic corpus (`bst synth --with-features`).
+"""STAND-IN CLAP embeddings for the synthetic corpus (`bst-train synth --with-features`).
 
-These are not CLAP outputs: the real ones come from `bst embed`. They only mimic CLAP's structure so the training
+These are not CLAP outputs: the real ones come from `bst-train embed`. They only mimic CLAP's structure so the training
 system has real signal to learn from without running a 150 M-parameter model in every test:
 
 - Text: a fixed random unit vector per word (seeded by the word's hash, so the map is the same for every corpus);
@@ -22,8 +22,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from bst.runtime.taxonomy import CLASSES, CODES, PARENT_NAMES, PARENTS
-from bst.runtime.text import mask_class_words, metadata_text
+from bst_rt.runtime.taxonomy import CLASSES, CODES, PARENT_NAMES, PARENTS
+from bst_rt.runtime.text import mask_class_words, metadata_text
 
 DIM = 512
 EMPTY_TOKEN = "<empty>"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bst.runtime.taxonomy import CLASSES, CODES, PARENTS
+from bst_rt.runtime.taxonomy import CLASSES, CODES, PARENTS
 
 #: class-indicative words; siblings share a few (guitar, note, ambience) as real metadata does
 VOCAB: dict[str, tuple[str, ...]] = {

@@ -1,4 +1,4 @@
-"""The four submitted systems (seed Table 2) and `bst rank`, which freezes them into RUN/ranker/ and RUN/systems.json.
+"""The four submitted systems (seed Table 2) and `bst-train rank`, which freezes them into RUN/ranker/ and RUN/systems.json.
 
 1 primary  — top-12 ensemble + ranker, parent-safe override (cross-parent only above stricter thresholds);
 2 balanced — top-12 ensemble + ranker under lower correction pressure: half the override share, same-parent only;
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bst.runtime.atomic import atomic_write_bytes, atomic_write_text
-from bst.runtime.datasets import read_dev_dataset
-from bst.runtime.errors import BstError, DataError
-from bst.runtime.policy import AUDIO_ONLY, TEXT_ONLY, SystemPolicy, decide_items, load_policies, save_policies
+from bst_rt.runtime.atomic import atomic_write_bytes, atomic_write_text
+from bst_rt.runtime.datasets import read_dev_dataset
+from bst_rt.runtime.errors import BstError, DataError
+from bst_rt.runtime.policy import AUDIO_ONLY, TEXT_ONLY, SystemPolicy, decide_items, load_policies, save_policies
 
 from . import ranker as rk
 
@@ -52,7 +52,7 @@ def make_policies(pools: dict, thresholds: dict[int, rk.Thresholds], opts: RankO
     override rates (`nested`: `ranker.nested_estimate`'s report)."""
     missing = [p for p in (RANKER_POOL, "top5", "lowrisk") if p not in pools]
     if missing:
-        raise BstError(f"ensemble.json has no pool(s) {missing}; run `bst train` to completion first")
+        raise BstError(f"ensemble.json has no pool(s) {missing}; run `bst-train train` to completion first")
     w = {p: pool_weights(pools, p) for p in pools}
     specs = tuning_specs(opts)
 
@@ -87,7 +87,7 @@ def pool_weights(pools: dict, pool: str) -> dict[str, float]:
 def load_systems(run_dir: Path | str) -> list[SystemPolicy]:
     path = Path(run_dir) / SYSTEMS_JSON
     if not path.is_file():
-        raise BstError(f"{path}: missing; run `bst rank RUN DATA` first")
+        raise BstError(f"{path}: missing; run `bst-train rank RUN DATA` first")
     return load_policies(path)
 
 
@@ -97,18 +97,18 @@ def load_ranker(run_dir: Path | str):
 
     folder = Path(run_dir) / "ranker"
     if not (folder / RANKER_MODEL).is_file():
-        raise BstError(f"{folder / RANKER_MODEL}: missing; run `bst rank RUN DATA` first")
+        raise BstError(f"{folder / RANKER_MODEL}: missing; run `bst-train rank RUN DATA` first")
     meta = json.loads((folder / RANKER_JSON).read_text(encoding="utf-8"))
     blob = (folder / RANKER_MODEL).read_bytes()
     if hashlib.sha256(blob).hexdigest() != meta["model_sha256"]:
-        raise BstError(f"{folder / RANKER_MODEL}: sha256 differs from ranker.json; rerun `bst rank`")
+        raise BstError(f"{folder / RANKER_MODEL}: sha256 differs from ranker.json; rerun `bst-train rank`")
     return joblib.load(io.BytesIO(blob)), meta
 
 
 def class_text_embeddings(data_dir: Path | str) -> np.ndarray:
     path = Path(data_dir) / "features" / CLASS_TEXT_FILE
     if not path.is_file():
-        raise DataError(f"{path}: missing; `bst embed` (or `bst synth --with-features`) writes it")
+        raise DataError(f"{path}: missing; `bst-train embed` (or `bst-train synth --with-features`) writes it")
     emb = np.load(path, allow_pickle=False)
     if emb.shape != (23, 512):
         raise DataError(f"{path}: expected [23, 512] class-description embeddings, got {emb.shape}")
@@ -142,7 +142,7 @@ def _oof_base(run, pools: dict, pool: str, ds, labels: np.ndarray, text_present:
 
 
 def rank_run(run_dir: Path | str, data_dir: Path | str, opts: RankOptions = RankOptions(), log: rk.Log = print) -> dict:
-    """`bst rank`: candidate rows from OOF probabilities, nested estimate, final ranker, frozen systems."""
+    """`bst-train rank`: candidate rows from OOF probabilities, nested estimate, final ranker, frozen systems."""
     import joblib
 
     from .ensemble import check_pools, why_no_pool
@@ -152,7 +152,7 @@ def rank_run(run_dir: Path | str, data_dir: Path | str, opts: RankOptions = Rank
     run = load_run(run_dir)
     pools = run.ensembles
     if RANKER_POOL not in pools:
-        why = why_no_pool(run) or "run `bst train` to completion (or again, to reselect the pools)"
+        why = why_no_pool(run) or "run `bst-train train` to completion (or again, to reselect the pools)"
         raise BstError(f"{run.path}: ensemble.json has no {RANKER_POOL!r} pool: {why}")
     check_pools(run, pools)
     ds = read_dev_dataset(Path(data_dir))

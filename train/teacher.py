@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bst.runtime.atomic import atomic_open
+from bst_rt.runtime.atomic import atomic_open
 
 
 @dataclass(frozen=True)

@@ -130,13 +130,25 @@ def predict(
         Optional[Path], typer.Option(help="Report clips whose audio also appears (same bytes) under this folder.")
     ] = None,
     metadata: Annotated[Optional[Path], typer.Option(help="Metadata CSV of the package, when it cannot be found.")] = None,
+    ray: Annotated[
+        Optional[str], typer.Option(help="Spread the clips over a Ray cluster: 'auto' (running cluster, else a local "
+                                         "one) or its ADDRESS. Needs the [ray] extra; same CSV as a local run.")
+    ] = None,
+    ray_concurrency: Annotated[int, typer.Option(min=1, help="--ray: predictor actors (one Predictor each).")] = 1,
+    ray_gpus_per_actor: Annotated[float, typer.Option(min=0.0, help="--ray: GPUs per actor (CUDA).")] = 0.0,
 ) -> None:
     """Predict every clip of an evaluation package into a validated submission CSV, with a run record beside it."""
     from .batch import RunOptions, record_path, run_predict
 
     opts = RunOptions(eval_dir, out, bundle, system, provider.value, threads, batch_size, int8, resume, force,
                       meta_yaml, check_overlap, metadata)
-    record = _with_progress(lambda progress: run_predict(opts, progress)).record
+    if ray is not None:
+        from .distributed import RayOptions, run_predict_ray
+
+        ray_opts = RayOptions(address=ray, concurrency=ray_concurrency, num_gpus=ray_gpus_per_actor)
+        record = _with_progress(lambda progress: run_predict_ray(opts, ray_opts, progress)).record
+    else:
+        record = _with_progress(lambda progress: run_predict(opts, progress)).record
     _print_predict_summary(record, record_path(out))
 
 

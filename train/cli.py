@@ -53,6 +53,10 @@ def embed_cmd(
     batch_size: Annotated[int, typer.Option(help="Clips / texts per encoder call.", min=1)] = 8,
     provider: Annotated[str, typer.Option(help="onnxruntime provider: cpu, cuda or auto.")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads (default: all cores).")] = None,
+    ray: Annotated[str | None, typer.Option(help="Embed on a Ray cluster: 'auto' or its ADDRESS (onnx engine; "
+                                                 "needs the [ray] extra).")] = None,
+    ray_concurrency: Annotated[int, typer.Option(min=1, help="--ray: encoder actors.")] = 1,
+    ray_gpus_per_actor: Annotated[float, typer.Option(min=0.0, help="--ray: GPUs per actor (CUDA).")] = 0.0,
 ) -> None:
     """Write CLAP audio, text and masked-text embeddings under DATASET_DIR/features/ (skips files already there)."""
     from bst.train.embed import embed_dataset
@@ -61,6 +65,18 @@ def embed_cmd(
         raise typer.BadParameter("give --clap-ckpt PATH or --random-weights (or --graphs DIR), exactly one")
     if random_weights:
         typer.echo("WARNING: CLAP at RANDOM weights: these embeddings are meaningless outside tests and demos.", err=True)
+    if ray is not None:
+        from bst.runtime.distributed import RayOptions
+        from bst.train.embed_ray import embed_dataset_ray
+
+        if engine != "onnx":
+            raise typer.BadParameter("--ray runs the exported graphs: use --engine onnx")
+        report = embed_dataset_ray(dataset_dir, ray_options=RayOptions(ray, ray_concurrency, num_gpus=ray_gpus_per_actor),
+                                   graphs=graphs, clap_ckpt=clap_ckpt, random_weights=random_weights, seed=seed,
+                                   tokenizer_dir=tokenizer_dir, batch_size=batch_size, provider=provider,
+                                   threads=threads, log=typer.echo)
+        typer.echo(report.summary())
+        return
     report = embed_dataset(dataset_dir, engine=engine, clap_ckpt=clap_ckpt, random_weights=random_weights,  # type: ignore[arg-type]
                            seed=seed, tokenizer_dir=tokenizer_dir, graphs=graphs, batch_size=batch_size,
                            provider=provider, threads=threads, log=typer.echo)

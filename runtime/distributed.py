@@ -173,7 +173,7 @@ def _map_predict(dataset, ray_batch: int, opts: RayOptions, bundle, system, prov
         PredictActor, fn_constructor_args=(str(Path(bundle).resolve()), int(system), provider, threads, int8,
                                            batch_size),
         batch_size=ray_batch, batch_format="numpy", concurrency=opts.concurrency, num_cpus=opts.num_cpus,
-        num_gpus=opts.num_gpus or None, max_restarts=-1, max_task_retries=-1,
+        num_gpus=opts.num_gpus or None,  # Ray Data's actor pools default to max_restarts=-1, max_task_retries=-1
     )
 
 

@@ -128,8 +128,7 @@ def embed_dataset_ray(root: Path, *, ray_options: RayOptions, graphs: Path | Non
         dataset = dataset.map_batches(
             EmbedActor, fn_constructor_args=(str(folder.resolve()), str(features.resolve()), provider, threads),
             batch_size=batch_size, batch_format="numpy", concurrency=ray_options.concurrency,
-            num_cpus=ray_options.num_cpus, num_gpus=ray_options.num_gpus or None, max_restarts=-1,
-            max_task_retries=-1,
+            num_cpus=ray_options.num_cpus, num_gpus=ray_options.num_gpus or None,  # restarts + retries: Ray's defaults
         )
         for row in collect(dataset, len(rows)):
             if row["status"] == "written":

@@ -163,6 +163,12 @@ def predict(
     strict_metadata: Annotated[bool, typer.Option(
         "--strict-metadata", help="Refuse a metadata row that is not UTF-8 (default: read it with U+FFFD, count it).")
     ] = False,
+    ray: Annotated[
+        Optional[str], typer.Option(help="Spread the clips over a Ray cluster: 'auto' (running cluster, else a local "
+                                         "one) or its ADDRESS. Needs the [ray] extra; same CSV as a local run.")
+    ] = None,
+    ray_concurrency: Annotated[int, typer.Option(min=1, help="--ray: predictor actors (one Predictor each).")] = 1,
+    ray_gpus_per_actor: Annotated[float, typer.Option(min=0.0, help="--ray: GPUs per actor (CUDA).")] = 0.0,
 ) -> None:
     """Predict every clip of an evaluation package into a validated submission CSV, with a run record beside it."""
     from .batch import RunOptions, record_path, run_predict, run_predict_systems
@@ -170,6 +176,8 @@ def predict(
 
     if system not in ("1", "2", "3", "4", "all"):
         raise BstError(f"--system must be 1, 2, 3, 4 or all, got {system!r}")
+    if ray is not None and system == "all":
+        raise BstError("--ray predicts one system per run: give --system 1, 2, 3 or 4")
     opts = RunOptions(eval_dir, out, bundle, system if system == "all" else int(system), provider.value, threads,
                       batch_size, int8, resume, force, meta_yaml, check_overlap, metadata,
                       strict_metadata=strict_metadata, authors=tuple(author or ()), institution=institution)
@@ -177,7 +185,13 @@ def predict(
         for res in _with_progress(lambda progress: run_predict_systems(opts, progress)).values():
             _print_predict_summary(res.record, record_path(res.out))
         return
-    record = _with_progress(lambda progress: run_predict(opts, progress)).record
+    if ray is not None:
+        from .distributed import RayOptions, run_predict_ray
+
+        ray_opts = RayOptions(address=ray, concurrency=ray_concurrency, num_gpus=ray_gpus_per_actor)
+        record = _with_progress(lambda progress: run_predict_ray(opts, ray_opts, progress)).record
+    else:
+        record = _with_progress(lambda progress: run_predict(opts, progress)).record
     _print_predict_summary(record, record_path(out))
 
 

@@ -86,6 +86,10 @@ def embed_cmd(
     device: Annotated[str, typer.Option(help="torch engine: auto, cpu, cuda or cuda:N.")] = "cpu",
     builtin_class_texts: Annotated[bool, typer.Option("--builtin-class-texts", help="Use the built-in class texts "
                                                       "where metadata/BST_description.csv is unreadable.")] = False,
+    ray: Annotated[str | None, typer.Option(help="Embed on a Ray cluster: 'auto' or its ADDRESS (onnx engine; "
+                                                 "needs the [ray] extra).")] = None,
+    ray_concurrency: Annotated[int, typer.Option(min=1, help="--ray: encoder actors.")] = 1,
+    ray_gpus_per_actor: Annotated[float, typer.Option(min=0.0, help="--ray: GPUs per actor (CUDA).")] = 0.0,
 ) -> None:
     """Write CLAP audio, text and masked-text embeddings under DATASET_DIR/features/ (skips files already there)."""
     from bst_rt.train.embed import embed_dataset
@@ -94,6 +98,18 @@ def embed_cmd(
         raise typer.BadParameter("give --clap-ckpt PATH or --random-weights (or --graphs DIR), exactly one")
     if random_weights:
         typer.echo("WARNING: CLAP at RANDOM weights: these embeddings are meaningless outside tests and demos.", err=True)
+    if ray is not None:
+        from bst_rt.runtime.distributed import RayOptions
+        from bst_rt.train.embed_ray import embed_dataset_ray
+
+        if engine.value != "onnx":
+            raise typer.BadParameter("--ray runs the exported graphs: use --engine onnx")
+        report = embed_dataset_ray(dataset_dir, ray_options=RayOptions(ray, ray_concurrency, num_gpus=ray_gpus_per_actor),
+                                   graphs=graphs, clap_ckpt=clap_ckpt, random_weights=random_weights, seed=seed,
+                                   tokenizer_dir=tokenizer_dir, batch_size=batch_size, provider=provider.value,
+                                   threads=threads, log=typer.echo)
+        typer.echo(report.summary())
+        return
     report = embed_dataset(dataset_dir, engine=engine.value, clap_ckpt=clap_ckpt,  # type: ignore[arg-type]
                            random_weights=random_weights, seed=seed, tokenizer_dir=tokenizer_dir, graphs=graphs,
                            batch_size=batch_size, provider=provider.value, threads=threads, device=device,

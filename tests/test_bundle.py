@@ -33,6 +33,9 @@ def _scratch(bundle, tmp_path):
 
 
 def test_manifest_lists_every_file_with_its_hash_and_parity(bundle):
+    from bst_rt.export.portable import FRONTEND_TOLERANCE
+    from bst_rt.runtime.portable import FRONTEND_GRAPH
+
     b = load_bundle(bundle)
     m = b.manifest
     assert m.schema_version == SCHEMA_VERSION and m.bundle_id
@@ -49,7 +52,8 @@ def test_manifest_lists_every_file_with_its_hash_and_parity(bundle):
             tol = g.parity["tolerance"]
             worst = max(g.parity["max_abs_diff"].values())
             print(f"{name}: max |diff| vs source {worst:.2e} (tol {tol:g})")
-            assert worst <= tol <= 1e-5
+            # the front-end graph's output is log-mel in dB (issue 15: <= 1e-4 dB); every other graph <= 1e-5
+            assert worst <= tol <= (FRONTEND_TOLERANCE if name == FRONTEND_GRAPH else 1e-5)
         else:
             print(f"{name}: min cosine vs fp32 {g.parity['cosine_min']:.5f}")
             assert g.parity["cosine_min"] >= g.parity["cosine_required"]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from .datasets import Clip
+from .embedding import StageClock
 from .errors import BstError
 
 #: columns of a row of an application's own Ray Dataset (title, tags, description may be absent: empty)
@@ -288,7 +289,9 @@ def run_predict_ray(opts, ray_options: RayOptions,
     write_submission(out, ((p.id, p.label, p.score) for p in final))
     validate_submission(out, package.ids)
     meta_sha = sha256_file(package.metadata_path)
-    record = b._run_record(opts, view, package, final, meta_sha, elapsed, state["first"], 0, bundle_dir)
+    # the driver hashes the audio for the run record's digest after the CSV is written (workers do not return bytes)
+    record = b._run_record(opts, view, package, final, meta_sha, elapsed, state["first"], 0, bundle_dir, {}, out,
+                           StageClock())
     record["ray"] = {
         "address": ray_options.address, "concurrency": ray_options.concurrency, "num_cpus": ray_options.num_cpus,
         "num_gpus": ray_options.num_gpus, "ray_init_s": round(ray_started, 3),
@@ -303,7 +306,7 @@ def run_predict_ray(opts, ray_options: RayOptions,
 
     atomic_write_text(b.record_path(out), json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     if opts.meta_yaml:
-        b._write_meta(out, view, record)
+        b._write_meta(out, view, opts)
     return b.RunResult(out, record, final)
 
 

@@ -7,6 +7,7 @@ the exporter, ranker and systems use; `family_probs` is THE deployment-time defi
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import platform

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .cliutil import guarded  # noqa: F401  (commands use @guarded)
+from .defaults import DEFAULT_BATCH_SIZE
 
 app = typer.Typer(
     name="bst-rt",
@@ -147,7 +148,7 @@ def predict(
              "OUT with '_N' before '.output.csv' (or OUT's '{system}' replaced by N).")] = "1",
     provider: Annotated[Provider, typer.Option(help="auto picks CUDA only when it really works.")] = Provider.auto,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Threads per ONNX session (default: ORT's).")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch; peak memory grows with it.")] = 4,
+    batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch; peak memory grows with it.")] = DEFAULT_BATCH_SIZE,
     int8: Annotated[bool, typer.Option("--int8", help="Use the bundle's int8 CLAP graphs.")] = False,
     meta_yaml: Annotated[bool, typer.Option(
         "--meta-yaml", help="Also write the DCASE <label>.meta.yaml; -o must be <label>.output.csv.")] = False,
@@ -305,7 +306,7 @@ def classify(
     system: Annotated[int, typer.Option(min=1, max=4, help="System 1-4 of the bundle.")] = 1,
     provider: Annotated[Provider, typer.Option(help="auto picks CUDA only when it really works.")] = Provider.auto,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Threads per ONNX session (default: ORT's).")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Files per batch; peak memory grows with it.")] = 4,
+    batch_size: Annotated[int, typer.Option(min=1, help="Files per batch; peak memory grows with it.")] = DEFAULT_BATCH_SIZE,
     int8: Annotated[bool, typer.Option("--int8", help="Use the bundle's int8 CLAP graphs.")] = False,
 ) -> None:
     """Classify sound files: label, class name, parent, score and top-3 per file (no evaluation package needed)."""

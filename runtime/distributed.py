@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from .datasets import Clip
+from .defaults import DEFAULT_BATCH_SIZE
 from .errors import BstError
 
 #: columns of a row of an application's own Ray Dataset (title, tags, description may be absent: empty)
@@ -147,7 +148,7 @@ def _groups_of(batch: dict, batch_size: int) -> tuple[list[list[Clip]], list[int
 
 
 def predict_dataset(dataset_or_package, bundle: str | Path, system: int = 1, *, ray_options: RayOptions | None = None,
-                    provider: str = "auto", threads: int | None = None, batch_size: int = 4, int8: bool = False):
+                    provider: str = "auto", threads: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, int8: bool = False):
     """Predictions of a Ray Dataset (rows: id, audio_path, title, tags, description; an `index` column is carried
     through) or of an evaluation package folder, as a lazy Ray Dataset with one row per clip. Every worker must
     see `bundle` and the audio paths at the same place (shared filesystem)."""

@@ -310,21 +310,21 @@ def classify(
     int8: Annotated[bool, typer.Option("--int8", help="Use the bundle's int8 CLAP graphs.")] = False,
 ) -> None:
     """Classify sound files: label, class name, parent, score and top-3 per file (no evaluation package needed)."""
-    from . import classify as cl
+    from . import classify as classify_module
     from .bundle import load_bundle, resolve_bundle_dir
     from .predict import Predictor
 
     if json_output and csv_output:
         raise typer.BadParameter("give --json or --csv, not both")
-    files = cl.collect_audio(paths)
-    side = cl.read_sidecar(sidecar) if sidecar is not None else None
-    clips = cl.clips_for(files, cl.Metadata(title, tags, description), side)
+    files = classify_module.collect_audio(paths)
+    side = classify_module.read_sidecar(sidecar) if sidecar is not None else None
+    clips = classify_module.clips_for(files, classify_module.Metadata(title, tags, description), side)
     predictor = Predictor.load(load_bundle(resolve_bundle_dir(bundle)), system=system, provider=provider.value,
                                threads=threads, int8=int8)
-    rows = cl.result_rows(files, cl.classify(predictor, clips, batch_size))
+    rows = classify_module.result_rows(files, classify_module.classify(predictor, clips, batch_size))
     if json_output:
-        typer.echo(cl.to_json(rows))
+        typer.echo(classify_module.to_json(rows))
     elif csv_output:
-        typer.echo(cl.to_csv(rows), nl=False)
+        typer.echo(classify_module.to_csv(rows), nl=False)
     else:
-        cl.print_table(rows)
+        classify_module.print_table(rows)

@@ -228,7 +228,7 @@ def run_predict_ray(opts, ray_options: RayOptions,
                     progress: Callable[[int, int], None] | None = None):
     """`bst-rt predict --ray`: `runtime.batch.run_predict` with the items spread over a Ray cluster; the same CSV,
     validation and run record (plus a `ray` section). No journal: Ray retries lost work itself."""
-    from . import batch as b
+    from . import batch as batch_module
     from .bundle import load_bundle, resolve_bundle_dir, sha256_file
     from .datasets import read_eval_package
     from .errors import DataError
@@ -289,7 +289,7 @@ def run_predict_ray(opts, ray_options: RayOptions,
     write_submission(out, ((p.id, p.label, p.score) for p in final))
     validate_submission(out, package.ids)
     meta_sha = sha256_file(package.metadata_path)
-    record = b._run_record(opts, view, package, final, meta_sha, elapsed, state["first"], 0, bundle_dir)
+    record = batch_module._run_record(opts, view, package, final, meta_sha, elapsed, state["first"], 0, bundle_dir)
     record["ray"] = {
         "address": ray_options.address, "concurrency": ray_options.concurrency, "num_cpus": ray_options.num_cpus,
         "num_gpus": ray_options.num_gpus, "ray_init_s": round(ray_started, 3),
@@ -299,13 +299,13 @@ def run_predict_ray(opts, ray_options: RayOptions,
     }
     if opts.check_overlap is not None:
         record["overlap"] = {"data_dir": str(opts.check_overlap),
-                             "clips": b.find_overlap(package.clips, opts.check_overlap)}
+                             "clips": batch_module.find_overlap(package.clips, opts.check_overlap)}
     from .atomic import atomic_write_text
 
-    atomic_write_text(b.record_path(out), json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(batch_module.record_path(out), json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     if opts.meta_yaml:
-        b._write_meta(out, view, record)
-    return b.RunResult(out, record, final)
+        batch_module._write_meta(out, view, record)
+    return batch_module.RunResult(out, record, final)
 
 
 def _merge_providers(per_worker: list[dict[str, str]]) -> dict[str, str]:

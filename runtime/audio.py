@@ -16,6 +16,10 @@ The result is identical to `waveform_to_mel_fusion(decode_int16(path))` (same ST
 Hostile input: samples that are NaN become 0 and +-inf become +-1 before resampling (so one bad sample cannot
 smear NaN over the resampler's filter length); a header rate outside `SOURCE_RATE_RANGE_HZ` is refused (a 1 Hz
 header would make 48000 output samples of every input sample).
+
+In-memory audio (`samples_to_mel_fusion`, behind `Predictor.predict_waveform`) goes through the same block loop
+as a file, so both give bit-identical fusion inputs. The module stays one file (~380 lines) on purpose: decode,
+streaming mel and chunk rule are one contract with laion-clap whose pieces must change together.
 """
 from __future__ import annotations
 

@@ -35,9 +35,9 @@ from bst_rt.runtime.session import make_session
 from bst_rt.runtime.taxonomy import CODES
 from bst_rt.runtime.text import MAX_TOKENS, TEMPLATE_VERSION
 
-from . import heads as hd
-from . import ranker as rk
-from . import validate as val
+from . import heads as heads_module
+from . import ranker as ranker_module
+from . import validate as validate_module
 
 Log = Callable[[str], None]
 HEADS_FILE = "heads.onnx"
@@ -79,11 +79,11 @@ def export_bundle(run_dir: Path, out: Path, opts: ExportOptions = ExportOptions(
         class_root = opts.data_dir or (Path(run.registry["dev_root"]) if run.registry.get("dev_root") else None)
         class_text = _class_text_embeddings(staging, clap, class_root)
         graphs = {**clap["graphs"]}
-        layout = hd.make_layout({p.pool: p.weights for p in policies},
+        layout = heads_module.make_layout({p.pool: p.weights for p in policies},
                                 always=(TEXT_ONLY, AUDIO_ONLY))
         log(f"heads: {len(layout.families)} families x 5 folds, pools {', '.join(layout.pools)}")
-        heads = hd.build_heads(run, layout)
-        hd.export_heads(heads, staging / HEADS_FILE)
+        heads = heads_module.build_heads(run, layout)
+        heads_module.export_heads(heads, staging / HEADS_FILE)
         audio, text, masked, source = _validation_embeddings(run, opts)
         graphs["heads"] = _heads_spec(staging, heads, run, layout, audio, text, masked, source)
         ranker_info: dict = {}
@@ -91,7 +91,7 @@ def export_bundle(run_dir: Path, out: Path, opts: ExportOptions = ExportOptions(
             model, meta = load_ranker(run_dir)
             ranker_policy = next(p for p in policies if p.use_ranker)
             cands = _ranker_candidates(heads, layout, ranker_policy, audio, text, masked, class_text)
-            rk.export_ranker(model, NUM_FEATURES, staging / RANKER_FILE)
+            ranker_module.export_ranker(model, NUM_FEATURES, staging / RANKER_FILE)
             graphs["ranker"] = _ranker_spec(staging, model, cands, [p for p in policies if p.use_ranker])
             if list(meta["feature_names"]) != list(FEATURE_NAMES):
                 raise BstError(f"{run_dir}/ranker/ranker.json: feature names differ from this bst-rt's; rerun `bst-train rank`")
@@ -123,42 +123,42 @@ def _place(src: Path, dst: Path) -> None:
 
 
 def _clap_graphs(staging: Path, opts: ExportOptions, log: Log) -> dict:
-    from . import clap as ec
+    from . import clap as clap_module
 
     if opts.clap_dir is not None:
         src = Path(opts.clap_dir)
-        names = [ec.AUDIO_GRAPH, ec.TEXT_GRAPH, ec.TOKENIZER_FILE] + ([ec.AUDIO_INT8, ec.TEXT_INT8] if opts.int8 else [])
+        names = [clap_module.AUDIO_GRAPH, clap_module.TEXT_GRAPH, clap_module.TOKENIZER_FILE] + ([clap_module.AUDIO_INT8, clap_module.TEXT_INT8] if opts.int8 else [])
         for name in names:
             if not (src / name).is_file():
                 raise BstError(f"{src / name}: missing from the CLAP graph folder")
             _place(src / name, staging / name)
         parity = json.loads((src / "clap_parity.json").read_text(encoding="utf-8"))
-        ec.check_parity(parity)  # measured when that folder was exported; the tolerances are re-checked here
+        clap_module.check_parity(parity)  # measured when that folder was exported; the tolerances are re-checked here
     else:
         from bst_rt.train.clap import load_clap
 
         log("building LAION-CLAP" + (" at RANDOM weights (demo only)" if opts.random_weights else ""))
         model = load_clap(opts.clap_ckpt, random_weights=opts.random_weights, seed=opts.seed,
                           tokenizer_dir=opts.tokenizer_dir)
-        parity = ec.export_clap(model, staging, int8=opts.int8)
+        parity = clap_module.export_clap(model, staging, int8=opts.int8)
         (staging / "clap_parity.json").unlink(missing_ok=True)
     weights = {f"{name}_weights": _externalise_weights(staging, file)
-               for name, file in (("audio_encoder", ec.AUDIO_GRAPH), ("text_encoder", ec.TEXT_GRAPH))}
+               for name, file in (("audio_encoder", clap_module.AUDIO_GRAPH), ("text_encoder", clap_module.TEXT_GRAPH))}
     graphs = {
-        "audio_encoder": _graph_spec(staging, "audio_encoder", ec.AUDIO_GRAPH, ec.OPSET, "fp32",
+        "audio_encoder": _graph_spec(staging, "audio_encoder", clap_module.AUDIO_GRAPH, clap_module.OPSET, "fp32",
                                      {"tolerance": parity["tolerance_max_abs_diff"],
                                       "max_abs_diff": {"audio_embedding": parity["audio_fp32_max_abs_diff"]}}),
-        "text_encoder": _graph_spec(staging, "text_encoder", ec.TEXT_GRAPH, ec.OPSET, "fp32",
+        "text_encoder": _graph_spec(staging, "text_encoder", clap_module.TEXT_GRAPH, clap_module.OPSET, "fp32",
                                     {"tolerance": parity["tolerance_max_abs_diff"],
                                      "max_abs_diff": {"text_embedding": parity["text_fp32_max_abs_diff"]}}),
     }
     if opts.int8:
-        for name, file, key in (("audio_encoder_int8", ec.AUDIO_INT8, "audio_int8_min_cosine"),
-                                ("text_encoder_int8", ec.TEXT_INT8, "text_int8_min_cosine")):
-            graphs[name] = _graph_spec(staging, name, file, ec.OPSET, "int8",
+        for name, file, key in (("audio_encoder_int8", clap_module.AUDIO_INT8, "audio_int8_min_cosine"),
+                                ("text_encoder_int8", clap_module.TEXT_INT8, "text_int8_min_cosine")):
+            graphs[name] = _graph_spec(staging, name, file, clap_module.OPSET, "int8",
                                        {"cosine_min": parity[key], "cosine_required": parity["int8_min_cosine_required"]})
     prov = parity.get("provenance", {})
-    return {"graphs": graphs, "weights": weights, "tokenizer": ec.TOKENIZER_FILE, "provenance": prov,
+    return {"graphs": graphs, "weights": weights, "tokenizer": clap_module.TOKENIZER_FILE, "provenance": prov,
             "random": prov.get("weights") == "random" or bool(prov.get("random_weights", opts.random_weights))}
 
 
@@ -206,7 +206,7 @@ def _validation_embeddings(run, opts: ExportOptions) -> tuple[np.ndarray, np.nda
         a, t, m = (ds.load_embeddings(kind, missing="zero")[:n] for kind in ("audio", "text", "text_masked"))
         return a, t, m, f"dev embeddings of {root} ({n} items)"
     rng = np.random.default_rng(0)
-    vecs = rng.standard_normal((3, VALIDATION_ITEMS, hd.EMBEDDING_DIM)).astype(np.float32)
+    vecs = rng.standard_normal((3, VALIDATION_ITEMS, heads_module.EMBEDDING_DIM)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=2, keepdims=True)
     return vecs[0], vecs[1], vecs[2], f"seeded random unit vectors ({VALIDATION_ITEMS} items)"
 
@@ -215,24 +215,24 @@ def _heads_spec(staging, heads, run, layout, audio, text, masked, source) -> Gra
     from bst_rt.train.pool import family_probs, load_fold_models
 
     feeds = {"audio_embedding": audio, "text_embedding": text, "masked_text_embedding": masked}
-    record = val.validate_graph("heads", staging / HEADS_FILE, feeds,
-                                lambda: dict(zip(hd.OUTPUT_NAMES, hd.torch_heads(heads, audio, text, masked))))
-    one = val.validate_graph("heads", staging / HEADS_FILE, {k: v[:1] for k, v in feeds.items()},
-                             lambda: dict(zip(hd.OUTPUT_NAMES, hd.torch_heads(heads, audio[:1], text[:1], masked[:1]))))
+    record = validate_module.validate_graph("heads", staging / HEADS_FILE, feeds,
+                                lambda: dict(zip(heads_module.OUTPUT_NAMES, heads_module.torch_heads(heads, audio, text, masked))))
+    one = validate_module.validate_graph("heads", staging / HEADS_FILE, {k: v[:1] for k, v in feeds.items()},
+                             lambda: dict(zip(heads_module.OUTPUT_NAMES, heads_module.torch_heads(heads, audio[:1], text[:1], masked[:1]))))
     # the wrapper itself vs the training side's own definition (load_fold_models + family_probs), family by family
-    fused = hd.torch_heads(heads, audio, text, masked)[0]
+    fused = heads_module.torch_heads(heads, audio, text, masked)[0]
     chain = {f: family_probs(load_fold_models(run, f), audio, text, masked) for f in layout.families}
     wrapper_err = max(float(np.abs(fused[:, i] - chain[f]).max()) for i, f in enumerate(layout.families))
-    val.check_close("heads (wrapper vs train.pool.family_probs)", {"x": np.array([wrapper_err])}, {"x": np.zeros(1)},
-                    val.TOLERANCES["heads"])
+    validate_module.check_close("heads (wrapper vs train.pool.family_probs)", {"x": np.array([wrapper_err])}, {"x": np.zeros(1)},
+                    validate_module.TOLERANCES["heads"])
     record.update(batch_1=one["max_abs_diff"], wrapper_vs_family_probs=wrapper_err, inputs=source)
-    return _graph_spec(staging, "heads", HEADS_FILE, hd.OPSET, "fp32", record)
+    return _graph_spec(staging, "heads", HEADS_FILE, heads_module.OPSET, "fp32", record)
 
 
 def _ranker_candidates(heads, layout, policy, audio, text, masked, class_text) -> ItemCandidates:
     """Real candidate rows: the validation items through the torch heads (the ensemble is the graph source's
     `pool_probs` row of the policy's pool, as the runtime reads it) and `policy.item_candidates`."""
-    fam, pool = hd.torch_heads(heads, audio, text, masked)
+    fam, pool = heads_module.torch_heads(heads, audio, text, masked)
     present = np.any(text != 0, axis=1)
     return item_candidates(policy, pool[:, layout.pools.index(policy.pool)],
                            {f: fam[:, j] for j, f in enumerate(layout.families)}, text, class_text,
@@ -243,29 +243,29 @@ def _ranker_spec(staging: Path, model, cands: ItemCandidates, policies: list[Sys
     """Ranker graph vs sklearn on the rows, then each ranker system's decisions (`policy.decide_candidates`, the
     runtime's decision function) with ONNX scores vs sklearn scores: labels must agree on every item."""
     rows = cands.rows
-    labels, probs = rk.sklearn_ranker(model, rows)
-    got = val.run_graph(staging / RANKER_FILE, {rk.INPUT_NAME: rows})
-    record = val.check_close("ranker", {"probabilities": got["probabilities"]}, {"probabilities": probs},
-                             val.TOLERANCES["ranker"])
-    record.update(val.check_labels("ranker", got["label"], labels))
+    labels, probs = ranker_module.sklearn_ranker(model, rows)
+    got = validate_module.run_graph(staging / RANKER_FILE, {ranker_module.INPUT_NAME: rows})
+    record = validate_module.check_close("ranker", {"probabilities": got["probabilities"]}, {"probabilities": probs},
+                             validate_module.TOLERANCES["ranker"])
+    record.update(validate_module.check_labels("ranker", got["label"], labels))
     column = int(list(model.classes_).index(1))
     for p in policies:
         onnx_dec = decide_candidates(p, cands, lambda r: got["probabilities"][:, column])
         source_dec = decide_candidates(p, cands, lambda r: probs[:, column])
-        record[f"system{p.system_id}_decisions"] = val.check_labels(f"system {p.system_id} decisions",
+        record[f"system{p.system_id}_decisions"] = validate_module.check_labels(f"system {p.system_id} decisions",
                                                                     onnx_dec.labels, source_dec.labels)
-    return _graph_spec(staging, "ranker", RANKER_FILE, rk.OPSET, "fp32", record)
+    return _graph_spec(staging, "ranker", RANKER_FILE, ranker_module.OPSET, "fp32", record)
 
 
 def _portable_graphs(staging, policies, layout, class_text, graphs, ranker_info, audio, text, masked) -> dict:
     """The front end and each system's decision as graphs (docs/portable.md), validated on the export's items."""
-    from . import portable as pt
+    from . import portable as portable_module
 
     heads = make_session(staging / HEADS_FILE, provider="cpu")
     feeds = {"audio_embedding": audio, "text_embedding": text, "masked_text_embedding": masked}
-    outs = heads.run(list(hd.OUTPUT_NAMES), {i.name: feeds[i.name] for i in heads.get_inputs()})
+    outs = heads.run(list(heads_module.OUTPUT_NAMES), {i.name: feeds[i.name] for i in heads.get_inputs()})
     ranker_file = graphs["ranker"].file if "ranker" in graphs else None
-    return pt.add_portable_graphs(staging, policies, layout.families, layout.pools, class_text, ranker_file,
+    return portable_module.add_portable_graphs(staging, policies, layout.families, layout.pools, class_text, ranker_file,
                                   (outs[0], outs[1]), text, _graph_spec,
                                   positive_column=int(ranker_info.get("positive_column", 1)))
 

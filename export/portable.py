@@ -13,19 +13,19 @@ from typing import Callable, Sequence
 import numpy as np
 import onnx
 
-from bst_rt.runtime import audio as A
-from bst_rt.runtime import policy as pol
+from bst_rt.runtime import audio
+from bst_rt.runtime import policy as policy_module
 from bst_rt.runtime.errors import BstError
 from bst_rt.runtime.portable import FRONTEND_FILE, FRONTEND_GRAPH, decision_graph
 from bst_rt.runtime.session import make_session
 
-from . import portable_decision as pdec
-from . import portable_frontend as pfe
+from . import portable_decision
+from . import portable_frontend
 
 FRONTEND_TOLERANCE = 1e-4  # max abs diff of the log-mel (dB); measured 0 or one float32 ulp
 DECISION_TOLERANCE = 1e-6  # max abs diff of the score; labels must be identical
 #: seeded waveforms the front end is validated on at export: short, exactly 10 s, 1 frame over, 25 s
-FRONTEND_LENGTHS = (9_600, A.CLIP_SAMPLES, A.CLIP_SAMPLES + 480, 25 * A.SAMPLE_RATE_HZ)
+FRONTEND_LENGTHS = (9_600, audio.CLIP_SAMPLES, audio.CLIP_SAMPLES + 480, 25 * audio.SAMPLE_RATE_HZ)
 
 
 def validation_waveforms(seed: int = 0) -> list[np.ndarray]:
@@ -40,7 +40,7 @@ def frontend_parity(path: Path, waves: Sequence[np.ndarray]) -> dict:
     worst, longer_ok = 0.0, True
     for w in waves:
         mel, longer = s.run(None, {"waveform": w, "length": np.array(w.shape[0], np.int64)})
-        ref, ref_longer = A.waveform_to_mel_fusion(w)
+        ref, ref_longer = audio.waveform_to_mel_fusion(w)
         worst = max(worst, float(np.abs(mel[0] - ref).max()))
         longer_ok &= bool(longer[0]) == ref_longer
     if not longer_ok or worst > FRONTEND_TOLERANCE:
@@ -50,9 +50,9 @@ def frontend_parity(path: Path, waves: Sequence[np.ndarray]) -> dict:
             "inputs": f"seeded waveforms of {', '.join(map(str, FRONTEND_LENGTHS))} samples"}
 
 
-def reference_decision(policy: pol.SystemPolicy, families: Sequence[str], pools: Sequence[str], fam: np.ndarray,
+def reference_decision(policy: policy_module.SystemPolicy, families: Sequence[str], pools: Sequence[str], fam: np.ndarray,
                        pool: np.ndarray, text: np.ndarray, audio_present: np.ndarray, text_present: np.ndarray,
-                       class_text: np.ndarray, ranker, positive_column: int = 1) -> pol.Decisions:
+                       class_text: np.ndarray, ranker, positive_column: int = 1) -> policy_module.Decisions:
     """The runtime's decision of every item (`policy.decide_items`, the one decision function; the ensemble is the
     system's row of `pool_probs`, as the runtime reads it); `ranker` is an onnxruntime session or None."""
     p_idx = list(pools).index(policy.pool)
@@ -60,7 +60,7 @@ def reference_decision(policy: pol.SystemPolicy, families: Sequence[str], pools:
     def score_rows(rows: np.ndarray) -> np.ndarray:
         return ranker.run(["probabilities"], {"candidate_features": rows})[0][:, positive_column]
 
-    return pol.decide_items(policy, np.asarray(pool[:, p_idx], dtype=np.float64),
+    return policy_module.decide_items(policy, np.asarray(pool[:, p_idx], dtype=np.float64),
                             {f: fam[:, j] for j, f in enumerate(families)}, text, class_text,
                             np.asarray(audio_present, dtype=bool), np.asarray(text_present, dtype=bool),
                             score_rows if policy.use_ranker else None)
@@ -84,7 +84,7 @@ def decision_parity(path: Path, policy, families, pools, fam, pool, text, audio_
             "overrides": int(ref.overridden.sum()), "items": int(len(label))}
 
 
-def add_portable_graphs(staging: Path, policies: Sequence[pol.SystemPolicy], families: Sequence[str],
+def add_portable_graphs(staging: Path, policies: Sequence[policy_module.SystemPolicy], families: Sequence[str],
                         pools: Sequence[str], class_text: np.ndarray, ranker_file: str | None,
                         heads_outputs: tuple[np.ndarray, np.ndarray], text: np.ndarray,
                         graph_spec: Callable[..., object], positive_column: int = 1) -> dict:
@@ -95,8 +95,8 @@ def add_portable_graphs(staging: Path, policies: Sequence[pol.SystemPolicy], fam
     """
     staging = Path(staging)
     graphs = {}
-    pfe.export_frontend(staging / FRONTEND_FILE)
-    graphs[FRONTEND_GRAPH] = graph_spec(staging, FRONTEND_GRAPH, FRONTEND_FILE, pfe.OPSET, "fp32",
+    portable_frontend.export_frontend(staging / FRONTEND_FILE)
+    graphs[FRONTEND_GRAPH] = graph_spec(staging, FRONTEND_GRAPH, FRONTEND_FILE, portable_frontend.OPSET, "fp32",
                                         frontend_parity(staging / FRONTEND_FILE, validation_waveforms()))
     ranker_model = onnx.load(str(staging / ranker_file)) if ranker_file else None
     ranker = make_session(staging / ranker_file, provider="cpu") if ranker_file else None
@@ -107,9 +107,9 @@ def add_portable_graphs(staging: Path, policies: Sequence[pol.SystemPolicy], fam
     for p in policies:
         name = decision_graph(p.system_id)
         file = f"{name}.onnx"
-        pdec.export_decision(staging / file, p, families, pools, class_text, ranker_model if p.use_ranker else None,
+        portable_decision.export_decision(staging / file, p, families, pools, class_text, ranker_model if p.use_ranker else None,
                              positive_column)
         parity = decision_parity(staging / file, p, families, pools, fam, pool, text, audio_present, text_present,
                                  class_text, ranker, positive_column)
-        graphs[name] = graph_spec(staging, name, file, pdec.OPSET, "fp32", parity)
+        graphs[name] = graph_spec(staging, name, file, portable_decision.OPSET, "fp32", parity)
     return graphs

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from bst_rt.runtime import audio as A
+from bst_rt.runtime import audio as audio_module
 
 OPSET = 17
 INPUTS = ("waveform", "length")
@@ -54,13 +54,13 @@ def _round_trip(g: _G, wave: str) -> str:
     """laion-clap's float32 -> int16 -> float32 (bst_rt.runtime.audio.int16_round_trip); idempotent."""
     clean = g.op("Where", g.op("IsNaN", wave), g.const(0.0, np.float32), wave)
     clipped = g.op("Clip", clean, g.const(-1.0, np.float32), g.const(1.0, np.float32))
-    q = g.op("Cast", g.op("Mul", clipped, g.const(A.INT16_SCALE, np.float32)), to=TensorProto.INT16)
-    return g.op("Cast", g.op("Div", g.op("Cast", q, to=D), g.const(A.INT16_SCALE, np.float64)), to=F)
+    q = g.op("Cast", g.op("Mul", clipped, g.const(audio_module.INT16_SCALE, np.float32)), to=TensorProto.INT16)
+    return g.op("Cast", g.op("Div", g.op("Cast", q, to=D), g.const(audio_module.INT16_SCALE, np.float64)), to=F)
 
 
 def _repeat_pad(g: _G, wave: str, n: str) -> str:
     """Clips of at most 10 s: tile floor(480000 / n) times, zero-pad to 480000; longer clips pass unchanged."""
-    clip = g.const([A.CLIP_SAMPLES], np.int64)
+    clip = g.const([audio_module.CLIP_SAMPLES], np.int64)
     reps = g.op("Max", g.op("Div", clip, n), g.const([1], np.int64))
     tiled = g.op("Tile", wave, reps)
     tiled_n = g.op("Shape", tiled)
@@ -71,15 +71,15 @@ def _repeat_pad(g: _G, wave: str, n: str) -> str:
 
 def _log_mel(g: _G, wave: str) -> str:
     """[T, 64] float32: numpy `log_mel` (centred reflect-padded STFT in float64, power, mel, dB)."""
-    half = A.N_FFT // 2
+    half = audio_module.N_FFT // 2
     x = g.op("Cast", wave, to=D)
     padded = g.op("Pad", x, g.const([half, half], np.int64), mode="reflect")
     signal = g.op("Unsqueeze", g.op("Unsqueeze", padded, g.const([0], np.int64)), g.const([2], np.int64))
-    window = g.const(A._hann(), np.float64)
-    spec = g.op("STFT", signal, g.const(A.HOP_SAMPLES, np.int64), window, g.const(A.N_FFT, np.int64), onesided=1)
+    window = g.const(audio_module._hann(), np.float64)
+    spec = g.op("STFT", signal, g.const(audio_module.HOP_SAMPLES, np.int64), window, g.const(audio_module.N_FFT, np.int64), onesided=1)
     # spec [1, T, 513, 2] (real, imaginary)
     power = g.op("ReduceSum", g.op("Mul", spec, spec), g.const([3], np.int64), keepdims=0)
-    mel = g.op("MatMul", g.op("Squeeze", power, g.const([0], np.int64)), g.const(A.mel_filterbank(), np.float64))
+    mel = g.op("MatMul", g.op("Squeeze", power, g.const([0], np.int64)), g.const(audio_module.mel_filterbank(), np.float64))
     floor = g.op("Max", mel, g.const(1e-10, np.float64))
     db = g.op("Mul", g.op("Log", floor), g.const(10.0 / np.log(10.0), np.float64))
     return g.op("Cast", db, to=F)
@@ -87,7 +87,7 @@ def _log_mel(g: _G, wave: str) -> str:
 
 def _chunk_starts(g: _G, frames: str) -> list[str]:
     """`chunk_starts`: np.array_split(range(T - 1000), 3), middle element of each part (0 for an empty part)."""
-    length = g.op("Sub", frames, g.const([A.CHUNK_FRAMES - 1], np.int64))
+    length = g.op("Sub", frames, g.const([audio_module.CHUNK_FRAMES - 1], np.int64))
     three = g.const([3], np.int64)
     q, r = g.op("Div", length, three), g.op("Mod", length, three)
     zero = g.const([0], np.int64)
@@ -103,9 +103,9 @@ def _chunk_starts(g: _G, frames: str) -> list[str]:
 def _shrink(g: _G, mel: str, frames: str) -> str:
     """`shrink_frames` (T >= 1001 here, so support = scale): per output row the input rows it reads, weighted."""
     n_in = g.op("Cast", frames, to=D)  # [1]
-    scale = g.op("Div", n_in, g.const([float(A.CHUNK_FRAMES)], np.float64))
+    scale = g.op("Div", n_in, g.const([float(audio_module.CHUNK_FRAMES)], np.float64))
     inv = g.op("Div", g.const([1.0], np.float64), scale)
-    centre = g.op("Mul", scale, g.const(np.arange(A.CHUNK_FRAMES) + 0.5, np.float64))  # [1001]
+    centre = g.op("Mul", scale, g.const(np.arange(audio_module.CHUNK_FRAMES) + 0.5, np.float64))  # [1001]
     lo = g.op("Max", g.op("Cast", g.op("Floor", g.op("Add", g.op("Sub", centre, scale), g.const(0.5, np.float64))),
                           to=I64), g.const(0, np.int64))
     hi = g.op("Min", g.op("Cast", g.op("Floor", g.op("Add", g.op("Add", centre, scale), g.const(0.5, np.float64))),
@@ -138,15 +138,15 @@ def build_frontend() -> onnx.ModelProto:
     frames = g.op("Slice", g.op("Shape", mel), g.const([0], np.int64), g.const([1], np.int64))
     parts = [_shrink(g, mel, frames)]
     for start in _chunk_starts(g, frames):
-        parts.append(g.op("Slice", mel, start, g.op("Add", start, g.const([A.CHUNK_FRAMES], np.int64)),
+        parts.append(g.op("Slice", mel, start, g.op("Add", start, g.const([audio_module.CHUNK_FRAMES], np.int64)),
                           g.const([0], np.int64)))
     stacked = g.op("Concat", *[g.op("Unsqueeze", p, g.const([0], np.int64)) for p in parts], axis=0)
     g.op("Unsqueeze", stacked, g.const([0], np.int64), name="mel_fusion")
-    g.op("Greater", frames, g.const([A.CHUNK_FRAMES], np.int64), name="longer")
+    g.op("Greater", frames, g.const([audio_module.CHUNK_FRAMES], np.int64), name="longer")
     graph = helper.make_graph(
         g.nodes, "bst_portable_frontend",
         [helper.make_tensor_value_info("waveform", F, ["samples"]), helper.make_tensor_value_info("length", I64, [])],
-        [helper.make_tensor_value_info("mel_fusion", F, [1, 4, A.CHUNK_FRAMES, A.MEL_BINS]),
+        [helper.make_tensor_value_info("mel_fusion", F, [1, 4, audio_module.CHUNK_FRAMES, audio_module.MEL_BINS]),
          helper.make_tensor_value_info("longer", TensorProto.BOOL, [1])],
         g.inits,
     )

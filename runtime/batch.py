@@ -24,6 +24,8 @@ from typing import Callable, Sequence
 from .atomic import atomic_write_text
 from .bundle import load_bundle, resolve_bundle_dir, sha256_file
 from .datasets import AUDIO_SUFFIXES, Clip, read_eval_package
+from .defaults import DEFAULT_BATCH_SIZE
+from .embedding import StageClock
 from .errors import BstError, DataError
 from .predict import Prediction, Predictor
 from .submission import validate_submission, write_submission
@@ -100,7 +102,7 @@ class RunOptions:
     system: int | str = 1  # "all": every system of the bundle (run_predict_systems)
     provider: str = "auto"
     threads: int | None = None
-    batch_size: int = 4
+    batch_size: int = DEFAULT_BATCH_SIZE
     int8: bool = False
     resume: bool = False
     force: bool = False
@@ -192,7 +194,8 @@ def _run(opts: RunOptions, systems: list[int], outs: dict[int, Path], progress) 
     started = time.perf_counter()
     first = Predictor.load(load_bundle(bundle_dir), system=systems[0], provider=opts.provider,
                            threads=opts.threads, int8=opts.int8)
-    first.clock.add("bundle check + sessions", time.perf_counter() - started)
+    clock = StageClock()  # this run's stage times (the predictor keeps none)
+    clock.add("bundle check + sessions", time.perf_counter() - started)
     predictors = {n: first.with_system(n) for n in systems}
     meta_sha = sha256_file(package.metadata_path)
     headers = {n: _journal_header(predictors[n], meta_sha) for n in systems}
@@ -219,7 +222,7 @@ def _run(opts: RunOptions, systems: list[int], outs: dict[int, Path], progress) 
         if progress:
             progress(len(package.clips) - len(todo), len(package.clips))
         batches = (todo[start : start + opts.batch_size] for start in range(0, len(todo), opts.batch_size))
-        for by_system in first.predict_systems_stream(batches, systems, hashes):
+        for by_system in first.predict_systems_stream(batches, systems, hashes, clock):
             if first_prediction_s is None:
                 first_prediction_s = time.perf_counter() - started
             for n, batch in by_system.items():
@@ -238,11 +241,11 @@ def _run(opts: RunOptions, systems: list[int], outs: dict[int, Path], progress) 
     for n in systems:
         out, predictor = outs[n], predictors[n]
         final = [done[n][c.id] for c in package.clips]
-        with first.clock.stage("write + validate CSV"):
+        with clock.stage("write + validate CSV"):
             write_submission(out, ((p.id, p.label, p.score) for p in final))
             validate_submission(out, package.ids)
         record = _run_record(opts, predictor, package, final, meta_sha, elapsed, first_prediction_s, resumed[n],
-                             bundle_dir, hashes, out, first.clock)
+                             bundle_dir, hashes, out, clock)
         if opts.check_overlap is not None:
             record["overlap"] = {"data_dir": str(opts.check_overlap),
                                  "clips": find_overlap(package.clips, opts.check_overlap)}

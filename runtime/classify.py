@@ -15,9 +15,9 @@ from typing import Sequence
 
 from .csvfile import read_csv, where
 from .datasets import AUDIO_SUFFIXES, Clip
+from .defaults import DEFAULT_BATCH_SIZE
 from .errors import DataError
 from .predict import Prediction, Predictor
-from .taxonomy import CLASSES, CODE_TO_INDEX, PARENT_NAMES, parent_of
 
 SIDECAR_ID_COLUMNS: tuple[str, ...] = ("id", "file", "filename", "anonymous_id", "sound_id")
 TEXT_COLUMNS: tuple[str, ...] = ("title", "tags", "description")
@@ -80,7 +80,7 @@ def clips_for(files: Sequence[Path], default: Metadata, sidecar: dict[str, Metad
     return clips
 
 
-def classify(predictor: Predictor, clips: Sequence[Clip], batch_size: int = 4) -> list[Prediction]:
+def classify(predictor: Predictor, clips: Sequence[Clip], batch_size: int = DEFAULT_BATCH_SIZE) -> list[Prediction]:
     return list(predictor.predict_clips(clips, batch_size=batch_size))
 
 
@@ -88,11 +88,10 @@ def result_rows(files: Sequence[Path], predictions: Sequence[Prediction]) -> lis
     """Plain rows for the table, --json and --csv: label with class and parent names, score, top-3, fallback."""
     rows = []
     for f, p in zip(files, predictions):
-        top = [{"label": code, "class_name": CLASSES[CODE_TO_INDEX[code]].name, "score": round(float(s), 6)}
-               for code, s in p.top_k[:TOP_SHOWN]]
+        top = [{"label": t.code, "class_name": t.name, "score": round(t.probability, 6)} for t in p.top_k[:TOP_SHOWN]]
         rows.append({
-            "file": str(f), "id": p.id, "label": p.label, "class_name": CLASSES[CODE_TO_INDEX[p.label]].name,
-            "parent": parent_of(p.label), "parent_name": PARENT_NAMES[parent_of(p.label)],
+            "file": str(f), "id": p.id, "label": p.label, "class_name": p.label_name,
+            "parent": p.parent, "parent_name": p.parent_name,
             "score": round(float(p.score), 6), "top_3": top, "fallback": p.fallback,
         })
     return rows

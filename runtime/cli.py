@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .cliutil import guarded  # noqa: F401  (commands use @guarded)
+from .defaults import DEFAULT_BATCH_SIZE
 
 app = typer.Typer(
     name="bst-rt",
@@ -147,7 +148,7 @@ def predict(
              "OUT with '_N' before '.output.csv' (or OUT's '{system}' replaced by N).")] = "1",
     provider: Annotated[Provider, typer.Option(help="auto picks CUDA only when it really works.")] = Provider.auto,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Threads per ONNX session (default: ORT's).")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch; peak memory grows with it.")] = 4,
+    batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch; peak memory grows with it.")] = DEFAULT_BATCH_SIZE,
     int8: Annotated[bool, typer.Option("--int8", help="Use the bundle's int8 CLAP graphs.")] = False,
     meta_yaml: Annotated[bool, typer.Option(
         "--meta-yaml", help="Also write the DCASE <label>.meta.yaml; -o must be <label>.output.csv.")] = False,
@@ -305,25 +306,25 @@ def classify(
     system: Annotated[int, typer.Option(min=1, max=4, help="System 1-4 of the bundle.")] = 1,
     provider: Annotated[Provider, typer.Option(help="auto picks CUDA only when it really works.")] = Provider.auto,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Threads per ONNX session (default: ORT's).")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Files per batch; peak memory grows with it.")] = 4,
+    batch_size: Annotated[int, typer.Option(min=1, help="Files per batch; peak memory grows with it.")] = DEFAULT_BATCH_SIZE,
     int8: Annotated[bool, typer.Option("--int8", help="Use the bundle's int8 CLAP graphs.")] = False,
 ) -> None:
     """Classify sound files: label, class name, parent, score and top-3 per file (no evaluation package needed)."""
-    from . import classify as cl
+    from . import classify as classify_module
     from .bundle import load_bundle, resolve_bundle_dir
     from .predict import Predictor
 
     if json_output and csv_output:
         raise typer.BadParameter("give --json or --csv, not both")
-    files = cl.collect_audio(paths)
-    side = cl.read_sidecar(sidecar) if sidecar is not None else None
-    clips = cl.clips_for(files, cl.Metadata(title, tags, description), side)
+    files = classify_module.collect_audio(paths)
+    side = classify_module.read_sidecar(sidecar) if sidecar is not None else None
+    clips = classify_module.clips_for(files, classify_module.Metadata(title, tags, description), side)
     predictor = Predictor.load(load_bundle(resolve_bundle_dir(bundle)), system=system, provider=provider.value,
                                threads=threads, int8=int8)
-    rows = cl.result_rows(files, cl.classify(predictor, clips, batch_size))
+    rows = classify_module.result_rows(files, classify_module.classify(predictor, clips, batch_size))
     if json_output:
-        typer.echo(cl.to_json(rows))
+        typer.echo(classify_module.to_json(rows))
     elif csv_output:
-        typer.echo(cl.to_csv(rows), nl=False)
+        typer.echo(classify_module.to_csv(rows), nl=False)
     else:
-        cl.print_table(rows)
+        classify_module.print_table(rows)

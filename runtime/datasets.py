@@ -39,10 +39,10 @@ class Clip:
     """One sound: its id as written in the CSV, its metadata, its audio file (None if absent) and its label."""
 
     id: str
-    title: str
-    tags: str
-    description: str
-    audio_path: Path | None
+    title: str = ""
+    tags: str = ""
+    description: str = ""
+    audio_path: Path | None = None
     label: str | None = None
     confidence: float | None = None
     #: the metadata row was not valid UTF-8 and was read with U+FFFD replacement characters

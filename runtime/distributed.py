@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .datasets import Clip
 from .embedding import StageClock
+from .defaults import DEFAULT_BATCH_SIZE
 from .errors import BstError
 
 #: columns of a row of an application's own Ray Dataset (title, tags, description may be absent: empty)
@@ -148,7 +149,7 @@ def _groups_of(batch: dict, batch_size: int) -> tuple[list[list[Clip]], list[int
 
 
 def predict_dataset(dataset_or_package, bundle: str | Path, system: int = 1, *, ray_options: RayOptions | None = None,
-                    provider: str = "auto", threads: int | None = None, batch_size: int = 4, int8: bool = False):
+                    provider: str = "auto", threads: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, int8: bool = False):
     """Predictions of a Ray Dataset (rows: id, audio_path, title, tags, description; an `index` column is carried
     through) or of an evaluation package folder, as a lazy Ray Dataset with one row per clip. Every worker must
     see `bundle` and the audio paths at the same place (shared filesystem)."""
@@ -228,7 +229,7 @@ def run_predict_ray(opts, ray_options: RayOptions,
                     progress: Callable[[int, int], None] | None = None):
     """`bst-rt predict --ray`: `runtime.batch.run_predict` with the items spread over a Ray cluster; the same CSV,
     validation and run record (plus a `ray` section). No journal: Ray retries lost work itself."""
-    from . import batch as b
+    from . import batch as batch_module
     from .bundle import load_bundle, resolve_bundle_dir, sha256_file
     from .datasets import read_eval_package
     from .errors import DataError
@@ -290,7 +291,7 @@ def run_predict_ray(opts, ray_options: RayOptions,
     validate_submission(out, package.ids)
     meta_sha = sha256_file(package.metadata_path)
     # the driver hashes the audio for the run record's digest after the CSV is written (workers do not return bytes)
-    record = b._run_record(opts, view, package, final, meta_sha, elapsed, state["first"], 0, bundle_dir, {}, out,
+    record = batch_module._run_record(opts, view, package, final, meta_sha, elapsed, state["first"], 0, bundle_dir, {}, out,
                            StageClock())
     record["ray"] = {
         "address": ray_options.address, "concurrency": ray_options.concurrency, "num_cpus": ray_options.num_cpus,
@@ -301,13 +302,13 @@ def run_predict_ray(opts, ray_options: RayOptions,
     }
     if opts.check_overlap is not None:
         record["overlap"] = {"data_dir": str(opts.check_overlap),
-                             "clips": b.find_overlap(package.clips, opts.check_overlap)}
+                             "clips": batch_module.find_overlap(package.clips, opts.check_overlap)}
     from .atomic import atomic_write_text
 
-    atomic_write_text(b.record_path(out), json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(batch_module.record_path(out), json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     if opts.meta_yaml:
-        b._write_meta(out, view, opts)
-    return b.RunResult(out, record, final)
+        batch_module._write_meta(out, view, opts)
+    return batch_module.RunResult(out, record, final)
 
 
 def _merge_providers(per_worker: list[dict[str, str]]) -> dict[str, str]:

@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .audio import file_to_mel_fusion, waveforms_to_mel_fusion
-from .session import Provider, make_session, session_provider
+from .session import Providers, make_session, session_provider
 from .tokenizer import Tokenizer
 
 EMBEDDING_DIM = 512
@@ -29,7 +29,7 @@ TOKENIZER_FILE = "tokenizer.json"
 class AudioEncoder:
     """Waveforms or files -> [B, 512]; batches are run as given (the caller picks the batch size)."""
 
-    def __init__(self, graph_path: str | os.PathLike, provider: Provider = "cpu", threads: int | None = None):
+    def __init__(self, graph_path: str | os.PathLike, provider: Providers = "cpu", threads: int | None = None):
         self.session = make_session(graph_path, provider, threads)
         self.provider = session_provider(self.session)
 
@@ -55,7 +55,7 @@ class TextEncoder:
     """Texts -> [B, 512], padded to the batch's longest text."""
 
     def __init__(self, graph_path: str | os.PathLike, tokenizer_path: str | os.PathLike,
-                 provider: Provider = "cpu", threads: int | None = None):
+                 provider: Providers = "cpu", threads: int | None = None):
         self.session = make_session(graph_path, provider, threads)
         self.provider = session_provider(self.session)
         self.tokenizer = Tokenizer.from_file(tokenizer_path)

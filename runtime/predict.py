@@ -6,44 +6,61 @@ distributions and the pools' ensembles, `pool_probs`) → `policy.decide_items` 
 prediction: without usable audio the bundle's text-only family decides, with empty metadata the audio-only family,
 and each such fallback is reported with its reason.
 
-Every decision is item-local: `predict_file`, `predict_clips` and `predict_batch` give an item the same label and
-score whatever else is in the batch. Sessions are created once; `InferenceSession.run` is thread-safe and the
-predictor keeps no per-call state, so one instance can serve several threads.
+Every decision is item-local: `predict_file`, `predict_waveform`, `predict_clips` and `predict_batch` give an item
+the same label and score whatever else is in the batch. Sessions are created once; `InferenceSession.run` is
+thread-safe and the predictor keeps no per-call state (fallback counts are read from the predictions, stage times
+go to the caller's `StageClock`), so one instance can serve several threads.
 """
 from __future__ import annotations
 
 import copy
-import threading
-from collections import Counter
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from . import policy as pol
+from . import policy
+from .audio import file_to_mel_fusion, samples_to_mel_fusion
 from .bundle import Bundle, load_bundle
 from .datasets import Clip
+from .defaults import DEFAULT_BATCH_SIZE
 from .embedding import MASKED_INPUT, AudioBatch, EmbeddingStage, StageClock, prefetch, read_audio, read_batch
 from .encoders import AudioEncoder, TextEncoder
-from .errors import BundleError
-from .session import make_session, session_provider
-from .taxonomy import CODE_TO_INDEX, CODES, parent_of
+from .errors import BstError, BundleError
+from .session import Providers, make_session, session_provider
+from .taxonomy import CLASSES, CODE_TO_INDEX, CODES, PARENT_NAMES, parent_of
 
-EMBEDDING_DIM = 512
 TOP_K = 5
+
+
+class RankedClass(NamedTuple):
+    """One entry of `Prediction.top_k`."""
+
+    code: str
+    name: str
+    probability: float
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """One item's outcome. `probabilities` is the distribution the base decision came from (the system's ensemble,
-    or the fallback family's); `fallback` says why a fallback family decided (None when none did)."""
+    """One item's outcome.
+
+    `label` / `label_name`: the class code (e.g. 'fx-a') and its name ('Animals'); `parent` / `parent_name` its
+    top-level class. `score`: confidence in [0, 1] (the submission's score column). `top_k`: the `TOP_K` most
+    probable classes of `probabilities`, the 23-class distribution the base decision came from (the system's
+    ensemble, or the fallback family's). `fallback`: why a fallback family decided ('missing audio', 'empty
+    metadata', ...), None when none did. `overridden`: True when the system's candidate re-ranker replaced the
+    ensemble's top class with another candidate (so `label` may differ from `top_k[0]`); descriptive only."""
 
     id: str
     label: str
+    label_name: str
     score: float
     parent: str
-    top_k: tuple[tuple[str, float], ...]
+    parent_name: str
+    top_k: tuple[RankedClass, ...]
     probabilities: np.ndarray
     fallback: str | None = None
     overridden: bool = False
@@ -65,10 +82,12 @@ class Prediction:
 def _make_prediction(item_id, label_index, score, probs, fallback, overridden) -> Prediction:
     order = np.argsort(-probs, kind="stable")[:TOP_K]
     code = CODES[label_index]
+    parent = parent_of(code)
     return Prediction(
-        id=item_id, label=code, score=float(np.clip(score, 0.0, 1.0)), parent=parent_of(code),
-        top_k=tuple((CODES[i], float(probs[i])) for i in order), probabilities=probs, fallback=fallback,
-        overridden=overridden,
+        id=item_id, label=code, label_name=CLASSES[label_index].name, score=float(np.clip(score, 0.0, 1.0)),
+        parent=parent, parent_name=PARENT_NAMES[parent],
+        top_k=tuple(RankedClass(CODES[i], CLASSES[i].name, float(probs[i])) for i in order), probabilities=probs,
+        fallback=fallback, overridden=overridden,
     )
 
 
@@ -85,9 +104,10 @@ class _Evidence:
 
 
 class Predictor:
-    """Loaded bundle + sessions for one system. Build with `Predictor.load`."""
+    """Loaded bundle + sessions for one system. Build with `Predictor.load`; use as a context manager (or call
+    `close()`) to release the sessions."""
 
-    def __init__(self, bundle: Bundle, system: int, provider: str, threads: int | None, int8: bool) -> None:
+    def __init__(self, bundle: Bundle, system: int, providers: Providers, threads: int | None, int8: bool) -> None:
         m = bundle.manifest
         if str(system) not in m.systems:
             raise BundleError(f"{bundle.root}: no system {system} (bundle has {', '.join(sorted(m.systems))})")
@@ -95,88 +115,147 @@ class Predictor:
             raise BundleError(f"{bundle.root}: no int8 graphs in this bundle (re-export with `bst-train export --int8`)")
         self.bundle = bundle
         self.system = int(system)
-        self.policy = pol.SystemPolicy.from_dict(m.systems[str(system)])
+        self.policy = policy.SystemPolicy.from_dict(m.systems[str(system)])
         self.int8 = bool(int8)
         audio = bundle.graph("audio_encoder", int8=int8)
         text = bundle.graph("text_encoder", int8=int8)
-        self.audio_encoder = AudioEncoder(bundle.path(audio.file), provider=provider, threads=threads)
+        self.audio_encoder = AudioEncoder(bundle.path(audio.file), provider=providers, threads=threads)
         self.text_encoder = TextEncoder(
-            bundle.path(text.file), bundle.path(m.text.tokenizer_file), provider=provider, threads=threads
+            bundle.path(text.file), bundle.path(m.text.tokenizer_file), provider=providers, threads=threads
         )
-        self.heads = make_session(bundle.path(bundle.graph("heads").file), provider=provider, threads=threads)
+        self.heads = make_session(bundle.path(bundle.graph("heads").file), provider=providers, threads=threads)
         #: a pool whose families never read an input has a heads graph without it (the exporter prunes it)
         self._heads_inputs = {i.name for i in self.heads.get_inputs()}
         self.ranker = None
         if self.policy.use_ranker:
-            self.ranker = make_session(bundle.path(bundle.graph("ranker").file), provider=provider, threads=threads)
-        self._provider, self._threads = provider, threads
+            self.ranker = make_session(bundle.path(bundle.graph("ranker").file), provider=providers, threads=threads)
+        self._providers, self._threads = providers, threads
         self.class_text = bundle.class_text_embeddings()
         self.families = list(m.heads.families)
         self.pools = list(m.heads.pools)
         self._pool_index = self._pool_of(self.policy)
         self.positive_column = int(m.ranker.get("positive_column", 1))
-        self._lock = threading.Lock()
-        self.fallbacks: Counter[str] = Counter()
-        #: wall seconds per stage over this predictor's life (bench/predict.py prints them)
-        self.clock = StageClock()
-        self.embedding = EmbeddingStage(self.audio_encoder, self.text_encoder, MASKED_INPUT in self._heads_inputs,
-                                        self.clock)
+        self._closed = False
 
     @classmethod
     def load(
-        cls, bundle: str | Path | Bundle, system: int = 1, provider: str = "auto", threads: int | None = None,
-        int8: bool = False,
+        cls, bundle: str | Path | Bundle, system: int = 1, providers: Providers = "auto", threads: int | None = None,
+        int8: bool = False, *, provider: Providers | None = None,
     ) -> "Predictor":
-        """Verify the bundle (hashes, schema) and open its sessions once."""
-        b = bundle if isinstance(bundle, Bundle) else load_bundle(Path(bundle))
-        return cls(b, system, provider, threads, int8)
+        """Verify the bundle (hashes, schema) and open its sessions once.
 
+        `providers`: 'auto' (CUDA when it really works, else CPU), 'cpu', 'cuda', or onnxruntime's own list,
+        e.g. `[("CUDAExecutionProvider", {"device_id": 1})]` or `["TensorrtExecutionProvider",
+        "CUDAExecutionProvider"]`; every provider named must really be in use afterwards (else ProviderError).
+        `provider` is the same argument under the CLI's name (`--provider`). `threads`: intra-op threads per
+        session (None: onnxruntime's default). `int8`: the bundle's int8 CLAP graphs."""
+        b = bundle if isinstance(bundle, Bundle) else load_bundle(Path(bundle))
+        return cls(b, system, provider if provider is not None else providers, threads, int8)
+
+    # ---- lifetime ---------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the onnxruntime sessions (their memory goes when the last reference does); later calls raise.
+        Predictors made by `with_system` share the sessions: close them all, or only the one you made."""
+        self.audio_encoder = self.text_encoder = self.heads = self.ranker = None  # type: ignore[assignment]
+        self._closed = True
+
+    def __enter__(self) -> "Predictor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BstError("this Predictor is closed; load the bundle again with Predictor.load")
+
+    # ---- providers --------------------------------------------------------------------------------------------
     @property
     def providers(self) -> dict[str, str]:
-        """'cuda' or 'cpu' per session: what onnxruntime really runs each graph on (never what was asked for)."""
+        """The provider each graph really runs on, from `session.get_providers()` (never what was asked for):
+        'cuda', 'cpu', or onnxruntime's name for any other (e.g. 'TensorrtExecutionProvider')."""
+        self._check_open()
         sessions = {"audio_encoder": self.audio_encoder.session, "text_encoder": self.text_encoder.session,
                     "heads": self.heads, "ranker": self.ranker}
         return {name: session_provider(s) for name, s in sessions.items() if s is not None}
 
     @property
     def provider(self) -> str:
-        """'cuda', 'cpu', or 'mixed' when some graphs fell back to the CPU."""
+        """The one provider every graph runs on, or 'mixed' when they differ (e.g. some fell back to the CPU)."""
         used = set(self.providers.values())
         return used.pop() if len(used) == 1 else "mixed"
 
     # ---- public API -------------------------------------------------------------------------------------------
-    def predict_file(self, path: str | Path | None, *, title: str = "", tags: str = "", description: str = "",
+    def predict_file(self, path: str | os.PathLike | None, *, title: str = "", tags: str = "", description: str = "",
                      item_id: str | None = None) -> Prediction:
+        """One sound file (any format libsndfile decodes) and its metadata. A missing, empty or undecodable file
+        is not an error: the text-only family decides and `fallback` says why."""
         clip = Clip(id=item_id or (str(path) if path else ""), title=title, tags=tags, description=description,
                     audio_path=Path(path) if path else None)
         return self.predict_batch([clip], batch_size=1)[0]
 
-    def predict_clips(self, clips: Iterable[Clip], batch_size: int = 8) -> Iterator[Prediction]:
+    def predict_waveform(self, samples: np.ndarray | None, sample_rate: int, *, title: str = "", tags: str = "",
+                         description: str = "", item_id: str = "") -> Prediction:
+        """Audio the application already holds: `samples` [frames] or [frames, channels] (soundfile's layout),
+        float in [-1, 1] or integer PCM, at any rate from 1 kHz to 768 kHz. It takes the same front end as a
+        file, so the same samples written to a float WAV predict identically. `samples=None` falls back to the
+        text-only family ('missing audio'); malformed samples (wrong shape or dtype, no samples, a rate out of
+        range) raise AudioError, a caller's mistake rather than a bad item."""
+        clip = Clip(id=item_id, title=title, tags=tags, description=description)
+        if samples is None:
+            batch = AudioBatch([clip], [None], ["missing audio"], [None])
+        else:
+            batch = AudioBatch([clip], [samples_to_mel_fusion(samples, sample_rate)], [None], [None])
+        return next(self._decide_stream(iter([batch]), [self.system], StageClock()))[self.system][0]
+
+    def predict_clips(self, clips: Iterable[Clip], batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[Prediction]:
         """Stream predictions, `batch_size` clips per encoder call, the next batch's audio read in a worker thread
         meanwhile (`embedding.prefetch`); each item is decided alone (`policy.decide_items`)."""
         for by_system in self.predict_systems_stream(_chunks(clips, batch_size), [self.system]):
             yield from by_system[self.system]
 
-    def predict_batch(self, clips: Sequence[Clip], batch_size: int = 8) -> list[Prediction]:
+    def predict_batch(self, clips: Sequence[Clip], batch_size: int = DEFAULT_BATCH_SIZE) -> list[Prediction]:
         """All items in order; the same labels and scores as predicting each alone."""
-        items: list[Prediction] = []
         return list(self.predict_clips(clips, batch_size))
 
+    def embed_audio(self, audio: str | os.PathLike | np.ndarray, sample_rate: int | None = None) -> np.ndarray:
+        """The CLAP audio embedding [512] float32, L2-normalised, of a file or of in-memory samples (then give
+        `sample_rate`; same layouts as `predict_waveform`): what the classifier's heads read. Raises AudioError
+        when the audio cannot be used (there is no fallback for an embedding)."""
+        self._check_open()
+        if isinstance(audio, np.ndarray):
+            if sample_rate is None:
+                raise BstError("embed_audio: give sample_rate with in-memory samples")
+            mel, longer = samples_to_mel_fusion(audio, sample_rate)
+        else:
+            mel, longer = file_to_mel_fusion(audio)
+        return self.audio_encoder.embed_mel(mel[None], np.array([longer]))[0]
+
+    def embed_text(self, text: str) -> np.ndarray:
+        """The CLAP text embedding [512] float32, L2-normalised, of `text` exactly as given (the classifier embeds
+        `Clip.text`, the metadata template; to compare with a sound, e.g. for search, embed any phrase)."""
+        self._check_open()
+        if not text:
+            raise BstError("embed_text: empty text (nothing to embed)")
+        return self._embedding_stage(StageClock()).embed_texts([text])[text]
+
+    @property
+    def embedding(self) -> EmbeddingStage:
+        """The embedding stage over this predictor's encoders (its own clock: nothing accumulates here)."""
+        return self._embedding_stage(StageClock())
+
+    # ---- several systems, run-level loop (bst-rt predict) -----------------------------------------------------
     def predict_systems_stream(self, batches: Iterable[Sequence[Clip]], systems: Sequence[int],
-                               hashes: dict[str, str | None] | None = None) -> Iterator[dict[int, list[Prediction]]]:
+                               hashes: dict[str, str | None] | None = None, clock: StageClock | None = None,
+                               ) -> Iterator[dict[int, list[Prediction]]]:
         """Several systems of each batch from one pass of the encoders and heads, the next batch's audio read
         meanwhile (`prefetch`). With `hashes`, each clip's file sha256 is put there (id -> sha256 or None), computed
-        by that reader, so the run record never reads the audio again."""
-        others = {n: self.with_system(n) for n in systems}
-        for audio in prefetch(batches, self.clock, hash_files=hashes is not None):
-            if hashes is not None:
-                hashes.update((c.id, h) for c, h in zip(audio.clips, audio.sha256))
-            ev = self._evidence(audio.clips, audio)
-            with self._lock:
-                self.fallbacks.update(r.split(":")[0] for r in ev.reasons if r)
-            with self.clock.stage("decision (features+ranker)"):
-                out = {n: p._decide(audio.clips, ev) for n, p in others.items()}
-            yield out
+        by that reader, so the run record never reads the audio again. Stage times go to `clock` (the caller's)."""
+        clock = clock if clock is not None else StageClock()
+        audio = prefetch(batches, clock, hash_files=hashes is not None)
+        if hashes is not None:
+            audio = _recording_hashes(audio, hashes)
+        yield from self._decide_stream(audio, systems, clock)
 
     def predict_systems(self, clips: Sequence[Clip], systems: Sequence[int]) -> dict[int, list[Prediction]]:
         """Several systems of the bundle from one pass of the encoders (dev-as-eval, parity checks)."""
@@ -185,6 +264,7 @@ class Predictor:
 
     def with_system(self, system: int) -> "Predictor":
         """Another system of the same bundle, sharing the already open sessions."""
+        self._check_open()
         if int(system) == self.system:
             return self
         other = copy.copy(self)
@@ -192,28 +272,37 @@ class Predictor:
         if str(system) not in m.systems:
             raise BundleError(f"{self.bundle.root}: no system {system} (bundle has {', '.join(sorted(m.systems))})")
         other.system = int(system)
-        other.policy = pol.SystemPolicy.from_dict(m.systems[str(system)])
+        other.policy = policy.SystemPolicy.from_dict(m.systems[str(system)])
         other._pool_index = other._pool_of(other.policy)
         if other.policy.use_ranker and other.ranker is None:
-            other.ranker = make_session(self.bundle.path(self.bundle.graph("ranker").file), provider=self._provider,
+            other.ranker = make_session(self.bundle.path(self.bundle.graph("ranker").file), provider=self._providers,
                                         threads=self._threads)
-        other._lock = threading.Lock()
-        other.fallbacks = Counter()
         return other
 
-    def _pool_of(self, policy: pol.SystemPolicy) -> int:
+    def _decide_stream(self, audio: Iterator[AudioBatch], systems: Sequence[int], clock: StageClock,
+                       ) -> Iterator[dict[int, list[Prediction]]]:
+        self._check_open()
+        others = {n: self.with_system(n) for n in systems}
+        for batch in audio:
+            ev = self._evidence(batch.clips, batch, clock)
+            with clock.stage("decision (features+ranker)"):
+                out = {n: p._decide(batch.clips, ev) for n, p in others.items()}
+            yield out
+
+    def _pool_of(self, system_policy: policy.SystemPolicy) -> int:
         """The system's axis in the graph's `pool_probs` (the manifest records the pool order)."""
-        if policy.pool not in self.pools:
-            raise BundleError(f"{self.bundle.root}: system {policy.system_id} names pool {policy.pool!r}, which the "
-                              f"heads graph does not compute (pools: {', '.join(self.pools)})")
-        return self.pools.index(policy.pool)
+        if system_policy.pool not in self.pools:
+            raise BundleError(f"{self.bundle.root}: system {system_policy.system_id} names pool "
+                              f"{system_policy.pool!r}, which the heads graph does not compute "
+                              f"(pools: {', '.join(self.pools)})")
+        return self.pools.index(system_policy.pool)
 
     def _score_rows(self, rows: np.ndarray) -> np.ndarray:
         return self.ranker.run(["probabilities"], {"candidate_features": rows})[0][:, self.positive_column]
 
     def _decide(self, clips: Sequence[Clip], ev: "_Evidence") -> list[Prediction]:
         """`policy.decide_items` on the batch's evidence: the ensemble is the graph's pool row, never recomputed."""
-        dec = pol.decide_items(
+        dec = policy.decide_items(
             self.policy, ev.pool_probs[:, self._pool_index],
             {f: ev.family_probs[:, j] for j, f in enumerate(self.families)}, ev.text, self.class_text,
             ev.audio_present, ev.text_present, self._score_rows if self.policy.use_ranker else None,
@@ -222,16 +311,28 @@ class Predictor:
                                  ev.reasons[i], bool(dec.overridden[i])) for i, clip in enumerate(clips)]
 
     # ---- evidence ---------------------------------------------------------------------------------------------
-    def _evidence(self, clips: Sequence[Clip], audio: AudioBatch | None = None) -> _Evidence:
+    def _embedding_stage(self, clock: StageClock) -> EmbeddingStage:
+        return EmbeddingStage(self.audio_encoder, self.text_encoder, MASKED_INPUT in self._heads_inputs, clock)
+
+    def _evidence(self, clips: Sequence[Clip], audio: AudioBatch | None = None,
+                  clock: StageClock | None = None) -> _Evidence:
         """Embeddings (`embedding.EmbeddingStage`) then the heads graph; `audio` is the batch already read by
         `prefetch` (read here when None)."""
-        emb = self.embedding.embed(audio if audio is not None else read_batch(clips, self.clock))
+        self._check_open()
+        clock = clock if clock is not None else StageClock()
+        emb = self._embedding_stage(clock).embed(audio if audio is not None else read_batch(clips, clock))
         feeds = {"audio_embedding": emb.audio, "text_embedding": emb.text, "masked_text_embedding": emb.masked}
-        with self.clock.stage("heads graph"):
+        with clock.stage("heads graph"):
             fam, pool = self.heads.run(
                 ["family_probs", "pool_probs"], {k: v for k, v in feeds.items() if k in self._heads_inputs}
             )
         return _Evidence(emb.text, emb.audio_present, emb.text_present, emb.reasons, fam, pool)
+
+
+def _recording_hashes(audio: Iterator[AudioBatch], hashes: dict[str, str | None]) -> Iterator[AudioBatch]:
+    for batch in audio:
+        hashes.update((c.id, h) for c, h in zip(batch.clips, batch.sha256))
+        yield batch
 
 
 def _chunks(clips: Iterable[Clip], size: int) -> Iterator[list[Clip]]:

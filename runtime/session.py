@@ -2,7 +2,9 @@
 
 Silent CPU fallback is the most common complaint about ONNX runtimes, so after creating a session we compare the
 providers onnxruntime actually uses with the ones asked for: 'cuda' that falls back raises, 'auto' that falls back
-warns, and `session_provider(session)` tells callers what is in use.
+warns, and `session_provider(session)` tells callers what is in use. Besides the CLI's 'cpu' | 'cuda' | 'auto',
+any onnxruntime provider passes through in onnxruntime's own form, `[name | (name, options)]` (TensorRT, CoreML,
+DirectML, OpenVINO, CUDA with a device id, ...); each one named must then really be in use, else ProviderError.
 """
 from __future__ import annotations
 
@@ -13,12 +15,17 @@ import sys
 import warnings
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Mapping, Sequence, Tuple, Union
 
 from .errors import BstError
 
 Provider = Literal["cpu", "cuda", "auto"]
+#: one onnxruntime provider as onnxruntime spells it: a name, or (name, provider options) e.g. a device id
+ProviderEntry = Union[str, Tuple[str, Mapping[str, Any]]]
+#: what callers may ask for: the CLI's 'cpu' | 'cuda' | 'auto', or onnxruntime's own `providers=[...]` list
+Providers = Union[Provider, Sequence[ProviderEntry]]
 _ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+_SHORT_NAMES = {v: k for k, v in _ORT_NAMES.items()}
 
 
 class ProviderError(BstError):
@@ -26,8 +33,10 @@ class ProviderError(BstError):
 
 
 def session_provider(session) -> str:
-    """'cuda' or 'cpu': the provider the session's graph actually runs on first."""
-    return "cuda" if session.get_providers()[0] == _ORT_NAMES["cuda"] else "cpu"
+    """The provider the session's graph actually runs on first: 'cuda', 'cpu', or onnxruntime's name for any
+    other (e.g. 'TensorrtExecutionProvider')."""
+    first = session.get_providers()[0]
+    return _SHORT_NAMES.get(first, first)
 
 
 #: the pip distributions that provide the `onnxruntime` module; exactly one may be installed
@@ -90,22 +99,53 @@ def _preload_cuda_libraries(ort) -> None:
             warnings.warn(f"onnxruntime.preload_dlls() failed ({exc})", RuntimeWarning, stacklevel=3)
 
 
-def make_session(path: str | os.PathLike, provider: Provider = "cpu", threads: int | None = None):
-    """An InferenceSession on `provider`; `threads` caps intra-op threads (None: onnxruntime's default)."""
+def resolve_providers(spec: Providers, available: Sequence[str], known: Sequence[str]
+                      ) -> tuple[list[ProviderEntry], list[str], bool]:
+    """onnxruntime's `providers` list for `spec`, the names that must really be in use afterwards, and whether a
+    fallback to the CPU only warns ('auto'). A list passes through as onnxruntime's own convention
+    (`[name | (name, options)]`), CPU appended as the last resort as onnxruntime does itself; an unknown or
+    unavailable name is one clear ProviderError."""
+    if isinstance(spec, str):
+        if spec not in ("cpu", "cuda", "auto"):
+            raise ProviderError(f"unknown provider {spec!r}: use cpu, cuda or auto, or a list of onnxruntime "
+                                f"provider names (this onnxruntime offers {', '.join(available)})")
+        if spec == "cuda" and _ORT_NAMES["cuda"] not in available:
+            raise ProviderError(
+                f"provider 'cuda' asked for but this onnxruntime offers only {available}; "
+                "install onnxruntime-gpu (pip install 'bst-rt[gpu]') or use --provider cpu")
+        if spec == "cpu" or _ORT_NAMES["cuda"] not in available:
+            return [_ORT_NAMES["cpu"]], [], False
+        return [_ORT_NAMES["cuda"], _ORT_NAMES["cpu"]], [_ORT_NAMES["cuda"]], spec == "auto"
+    entries = list(spec)
+    if not entries:
+        raise ProviderError("empty providers list: name at least one onnxruntime provider")
+    names = []
+    for entry in entries:
+        name = entry if isinstance(entry, str) else entry[0] if isinstance(entry, tuple) and len(entry) == 2 else None
+        if not isinstance(name, str):
+            raise ProviderError(f"bad providers entry {entry!r}: give a provider name or a (name, options) pair")
+        if name not in known:
+            raise ProviderError(f"unknown onnxruntime provider {name!r}: known names are {', '.join(known)}")
+        if name not in available:
+            raise ProviderError(f"provider {name!r} is not available in this onnxruntime build (it offers "
+                                f"{', '.join(available)}); install the onnxruntime package built with it")
+        names.append(name)
+    if _ORT_NAMES["cpu"] not in names:
+        entries.append(_ORT_NAMES["cpu"])
+    return entries, [n for n in names if n != _ORT_NAMES["cpu"]], False
+
+
+def make_session(path: str | os.PathLike, provider: Providers = "cpu", threads: int | None = None):
+    """An InferenceSession on `provider` ('cpu' | 'cuda' | 'auto', or onnxruntime's `providers` list);
+    `threads` caps intra-op threads (None: onnxruntime's default). Raises ProviderError when a provider asked
+    for is not really in use (`session.get_providers()`); 'auto' only warns when CUDA falls back."""
     ort = import_onnxruntime()
     path = Path(path)
     if not path.is_file():
         raise BstError(f"{path}: ONNX graph not found")
-    if provider not in ("cpu", "cuda", "auto"):
-        raise ProviderError(f"unknown provider {provider!r}: use cpu, cuda or auto")
     available = ort.get_available_providers()
-    want_cuda = provider == "cuda" or (provider == "auto" and _ORT_NAMES["cuda"] in available)
-    if provider == "cuda" and _ORT_NAMES["cuda"] not in available:
-        raise ProviderError(
-            f"provider 'cuda' asked for but this onnxruntime offers only {available}; "
-            "install onnxruntime-gpu (pip install 'bst-rt[gpu]') or use --provider cpu")
-    providers = [_ORT_NAMES["cuda"], _ORT_NAMES["cpu"]] if want_cuda else [_ORT_NAMES["cpu"]]
-    if want_cuda:
+    providers, required, warn_only = resolve_providers(provider, available, ort.get_all_providers())
+    if _ORT_NAMES["cuda"] in required:
         _preload_cuda_libraries(ort)
     opts = ort.SessionOptions()
     if threads is not None:
@@ -116,11 +156,12 @@ def make_session(path: str | os.PathLike, provider: Provider = "cpu", threads: i
         session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as exc:
         raise BstError(f"{path}: onnxruntime cannot load this graph ({exc})") from None
-    used = session_provider(session)
-    if want_cuda and used != "cuda":
-        message = (f"{path.name}: CUDA was asked for but onnxruntime fell back to CPU "
-                   "(CUDA/cuDNN libraries missing or incompatible)")
-        if provider == "cuda":
+    missing = [name for name in required if name not in session.get_providers()]
+    if missing:
+        asked = ", ".join("CUDA" if n == _ORT_NAMES["cuda"] else n for n in missing)
+        message = (f"{path.name}: {asked} was asked for but onnxruntime fell back to CPU "
+                   "(CUDA/cuDNN or the provider's libraries missing or incompatible)")
+        if not warn_only:
             raise ProviderError(message)
         warnings.warn(message, RuntimeWarning, stacklevel=2)
     return session

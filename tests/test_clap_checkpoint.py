@@ -43,7 +43,7 @@ def test_wrong_checkpoint_is_refused(tmp_path):
 def test_offline_model_is_the_full_size_architecture(clap_reference):
     import os
 
-    import huggingface_hub.constants as hc
+    import huggingface_hub.constants as hub_constants
 
     cfg = clap_reference.model.text_branch.config
     assert (cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads) == (50265, 768, 12, 12)
@@ -51,6 +51,6 @@ def test_offline_model_is_the_full_size_architecture(clap_reference):
     n_params = sum(p.numel() for p in clap_reference.parameters())
     print(f"CLAP fusion parameters: {n_params / 1e6:.1f} M")
     assert n_params > 150e6
-    assert hc.HF_HUB_OFFLINE and os.environ["HF_HUB_OFFLINE"] == "1" and "hf-offline" in hc.HF_HUB_CACHE
+    assert hub_constants.HF_HUB_OFFLINE and os.environ["HF_HUB_OFFLINE"] == "1" and "hf-offline" in hub_constants.HF_HUB_CACHE
     tok = clap_reference.tokenize
     assert [tok.convert_tokens_to_ids(t) for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>")] == [0, 1, 2, 3, 4]

@@ -13,15 +13,15 @@ TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def heads_setup(ranked_run, tmp_path_factory):
-    from bst_rt.export import heads as hd
+    from bst_rt.export import heads as heads_module
     from bst_rt.train.pool import load_run
     from bst_rt.train.systems import load_systems
 
     run = load_run(ranked_run.run)
     policies = load_systems(ranked_run.run)
-    layout = hd.make_layout({p.pool: p.weights for p in policies}, always=(TEXT_ONLY, AUDIO_ONLY))
-    heads = hd.build_heads(run, layout)
-    path = hd.export_heads(heads, tmp_path_factory.mktemp("heads") / "heads.onnx")
+    layout = heads_module.make_layout({p.pool: p.weights for p in policies}, always=(TEXT_ONLY, AUDIO_ONLY))
+    heads = heads_module.build_heads(run, layout)
+    path = heads_module.export_heads(heads, tmp_path_factory.mktemp("heads") / "heads.onnx")
     ds = read_dev_dataset(ranked_run.data)
     emb = tuple(ds.load_embeddings(k, missing="zero") for k in ("audio", "text", "text_masked"))
     return run, policies, layout, heads, path, emb, ranked_run.data
@@ -62,14 +62,14 @@ def test_heads_graph_items_do_not_depend_on_the_batch(heads_setup):
 
 
 def test_ranker_graph_matches_sklearn_on_real_candidate_rows(heads_setup, tmp_path):
-    from bst_rt.export import heads as hd
-    from bst_rt.export import ranker as rk
+    from bst_rt.export import heads as heads_module
+    from bst_rt.export import ranker as ranker_module
     from bst_rt.train.systems import class_text_embeddings, load_ranker
 
     run, policies, layout, heads, _, (audio, text, masked), data = heads_setup
     model, meta = load_ranker(run.path)
     policy = next(p for p in policies if p.use_ranker)
-    fam = hd.torch_heads(heads, audio, text, masked)[0]
+    fam = heads_module.torch_heads(heads, audio, text, masked)[0]
     class_text = class_text_embeddings(data)
     items = []
     for i in range(len(audio)):
@@ -78,11 +78,11 @@ def test_ranker_graph_matches_sklearn_on_real_candidate_rows(heads_setup, tmp_pa
         items.append(candidate_features(ens, sel, text[i] if present else None, class_text,
                                         audio_present=True, text_present=present, k=policy.k))
     rows, _ = stack_features(items)
-    path = rk.export_ranker(model, NUM_FEATURES, tmp_path / "ranker.onnx")
+    path = ranker_module.export_ranker(model, NUM_FEATURES, tmp_path / "ranker.onnx")
     from bst_rt.runtime.session import make_session
 
-    label, probs = make_session(path, provider="cpu").run(["label", "probabilities"], {rk.INPUT_NAME: rows})
-    want_label, want_probs = rk.sklearn_ranker(model, rows)
+    label, probs = make_session(path, provider="cpu").run(["label", "probabilities"], {ranker_module.INPUT_NAME: rows})
+    want_label, want_probs = ranker_module.sklearn_ranker(model, rows)
     err = float(np.abs(probs - want_probs).max())
     print(f"ranker vs sklearn on {len(rows)} candidate rows: max |dp| {err:.2e}, labels equal {np.mean(label == want_label):.4f}")
     assert probs.dtype == np.float32 and probs.shape == (len(rows), 2)
@@ -94,7 +94,7 @@ def test_export_gate_refuses_a_graph_that_disagrees_with_its_source(heads_setup)
     """A graph validated against a source it was not exported from fails, like one over tolerance would."""
     import torch
 
-    from bst_rt.export import heads as hd
+    from bst_rt.export import heads as heads_module
     from bst_rt.export.validate import ParityError, validate_graph
 
     _, _, layout, heads, path, (audio, text, masked), _ = heads_setup
@@ -105,9 +105,9 @@ def test_export_gate_refuses_a_graph_that_disagrees_with_its_source(heads_setup)
         try:
             with pytest.raises(ParityError, match="heads: output .* differs from its source"):
                 validate_graph("heads", path, feeds,
-                               lambda: dict(zip(hd.OUTPUT_NAMES, hd.torch_heads(heads, audio[:8], text[:8], masked[:8]))))
+                               lambda: dict(zip(heads_module.OUTPUT_NAMES, heads_module.torch_heads(heads, audio[:8], text[:8], masked[:8]))))
         finally:
             first.sub_(0.05)
     record = validate_graph("heads", path, feeds,
-                            lambda: dict(zip(hd.OUTPUT_NAMES, hd.torch_heads(heads, audio[:8], text[:8], masked[:8]))))
+                            lambda: dict(zip(heads_module.OUTPUT_NAMES, heads_module.torch_heads(heads, audio[:8], text[:8], masked[:8]))))
     assert max(record["max_abs_diff"].values()) <= TOL

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from bst_rt.runtime import features as F
+from bst_rt.runtime import features as features_module
 from bst_rt.runtime.taxonomy import NUM_CLASSES, PARENT_INDEX
 
 # seed report §2.5: sample/fold ids, whole-dev confusion statistics, was-a-model-right flags
@@ -38,23 +38,23 @@ def class_emb() -> np.ndarray:
 
 
 def _alone(item, class_emb, k=3):
-    return F.candidate_features(item["ens"], item["fam"], item["emb"], class_emb,
+    return features_module.candidate_features(item["ens"], item["fam"], item["emb"], class_emb,
                                 audio_present=item["audio"], text_present=item["text"], k=k)
 
 
 def _batch(items, class_emb, k=3):
-    return F.batch_candidate_features(
+    return features_module.batch_candidate_features(
         np.stack([it["ens"] for it in items]), [it["fam"] for it in items], [it["emb"] for it in items], class_emb,
         audio_present=[it["audio"] for it in items], text_present=[it["text"] for it in items], k=k)
 
 
 def test_feature_names_hold_nothing_forbidden():
-    assert len(set(F.FEATURE_NAMES)) == len(F.FEATURE_NAMES) == F.NUM_FEATURES
-    bad = [name for name in F.FEATURE_NAMES if _FORBIDDEN.search(name)]
+    assert len(set(features_module.FEATURE_NAMES)) == len(features_module.FEATURE_NAMES) == features_module.NUM_FEATURES
+    bad = [name for name in features_module.FEATURE_NAMES if _FORBIDDEN.search(name)]
     assert not bad, f"forbidden feature names: {bad}"
 
 
-@pytest.mark.parametrize("func", [F.candidate_features, F.batch_candidate_features, F.candidate_indices])
+@pytest.mark.parametrize("func", [features_module.candidate_features, features_module.batch_candidate_features, features_module.candidate_indices])
 def test_feature_functions_take_no_id_fold_or_label(func):
     params = list(inspect.signature(func).parameters)
     bad = [p for p in params if _FORBIDDEN.search(p)]
@@ -78,7 +78,7 @@ def test_features_of_an_item_alone_equal_those_inside_any_batch(class_emb):
                     np.testing.assert_array_equal(g.candidates, alone[i].candidates)
                     np.testing.assert_array_equal(g.features, alone[i].features)
     # and the stacked matrix splits back into exactly the per-item rows
-    stacked, offsets = F.stack_features(alone)
+    stacked, offsets = features_module.stack_features(alone)
     for i, a in enumerate(alone):
         np.testing.assert_array_equal(stacked[offsets[i]:offsets[i + 1]], a.features)
 
@@ -92,13 +92,13 @@ def test_candidates_are_ensemble_topk_plus_family_top1(class_emb):
         assert set(out.candidates.tolist()) == expected
         assert len(out.candidates) == len(expected)
         assert out.base == int(np.argmax(it["ens"]))
-        assert out.features.dtype == np.float32 and out.features.shape == (len(expected), F.NUM_FEATURES)
+        assert out.features.dtype == np.float32 and out.features.shape == (len(expected), features_module.NUM_FEATURES)
         assert np.isfinite(out.features).all()
 
 
 def test_feature_values_match_their_definitions(class_emb):
     rng = np.random.default_rng(2)
-    col = {name: i for i, name in enumerate(F.FEATURE_NAMES)}
+    col = {name: i for i, name in enumerate(features_module.FEATURE_NAMES)}
     for it in _items(rng, 20):
         it["text"], it["audio"] = True, True
         out = _alone(it, class_emb)
@@ -116,10 +116,10 @@ def test_missing_text_zeroes_semantic_columns_and_sets_the_flag(class_emb):
     it = _items(np.random.default_rng(3), 1)[0]
     it.update(text=False, audio=False)
     out = _alone(it, class_emb)
-    idx = [F.FEATURE_NAMES.index(n) for n in ("semantic_cos", "semantic_rank", "semantic_cos_minus_base")]
+    idx = [features_module.FEATURE_NAMES.index(n) for n in ("semantic_cos", "semantic_rank", "semantic_cos_minus_base")]
     assert (out.features[:, idx] == 0).all()
-    assert (out.features[:, F.FEATURE_NAMES.index("text_missing")] == 1).all()
-    assert (out.features[:, F.FEATURE_NAMES.index("audio_missing")] == 1).all()
+    assert (out.features[:, features_module.FEATURE_NAMES.index("text_missing")] == 1).all()
+    assert (out.features[:, features_module.FEATURE_NAMES.index("audio_missing")] == 1).all()
     # None embedding behaves like absent text
-    none = F.candidate_features(it["ens"], it["fam"], None, class_emb, audio_present=False, text_present=True, k=3)
+    none = features_module.candidate_features(it["ens"], it["fam"], None, class_emb, audio_present=False, text_present=True, k=3)
     np.testing.assert_array_equal(none.features, out.features)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bst_rt.runtime import audio as A
+from bst_rt.runtime import audio as audio_module
 
 REAL_CLIPS = Path("/work/shared/audio/librosa-data")
 NODE_CLIENT = Path(__file__).resolve().parents[1] / "clients" / "node"
@@ -40,8 +40,8 @@ def test_frontend_graph_matches_numpy_end_to_end_on_real_clips(clap_graphs, tmp_
     encoder = AudioEncoder(Path(clap_graphs) / AUDIO_GRAPH)
     mel_err, longer, graph_mels, numpy_mels = 0.0, [], [], []
     for path in _real_clips():
-        ref_mel, ref_longer = A.file_to_mel_fusion(path)  # the runtime's streaming path from the file
-        wave = A.load_audio(path)  # what a caller hands the graph: decoded, mono, soxr HQ 48 kHz
+        ref_mel, ref_longer = audio_module.file_to_mel_fusion(path)  # the runtime's streaming path from the file
+        wave = audio_module.load_audio(path)  # what a caller hands the graph: decoded, mono, soxr HQ 48 kHz
         mel, lg = frontend.run(None, {"waveform": wave, "length": np.array(wave.shape[0], np.int64)})
         mel_err = max(mel_err, float(np.abs(mel[0] - ref_mel).max()))
         assert bool(lg[0]) == ref_longer, path.name
@@ -64,11 +64,11 @@ def test_frontend_graph_handles_boundary_lengths(tmp_path):
 
     frontend = _session(export_frontend(tmp_path / "frontend.onnx"))
     rng = np.random.default_rng(1)
-    for n in (1, 600, A.CLIP_SAMPLES - 1, A.CLIP_SAMPLES, A.CLIP_SAMPLES + 479, A.CLIP_SAMPLES + 480, 1_000_003):
+    for n in (1, 600, audio_module.CLIP_SAMPLES - 1, audio_module.CLIP_SAMPLES, audio_module.CLIP_SAMPLES + 479, audio_module.CLIP_SAMPLES + 480, 1_000_003):
         wave = rng.uniform(-1.2, 1.2, n + 7).astype(np.float32)  # 7 trailing samples the graph must ignore
         wave[0] = np.nan
         mel, lg = frontend.run(None, {"waveform": wave, "length": np.array(n, np.int64)})
-        ref, ref_longer = A.waveform_to_mel_fusion(np.nan_to_num(wave[:n], nan=0.0))
+        ref, ref_longer = audio_module.waveform_to_mel_fusion(np.nan_to_num(wave[:n], nan=0.0))
         assert bool(lg[0]) == ref_longer, n
         assert float(np.abs(mel[0] - ref).max()) <= 1e-4, n
 
@@ -80,23 +80,23 @@ def test_decision_graph_matches_numpy_on_random_evidence_with_ties_and_fallbacks
     import onnx
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from bst_rt.export import ranker as rk
+    from bst_rt.export import ranker as ranker_module
     from bst_rt.export.portable import reference_decision
     from bst_rt.export.portable_decision import build_decision
-    from bst_rt.runtime import policy as pol
+    from bst_rt.runtime import policy as policy_module
     from bst_rt.runtime.features import NUM_FEATURES
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((400, NUM_FEATURES)).astype(np.float32)
     est = HistGradientBoostingClassifier(max_iter=20).fit(x, (x[:, 0] + x[:, 12] > 0).astype(int))
-    ranker_path = rk.export_ranker(est, NUM_FEATURES, tmp_path / "ranker.onnx")
+    ranker_path = ranker_module.export_ranker(est, NUM_FEATURES, tmp_path / "ranker.onnx")
     families, pools = ["a", "b", "audio-only", "c", "text-only"], ["p1", "p2"]
     weights = {"p1": {"a": 0.5, "b": 0.3, "c": 0.2}, "p2": {"a": 1.0}}
     policies = [
-        pol.SystemPolicy(1, "s1", "p1", weights["p1"], True, k=3, tau=0.05, cross_parent_tau=0.2,
+        policy_module.SystemPolicy(1, "s1", "p1", weights["p1"], True, k=3, tau=0.05, cross_parent_tau=0.2,
                          cross_parent_min_score=0.5),
-        pol.SystemPolicy(2, "s2", "p2", weights["p2"], False),
-        pol.SystemPolicy(3, "s3", "p1", weights["p1"], True, k=2, tau=-1.0, cross_parent_tau=-1.0,
+        policy_module.SystemPolicy(2, "s2", "p2", weights["p2"], False),
+        policy_module.SystemPolicy(3, "s3", "p1", weights["p1"], True, k=2, tau=-1.0, cross_parent_tau=-1.0,
                          cross_parent_min_score=0.0),
     ]
     n = 300
@@ -137,7 +137,7 @@ def real_package(synth_corpus, tmp_path_factory):
     rows = []
     for k, path in enumerate(_real_clips()):
         clip_id = f"real-{k:02d}"
-        sf.write(root / "audio" / f"{clip_id}.wav", A.load_audio(path), A.SAMPLE_RATE_HZ, subtype="FLOAT")
+        sf.write(root / "audio" / f"{clip_id}.wav", audio_module.load_audio(path), audio_module.SAMPLE_RATE_HZ, subtype="FLOAT")
         txt = path.with_suffix(".txt")
         desc = txt.read_text(encoding="utf-8") if txt.is_file() else ""
         rows.append((clip_id, path.stem.replace("_", " ") if k % 4 else "", "music,recording" if k % 3 else "",
@@ -146,10 +146,10 @@ def real_package(synth_corpus, tmp_path_factory):
         if clip.audio_path is not None:
             dst = root / "audio" / f"{clip.id}.wav"
             try:
-                if sf.info(str(clip.audio_path)).samplerate == A.SAMPLE_RATE_HZ:
+                if sf.info(str(clip.audio_path)).samplerate == audio_module.SAMPLE_RATE_HZ:
                     shutil.copy2(clip.audio_path, dst)  # e.g. the stereo 16-bit trap: the client decodes it
                 else:
-                    sf.write(dst, A.load_audio(clip.audio_path), A.SAMPLE_RATE_HZ, subtype="FLOAT")
+                    sf.write(dst, audio_module.load_audio(clip.audio_path), audio_module.SAMPLE_RATE_HZ, subtype="FLOAT")
             except Exception:  # the traps (zero-byte, undecodable) stay as they are
                 shutil.copy2(clip.audio_path, dst)
         rows.append((clip.id, clip.title, clip.tags, clip.description))

@@ -10,14 +10,14 @@ from bst_rt.runtime.features import FEATURE_NAMES
 from bst_rt.runtime.metrics import hierarchical_f1
 from bst_rt.runtime.policy import SystemPolicy
 from bst_rt.runtime.taxonomy import NUM_CLASSES, PARENT_INDEX
-from bst_rt.train import ranker as rk
+from bst_rt.train import ranker as ranker_module
 
 #: system 1's share leaves room for the ~30% of items this scenario confuses; system 2's does not (it must then keep
 #: the held-out override rate within 10% all the same)
-SPECS = {1: rk.TuningSpec(0.4, allow_cross_parent=True), 2: rk.TuningSpec(0.1, allow_cross_parent=False)}
+SPECS = {1: ranker_module.TuningSpec(0.4, allow_cross_parent=True), 2: ranker_module.TuningSpec(0.1, allow_cross_parent=False)}
 
 
-def _scenario(n: int = 700, seed: int = 0, inputs: dict | None = None) -> rk.CandidateRows:
+def _scenario(n: int = 700, seed: int = 0, inputs: dict | None = None) -> ranker_module.CandidateRows:
     """Items whose ensemble often confuses the true class with a sibling while the metadata embedding points at the
     truth: a case the paper's reranker is meant for, so a working ranker must beat the ensemble on held-out folds."""
     rng = np.random.default_rng(seed)
@@ -39,12 +39,12 @@ def _scenario(n: int = 700, seed: int = 0, inputs: dict | None = None) -> rk.Can
     folds = np.arange(n) % 5
     if inputs is not None:
         inputs.update(policy=policy, oof=oof, text=text.astype(np.float32), class_text=class_text.astype(np.float32))
-    return rk.build_rows(policy, oof, text.astype(np.float32), np.ones(n, bool), np.ones(n, bool),
+    return ranker_module.build_rows(policy, oof, text.astype(np.float32), np.ones(n, bool), np.ones(n, bool),
                          class_text.astype(np.float32), labels, folds)
 
 
 @pytest.fixture(scope="module")
-def rows() -> rk.CandidateRows:
+def rows() -> ranker_module.CandidateRows:
     return _scenario()
 
 
@@ -73,14 +73,14 @@ def test_training_rows_are_what_the_runtime_computes_for_each_item():
 
 def test_nested_cv_never_lets_a_fold_see_itself(rows, monkeypatch):
     fitted: list[set] = []
-    real_fit = rk.fit_ranker
+    real_fit = ranker_module.fit_ranker
 
     def spying_fit(features, target, seed=0):
         fitted.append({r.tobytes() for r in np.asarray(features)})
         return real_fit(features, target, seed)
 
-    monkeypatch.setattr(rk, "fit_ranker", spying_fit)
-    report = rk.nested_estimate(rows, SPECS, seed=0, log=lambda _: None)
+    monkeypatch.setattr(ranker_module, "fit_ranker", spying_fit)
+    report = ranker_module.nested_estimate(rows, SPECS, seed=0, log=lambda _: None)
     fold_rows = {k: {r.tobytes() for r in rows.features[rows.rows_of(rows.folds == k)]} for k in range(5)}
     # per outer fold: 4 inner fits (each without the outer fold) + 1 outer fit (without it); 25 in all
     assert len(fitted) == 25
@@ -102,18 +102,18 @@ def test_nested_cv_never_lets_a_fold_see_itself(rows, monkeypatch):
 
 
 def test_tuned_thresholds_keep_the_heldout_override_rate_within_the_share_and_the_parent_rule(rows):
-    choice, labels = rk.cv_choices(rows, np.ones(len(rows.labels), bool), seed=0)
-    free = rk.tune_thresholds(choice, labels, rk.TuningSpec(1.0, True))
+    choice, labels = ranker_module.cv_choices(rows, np.ones(len(rows.labels), bool), seed=0)
+    free = ranker_module.tune_thresholds(choice, labels, ranker_module.TuningSpec(1.0, True))
     assert free.override_share > 0.05  # unconstrained, this scenario overrides more than the 5% share below
-    for spec in (rk.TuningSpec(0.05, True), rk.TuningSpec(0.3, False)):
-        th = rk.tune_thresholds(choice, labels, spec)
-        out = rk.apply_thresholds(choice, th)  # item-local eq. 3 on held-out (out-of-fold) ranker scores
+    for spec in (ranker_module.TuningSpec(0.05, True), ranker_module.TuningSpec(0.3, False)):
+        th = ranker_module.tune_thresholds(choice, labels, spec)
+        out = ranker_module.apply_thresholds(choice, th)  # item-local eq. 3 on held-out (out-of-fold) ranker scores
         assert out.override_share == pytest.approx(th.override_share)
         assert out.override_share <= spec.max_override_share + 1e-12
         assert th.hF == pytest.approx(hierarchical_f1(labels, out.labels))
         if not spec.allow_cross_parent:
             assert (PARENT_INDEX[out.labels] == PARENT_INDEX[out.base]).all()
-        never = rk.apply_thresholds(choice, dict(tau=1.0, cross_parent_tau=1.0, cross_parent_min_score=1.0))
+        never = ranker_module.apply_thresholds(choice, dict(tau=1.0, cross_parent_tau=1.0, cross_parent_min_score=1.0))
         assert th.hF >= hierarchical_f1(labels, never.labels)  # "never override" is always in the grid
 
 
@@ -122,7 +122,7 @@ def test_final_ranker_converts_to_onnx_and_matches_sklearn(rows):
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 
-    model, thresholds = rk.fit_final(rows, SPECS, seed=0)
+    model, thresholds = ranker_module.fit_final(rows, SPECS, seed=0)
     assert set(thresholds) == {1, 2}
     onx = to_onnx(model, initial_types=[("x", FloatTensorType([None, len(FEATURE_NAMES)]))],
                   options={id(model): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3})

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bst_rt.export import heads as hd
+from bst_rt.export import heads as heads_module
 from bst_rt.export.ranker import export_ranker
 from bst_rt.runtime.datasets import read_dev_dataset
 from bst_rt.runtime.features import FEATURE_NAMES
@@ -41,8 +41,8 @@ run_pool(dev, cs, run, ["baseline"], seed=0, overrides={**QUICK_OVERRIDES, "epoc
          log=lambda m: None)
 rank_run(run, dev, RankOptions(), log=lambda m: None)
 policies = load_systems(run)
-layout = hd.make_layout({p.pool: p.weights for p in policies}, always=(TEXT_ONLY, AUDIO_ONLY))
-hd.export_heads(hd.build_heads(load_run(run), layout), out / "heads.onnx")
+layout = heads_module.make_layout({p.pool: p.weights for p in policies}, always=(TEXT_ONLY, AUDIO_ONLY))
+heads_module.export_heads(heads_module.build_heads(load_run(run), layout), out / "heads.onnx")
 model, meta = load_ranker(run)
 export_ranker(model, len(FEATURE_NAMES), out / "ranker.onnx")
 ds = read_dev_dataset(dev)

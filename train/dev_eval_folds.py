@@ -27,7 +27,7 @@ from bst_rt.runtime.datasets import Clip, read_dev_dataset
 from bst_rt.runtime.errors import BstError
 from bst_rt.runtime.policy import AUDIO_ONLY, TEXT_ONLY, SystemPolicy, load_policies, save_policies
 
-from . import ranker as rk
+from . import ranker as ranker_module
 from .dev_eval import SystemOutput, TorchChain
 
 Log = Callable[[str], None]
@@ -63,7 +63,7 @@ def fit_fold_chains(run_dir: Path | str, data_dir: Path | str, opts=None, log: L
     selectable = run.selectable()
     groups = {f: run.registry["families"][f]["group"] for f in selectable}
     oof = oof_by_dataset_order(run, sorted(set(selectable) | {TEXT_ONLY, AUDIO_ONLY}), ds.ids, labels)
-    folds = rk.fold_of_items(len(labels), [f.test for f in official_folds(labels)])
+    folds = ranker_module.fold_of_items(len(labels), [f.test for f in official_folds(labels)])
     text = ds.load_embeddings("text", missing="zero")
     text_present = np.array([bool(c.text.strip()) for c in ds.clips])
     audio_present = ds.embedding_mask("audio")
@@ -75,14 +75,14 @@ def fit_fold_chains(run_dir: Path | str, data_dir: Path | str, opts=None, log: L
         train = folds != k
         pools = fold_pools({f: oof[f][train] for f in selectable}, labels[train], groups)
         policy = SystemPolicy(1, "primary", RANKER_POOL, pool_weights(pools, RANKER_POOL), True, k=opts.k)
-        rows = rk.build_rows(policy, oof, text, text_present, audio_present, class_text, labels, folds)
-        choice, train_labels = rk.cv_choices(rows, train, opts.seed)
-        thresholds = {sid: rk.tune_thresholds(choice, train_labels, spec) for sid, spec in tuning_specs(opts).items()}
-        model = rk.fit_ranker(rows.features[rows.rows_of(train)], rows.target[rows.rows_of(train)], opts.seed)
+        rows = ranker_module.build_rows(policy, oof, text, text_present, audio_present, class_text, labels, folds)
+        choice, train_labels = ranker_module.cv_choices(rows, train, opts.seed)
+        thresholds = {sid: ranker_module.tune_thresholds(choice, train_labels, spec) for sid, spec in tuning_specs(opts).items()}
+        model = ranker_module.fit_ranker(rows.features[rows.rows_of(train)], rows.target[rows.rows_of(train)], opts.seed)
         blob = _dump(model)
         d = out_dir / f"fold{int(k)}"
         atomic_write_bytes(d / "ranker.joblib", blob)
-        meta = {"feature_names": rk.feature_names(), "k": opts.k, "pool": RANKER_POOL,
+        meta = {"feature_names": ranker_module.feature_names(), "k": opts.k, "pool": RANKER_POOL,
                 "model_sha256": hashlib.sha256(blob).hexdigest(),
                 "thresholds": {str(s): t.as_dict() for s, t in thresholds.items()},
                 "pools": pools, "fitted_on_folds": [int(j) for j in np.unique(folds[train])]}

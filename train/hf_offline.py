@@ -186,10 +186,10 @@ def _is_current(cache: Path) -> bool:
 def activate(cache_dir: Path | None = None) -> Path:
     """Point huggingface_hub at the stand-in cache, offline. Must run before transformers is imported."""
     if "transformers" in sys.modules or "huggingface_hub" in sys.modules:
-        import huggingface_hub.constants as hc
+        import huggingface_hub.constants as hub_constants
 
         wanted = str(ensure_cache(cache_dir))
-        if hc.HF_HUB_CACHE != wanted or not hc.HF_HUB_OFFLINE:
+        if hub_constants.HF_HUB_CACHE != wanted or not hub_constants.HF_HUB_OFFLINE:
             from bst_rt.runtime.errors import BstError
 
             raise BstError(

@@ -39,7 +39,7 @@ from bst_rt.runtime.atomic import atomic_open
 from bst_rt.runtime.errors import BstError
 from bst_rt.runtime.taxonomy import CODES, PARENTS
 
-from . import synth_text as st
+from . import synth_text
 from .synth_audio import SAMPLE_RATE_HZ, draw_duration_s, render_clip, to_pcm16
 from .synth_features import AudioSpace, class_text_embeddings, text_embeddings
 
@@ -153,18 +153,18 @@ def _plan_eval(seed: int, n_eval: int) -> list[_Item]:
     return items
 
 
-def _metadata(seed: int, it: _Item) -> st.Metadata:
-    meta = st.make_metadata(_rng(seed, it.part, it.index, _TEXT), it.code)
+def _metadata(seed: int, it: _Item) -> synth_text.Metadata:
+    meta = synth_text.make_metadata(_rng(seed, it.part, it.index, _TEXT), it.code)
     rng = _rng(seed, it.part, it.index, _TEXT + 10)
     if it.trap == "empty_tags":
-        return st.Metadata(meta.title, "", meta.description)
+        return synth_text.Metadata(meta.title, "", meta.description)
     if it.trap == "empty_description":
-        return st.Metadata(meta.title, meta.tags, "")
+        return synth_text.Metadata(meta.title, meta.tags, "")
     if it.trap == "html_description":
-        return st.Metadata(meta.title, meta.tags, st.with_html(rng, meta.description or "Recorded sound."))
+        return synth_text.Metadata(meta.title, meta.tags, synth_text.with_html(rng, meta.description or "Recorded sound."))
     if it.trap == "non_ascii":
-        title, description = st.with_non_ascii(rng, meta.title, meta.description)
-        return st.Metadata(title, meta.tags, description)
+        title, description = synth_text.with_non_ascii(rng, meta.title, meta.description)
+        return synth_text.Metadata(title, meta.tags, description)
     return meta
 
 
@@ -243,7 +243,7 @@ class _Staged:
 
 def _write_dev(root: Path, name: str, seed: int, items: list[_Item], with_features: bool, show: bool) -> None:
     """One dev-layout dataset (BSD10k or BSD35k-CS)."""
-    uploaders = st.uploader_pool(_rng(seed, items[0].part, _WHOLE, _TEXT))
+    uploaders = synth_text.uploader_pool(_rng(seed, items[0].part, _WHOLE, _TEXT))
     with _Staged(root / name) as tmp:
         rows = []
         space = AudioSpace(seed) if with_features else None
@@ -252,20 +252,20 @@ def _write_dev(root: Path, name: str, seed: int, items: list[_Item], with_featur
             meta = _metadata(seed, it)
             rng = _rng(seed, it.part, it.index, _TEXT + 20)
             confidence = "" if it.part == _CS else int(np.clip(round(5 - 5 * it.mix + rng.normal(0, 0.7)), 1, 5))
-            rows.append((it.id, it.label, st.class_idx(it.label), _parent(it.label), confidence,
-                         uploaders[int(rng.integers(len(uploaders)))], st.LICENSES[int(rng.integers(len(st.LICENSES)))],
+            rows.append((it.id, it.label, synth_text.class_idx(it.label), _parent(it.label), confidence,
+                         uploaders[int(rng.integers(len(uploaders)))], synth_text.LICENSES[int(rng.integers(len(synth_text.LICENSES)))],
                          meta.title, meta.tags, meta.description))
             if space is not None:
                 _write_features(tmp / "features", it, space.embed(_rng(seed, it.part, it.index, _FEAT), it.code,
                                                                   it.confuser, it.mix), meta)
         _write_csv(tmp / "metadata" / f"{name}_metadata.csv", DEV_COLUMNS, rows)
         _write_csv(tmp / "metadata" / "BST_description.csv", ("class", "name", "description", "examples"),
-                   (r.values() for r in st.description_rows()))
+                   (r.values() for r in synth_text.description_rows()))
         if space is not None:
             _save_npy(tmp / "features" / "clap_class_text_embeddings.npy", class_text_embeddings())
 
 
-def _write_features(folder: Path, it: _Item, audio: np.ndarray, meta: st.Metadata) -> None:
+def _write_features(folder: Path, it: _Item, audio: np.ndarray, meta: synth_text.Metadata) -> None:
     text, masked = text_embeddings(meta.title, meta.tags, meta.description)
     for kind, vec in (("audio", audio), ("text", text), ("text_masked", masked)):
         _save_npy(folder / f"clap_{kind}_embeddings" / f"{it.id}.npy", vec)

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import synth_dsp as d
+from . import synth_dsp
 from .synth_sources import TIMBRES, babble, drum_pattern, engine, melody, note, pad
 
 SAMPLE_RATE_HZ = 44_100
@@ -25,7 +25,7 @@ DURATION_RANGE_S: dict[str, tuple[float, float]] = {
 
 
 def _m_sp(rng, n, sr):  # noqa: ANN001 - recipes share one signature
-    return drum_pattern(rng, n, sr) + 0.05 * d.noise(rng, n, sr, d.band(50, 2000, 1.0))
+    return drum_pattern(rng, n, sr) + 0.05 * synth_dsp.noise(rng, n, sr, synth_dsp.band(50, 2000, 1.0))
 
 
 def _m_si(rng, n, sr):  # noqa: ANN001
@@ -35,7 +35,7 @@ def _m_si(rng, n, sr):  # noqa: ANN001
 
 def _m_m(rng, n, sr):  # noqa: ANN001
     root = rng.uniform(40, 55)
-    chord = pad(rng, n, sr, [d.midi_hz(root + 12 + k) for k in (0, 4, 7)]) / 3
+    chord = pad(rng, n, sr, [synth_dsp.midi_hz(root + 12 + k) for k in (0, 4, 7)]) / 3
     lead = melody(rng, n, sr, rng.choice(TIMBRES), root + 24, rng.uniform(2, 5))
     bass = melody(rng, n, sr, "pluck", root, rng.uniform(1, 3))
     return 0.5 * chord + lead + 0.7 * bass + drum_pattern(rng, n, sr, 0.8)
@@ -44,13 +44,13 @@ def _m_m(rng, n, sr):  # noqa: ANN001
 def _single(rng, n, sr, timbre, lo, hi, chord_prob=0.0):  # noqa: ANN001
     root = rng.uniform(lo, hi)
     voices = (0, 4, 7) if rng.uniform() < chord_prob else (0,)
-    return sum(note(rng, n, sr, d.midi_hz(root + k), timbre) for k in voices)
+    return sum(note(rng, n, sr, synth_dsp.midi_hz(root + k), timbre) for k in voices)
 
 
 def _is_p(rng, n, sr):  # noqa: ANN001
     out = np.zeros(n)
     start = int(rng.uniform(0, 0.02) * sr)
-    d.place(out, [start], d.hit(rng, sr, rng.choice(["kick", "snare", "hat", "tom", "clap", "cymbal"])))
+    synth_dsp.place(out, [start], synth_dsp.hit(rng, sr, rng.choice(["kick", "snare", "hat", "tom", "clap", "cymbal"])))
     return out
 
 
@@ -74,37 +74,37 @@ def _is_e(rng, n, sr):  # noqa: ANN001
 
 def _sp_s(rng, n, sr):  # noqa: ANN001
     f0 = rng.uniform(90, 240)
-    return d.voice(rng, n, sr, f0, formant_scale=rng.uniform(0.9, 1.15))
+    return synth_dsp.voice(rng, n, sr, f0, formant_scale=rng.uniform(0.9, 1.15))
 
 
 def _sp_c(rng, n, sr):  # noqa: ANN001
-    out = 0.3 * d.noise(rng, n, sr, d.band(300, 3000))
+    out = 0.3 * synth_dsp.noise(rng, n, sr, synth_dsp.band(300, 3000))
     for _ in range(int(rng.integers(2, 4))):
-        out += rng.uniform(0.3, 1.0) * d.voice(rng, n, sr, rng.uniform(90, 260), syllable_rate_hz=rng.uniform(3, 6))
-    return d.reverb(rng, out, sr, 0.4, 0.35)
+        out += rng.uniform(0.3, 1.0) * synth_dsp.voice(rng, n, sr, rng.uniform(90, 260), syllable_rate_hz=rng.uniform(3, 6))
+    return synth_dsp.reverb(rng, out, sr, 0.4, 0.35)
 
 
 def _sp_p(rng, n, sr):  # noqa: ANN001
     f0, monotone = rng.uniform(70, 300), rng.uniform() < 0.7
-    x = d.voice(rng, n, sr, f0, monotone=monotone, formant_scale=rng.choice([0.7, 1.0, 1.4]))
+    x = synth_dsp.voice(rng, n, sr, f0, monotone=monotone, formant_scale=rng.choice([0.7, 1.0, 1.4]))
     effect = rng.integers(3)
     if effect == 0:  # ring modulator
-        return x * d.sine(d.phase_of(rng.uniform(30, 200), n, sr))
+        return x * synth_dsp.sine(synth_dsp.phase_of(rng.uniform(30, 200), n, sr))
     if effect == 1:  # bit crusher with sample-and-hold
         hold = int(rng.integers(4, 12))
-        x = np.repeat(d.unit(x)[::hold], hold)[:n]
+        x = np.repeat(synth_dsp.unit(x)[::hold], hold)[:n]
         levels = 2 ** int(rng.integers(3, 6))
         return np.round(x * levels) / levels
-    return np.tanh(6 * d.unit(x)) + 0.2 * d.square(d.phase_of(rng.uniform(80, 160), n, sr)) * (np.abs(x) > 0.05)
+    return np.tanh(6 * synth_dsp.unit(x)) + 0.2 * synth_dsp.square(synth_dsp.phase_of(rng.uniform(80, 160), n, sr)) * (np.abs(x) > 0.05)
 
 
 def _fx_o(rng, n, sr):  # noqa: ANN001
     out = np.zeros(n)
-    template = d.modal(rng, sr, rng.uniform(300, 1500), rng.uniform(2000, 8000), rng.uniform(0.02, 0.3))
-    d.place(out, d.onsets(rng, n, sr, rng.uniform(0.7, 4), 0.8), template, gains=rng.uniform(0.3, 1, 64))
+    template = synth_dsp.modal(rng, sr, rng.uniform(300, 1500), rng.uniform(2000, 8000), rng.uniform(0.02, 0.3))
+    synth_dsp.place(out, synth_dsp.onsets(rng, n, sr, rng.uniform(0.7, 4), 0.8), template, gains=rng.uniform(0.3, 1, 64))
     if rng.uniform() < 0.3:  # creak / slide
-        creak = d.saw(d.phase_of(rng.uniform(20, 60) * d.lfo(n, sr, 0.7, 0.4), n, sr))
-        out += 0.3 * d.spectral_filter(creak, sr, d.band(400, 2500)) * d.swell(n, sr, 0.2, 0.2)
+        creak = synth_dsp.saw(synth_dsp.phase_of(rng.uniform(20, 60) * synth_dsp.lfo(n, sr, 0.7, 0.4), n, sr))
+        out += 0.3 * synth_dsp.spectral_filter(creak, sr, synth_dsp.band(400, 2500)) * synth_dsp.swell(n, sr, 0.2, 0.2)
     return out
 
 
@@ -112,16 +112,16 @@ def _fx_v(rng, n, sr):  # noqa: ANN001
     out = engine(rng, n, sr, pass_by=rng.uniform() < 0.6)
     if rng.uniform() < 0.25:  # horn
         m = min(n, int(rng.uniform(0.3, 0.9) * sr))
-        horn = d.square(d.phase_of(rng.uniform(350, 500), m, sr)) * d.swell(m, sr, 0.01, 0.05)
-        d.place(out, [int(rng.uniform(0, max(1, n - m)))], d.spectral_filter(horn, sr, d.band(200, 3000)))
+        horn = synth_dsp.square(synth_dsp.phase_of(rng.uniform(350, 500), m, sr)) * synth_dsp.swell(m, sr, 0.01, 0.05)
+        synth_dsp.place(out, [int(rng.uniform(0, max(1, n - m)))], synth_dsp.spectral_filter(horn, sr, synth_dsp.band(200, 3000)))
     return out
 
 
 def _fx_m(rng, n, sr):  # noqa: ANN001
-    hum = d.tone(d.phase_of(rng.uniform(25, 120), n, sr), 120, sr, 8, 0.8)
-    out = hum + rng.uniform(0.3, 1.5) * d.noise(rng, n, sr, d.band(rng.uniform(100, 800), rng.uniform(2000, 8000)))
+    hum = synth_dsp.tone(synth_dsp.phase_of(rng.uniform(25, 120), n, sr), 120, sr, 8, 0.8)
+    out = hum + rng.uniform(0.3, 1.5) * synth_dsp.noise(rng, n, sr, synth_dsp.band(rng.uniform(100, 800), rng.uniform(2000, 8000)))
     clicks = np.zeros(n)
-    d.place(clicks, d.onsets(rng, n, sr, rng.uniform(2, 20), 0.05), d.modal(rng, sr, 800, 5000, 0.01, 3))
+    synth_dsp.place(clicks, synth_dsp.onsets(rng, n, sr, rng.uniform(2, 20), 0.05), synth_dsp.modal(rng, sr, 800, 5000, 0.01, 3))
     return out + 2 * clicks
 
 
@@ -129,13 +129,13 @@ def _fx_h(rng, n, sr):  # noqa: ANN001
     kind = rng.integers(3)
     out = np.zeros(n)
     if kind == 0:  # footsteps
-        step = d.noise(rng, int(0.15 * sr), sr, d.band(80, rng.uniform(800, 3000))) * d.decay(int(0.15 * sr), sr, 0.03)
-        d.place(out, d.onsets(rng, n, sr, rng.uniform(1.5, 2.5), 0.15), step, gains=rng.uniform(0.6, 1, 64))
+        step = synth_dsp.noise(rng, int(0.15 * sr), sr, synth_dsp.band(80, rng.uniform(800, 3000))) * synth_dsp.decay(int(0.15 * sr), sr, 0.03)
+        synth_dsp.place(out, synth_dsp.onsets(rng, n, sr, rng.uniform(1.5, 2.5), 0.15), step, gains=rng.uniform(0.6, 1, 64))
         return out
     if kind == 1:  # breathing
-        breath = d.noise(rng, n, sr, d.band(400, 3000))
-        return breath * np.clip(d.sine(2 * np.pi * rng.uniform(0.2, 0.4) * d.times(n, sr)), 0, None) ** 2
-    d.place(out, d.onsets(rng, n, sr, rng.uniform(3, 7), 0.5), d.hit(rng, sr, "clap"), gains=rng.uniform(0.5, 1, 256))
+        breath = synth_dsp.noise(rng, n, sr, synth_dsp.band(400, 3000))
+        return breath * np.clip(synth_dsp.sine(2 * np.pi * rng.uniform(0.2, 0.4) * synth_dsp.times(n, sr)), 0, None) ** 2
+    synth_dsp.place(out, synth_dsp.onsets(rng, n, sr, rng.uniform(3, 7), 0.5), synth_dsp.hit(rng, sr, "clap"), gains=rng.uniform(0.5, 1, 256))
     return out
 
 
@@ -144,44 +144,44 @@ def _fx_a(rng, n, sr):  # noqa: ANN001
     kind = rng.integers(3)
     if kind == 0:  # bird chirps
         m = int(rng.uniform(0.04, 0.2) * sr)
-        call = d.chirp(m, sr, rng.uniform(2000, 5000), rng.uniform(2500, 7000)) * d.hann(m)
-        d.place(out, d.onsets(rng, n, sr, rng.uniform(2, 8), 0.6), call)
+        call = synth_dsp.chirp(m, sr, rng.uniform(2000, 5000), rng.uniform(2500, 7000)) * synth_dsp.hann(m)
+        synth_dsp.place(out, synth_dsp.onsets(rng, n, sr, rng.uniform(2, 8), 0.6), call)
     elif kind == 1:  # bark / meow: a harmonic burst with a pitch glide
         m = int(rng.uniform(0.12, 0.6) * sr)
         f0 = rng.uniform(250, 700) * (1 + 0.3 * np.sin(np.linspace(0, np.pi, m)))
-        call = d.spectral_filter(d.saw(d.phase_of(f0, m, sr)), sr, d.band(400, 3000)) * d.hann(m)
-        d.place(out, d.onsets(rng, n, sr, rng.uniform(0.8, 2.5), 0.6), call)
+        call = synth_dsp.spectral_filter(synth_dsp.saw(synth_dsp.phase_of(f0, m, sr)), sr, synth_dsp.band(400, 3000)) * synth_dsp.hann(m)
+        synth_dsp.place(out, synth_dsp.onsets(rng, n, sr, rng.uniform(0.8, 2.5), 0.6), call)
     else:  # insect buzz
-        hiss = d.noise(rng, n, sr, d.band(3000, 9000))
-        out = hiss * (0.5 + 0.5 * d.sine(2 * np.pi * rng.uniform(20, 60) * d.times(n, sr)))
-    return out + 0.05 * d.noise(rng, n, sr, d.band(100, 2000, 1.0))
+        hiss = synth_dsp.noise(rng, n, sr, synth_dsp.band(3000, 9000))
+        out = hiss * (0.5 + 0.5 * synth_dsp.sine(2 * np.pi * rng.uniform(20, 60) * synth_dsp.times(n, sr)))
+    return out + 0.05 * synth_dsp.noise(rng, n, sr, synth_dsp.band(100, 2000, 1.0))
 
 
 def _fx_n(rng, n, sr):  # noqa: ANN001
     kind = rng.integers(4)
     if kind == 0:  # wind
-        return d.noise(rng, n, sr, d.band(80, rng.uniform(300, 1200), 1.0)) * d.lfo(n, sr, rng.uniform(0.1, 0.5), 0.6)
+        return synth_dsp.noise(rng, n, sr, synth_dsp.band(80, rng.uniform(300, 1200), 1.0)) * synth_dsp.lfo(n, sr, rng.uniform(0.1, 0.5), 0.6)
     if kind == 1:  # rain / crackling fire
-        out = 0.3 * d.noise(rng, n, sr, d.band(40, 500, 2.0))
-        d.place(out, d.onsets(rng, n, sr, rng.uniform(20, 150)), d.modal(rng, sr, 1500, 9000, 0.004, 2),
+        out = 0.3 * synth_dsp.noise(rng, n, sr, synth_dsp.band(40, 500, 2.0))
+        synth_dsp.place(out, synth_dsp.onsets(rng, n, sr, rng.uniform(20, 150)), synth_dsp.modal(rng, sr, 1500, 9000, 0.004, 2),
                 gains=rng.uniform(0.1, 1, 20000))
         return out
     if kind == 2:  # thunder / explosion
         start = int(rng.uniform(0, 0.3) * n)
-        rumble = d.noise(rng, n - start, sr, d.band(20, 800, 2.0))
-        return np.concatenate([np.zeros(start), rumble * d.decay(n - start, sr, rng.uniform(0.3, 1.5), 0.01)])
-    return d.noise(rng, n, sr, d.band(400, 4000)) * (1 + 0.5 * d.noise(rng, n, sr, d.band(2, 30)))  # water
+        rumble = synth_dsp.noise(rng, n - start, sr, synth_dsp.band(20, 800, 2.0))
+        return np.concatenate([np.zeros(start), rumble * synth_dsp.decay(n - start, sr, rng.uniform(0.3, 1.5), 0.01)])
+    return synth_dsp.noise(rng, n, sr, synth_dsp.band(400, 4000)) * (1 + 0.5 * synth_dsp.noise(rng, n, sr, synth_dsp.band(2, 30)))  # water
 
 
 def _fx_ex(rng, n, sr):  # noqa: ANN001
     out = np.zeros(n)
-    for start in d.onsets(rng, n, sr, rng.uniform(10, 80)):
+    for start in synth_dsp.onsets(rng, n, sr, rng.uniform(10, 80)):
         m = int(rng.uniform(0.005, 0.08) * sr)
         if rng.uniform() < 0.6:
-            grain = d.chirp(m, sr, rng.uniform(50, 8000), rng.uniform(50, 8000))
+            grain = synth_dsp.chirp(m, sr, rng.uniform(50, 8000), rng.uniform(50, 8000))
         else:
-            grain = d.noise(rng, m, sr)
-        d.place(out, [start], grain * d.hann(m) * rng.uniform(0.2, 1))
+            grain = synth_dsp.noise(rng, m, sr)
+        synth_dsp.place(out, [start], grain * synth_dsp.hann(m) * rng.uniform(0.2, 1))
     if rng.uniform() < 0.5:  # stutter: repeat a short block
         block = int(rng.uniform(0.03, 0.2) * sr)
         out = np.tile(out[:block], n // block + 1)[:n] * 0.7 + 0.3 * out
@@ -193,36 +193,36 @@ def _fx_el(rng, n, sr):  # noqa: ANN001
     if kind == 0:  # riser / drop sweep with a whoosh
         lo, hi = rng.uniform(80, 400), rng.uniform(2000, 9000)
         f = (lo, hi) if rng.uniform() < 0.5 else (hi, lo)
-        sweep = d.chirp(n, sr, *f) * d.swell(n, sr, 0.2 * n / sr, 0.1 * n / sr)
-        return sweep + 0.4 * d.noise(rng, n, sr, d.band(500, 8000)) * d.hann(n)
+        sweep = synth_dsp.chirp(n, sr, *f) * synth_dsp.swell(n, sr, 0.2 * n / sr, 0.1 * n / sr)
+        return sweep + 0.4 * synth_dsp.noise(rng, n, sr, synth_dsp.band(500, 8000)) * synth_dsp.hann(n)
     out = np.zeros(n)
     if kind == 1:  # beeps
         m = int(rng.uniform(0.05, 0.3) * sr)
-        beep = d.sine(d.phase_of(rng.uniform(500, 3000), m, sr)) * d.swell(m, sr, 0.005, 0.01)
-        d.place(out, d.onsets(rng, n, sr, rng.uniform(1, 5), 0.2), beep)
+        beep = synth_dsp.sine(synth_dsp.phase_of(rng.uniform(500, 3000), m, sr)) * synth_dsp.swell(m, sr, 0.005, 0.01)
+        synth_dsp.place(out, synth_dsp.onsets(rng, n, sr, rng.uniform(1, 5), 0.2), beep)
         return out
     m = int(rng.uniform(0.1, 0.4) * sr)  # lasers
-    starts = d.onsets(rng, n, sr, rng.uniform(1, 4), 0.5)
-    d.place(out, starts, d.chirp(m, sr, rng.uniform(2000, 5000), rng.uniform(100, 400)) * d.decay(m, sr, 0.1))
+    starts = synth_dsp.onsets(rng, n, sr, rng.uniform(1, 4), 0.5)
+    synth_dsp.place(out, starts, synth_dsp.chirp(m, sr, rng.uniform(2000, 5000), rng.uniform(100, 400)) * synth_dsp.decay(m, sr, 0.1))
     return out
 
 
 def _ss_n(rng, n, sr):  # noqa: ANN001
-    bed = d.noise(rng, n, sr, d.band(100, rng.uniform(1500, 6000), 1.0)) * d.lfo(n, sr, rng.uniform(0.05, 0.2), 0.4)
+    bed = synth_dsp.noise(rng, n, sr, synth_dsp.band(100, rng.uniform(1500, 6000), 1.0)) * synth_dsp.lfo(n, sr, rng.uniform(0.05, 0.2), 0.4)
     return bed + 0.6 * _fx_a(rng, n, sr) * (rng.uniform() < 0.7)
 
 
 def _ss_i(rng, n, sr):  # noqa: ANN001
-    room = d.noise(rng, n, sr, d.band(30, 400, 2.0))
-    out = room + 0.3 * d.tone(d.phase_of(rng.choice([50.0, 60.0]), n, sr), 60, sr, 5, 1.0)  # mains hum
+    room = synth_dsp.noise(rng, n, sr, synth_dsp.band(30, 400, 2.0))
+    out = room + 0.3 * synth_dsp.tone(synth_dsp.phase_of(rng.choice([50.0, 60.0]), n, sr), 60, sr, 5, 1.0)  # mains hum
     events = np.zeros(n)
-    starts = d.onsets(rng, n, sr, rng.uniform(0.3, 2))
-    d.place(events, starts, d.modal(rng, sr, 800, 6000, 0.1), gains=rng.uniform(0.1, 0.5, 64))
+    starts = synth_dsp.onsets(rng, n, sr, rng.uniform(0.3, 2))
+    synth_dsp.place(events, starts, synth_dsp.modal(rng, sr, 800, 6000, 0.1), gains=rng.uniform(0.1, 0.5, 64))
     return out + events + 0.3 * babble(rng, n, sr) * (rng.uniform() < 0.5)
 
 
 def _ss_u(rng, n, sr):  # noqa: ANN001
-    out = 0.6 * engine(rng, n, sr, pass_by=False) + d.noise(rng, n, sr, d.band(30, 1500, 1.5))
+    out = 0.6 * engine(rng, n, sr, pass_by=False) + synth_dsp.noise(rng, n, sr, synth_dsp.band(30, 1500, 1.5))
     for _ in range(int(rng.integers(1, 3))):
         out += 0.8 * engine(rng, n, sr, pass_by=True)
     return out + 0.3 * babble(rng, n, sr) * (rng.uniform() < 0.4)
@@ -230,9 +230,9 @@ def _ss_u(rng, n, sr):  # noqa: ANN001
 
 def _ss_s(rng, n, sr):  # noqa: ANN001
     root = rng.uniform(30, 50)
-    drone = pad(rng, n, sr, [d.midi_hz(root + k) for k in rng.choice([0, 7, 12, 15, 19], 3, replace=False)])
-    drone *= d.lfo(n, sr, rng.uniform(0.05, 0.3), 0.5, rng.uniform(0, 6))
-    return drone + 0.5 * d.noise(rng, n, sr, d.band(200, 3000)) * d.lfo(n, sr, rng.uniform(0.05, 0.2), 0.8)
+    drone = pad(rng, n, sr, [synth_dsp.midi_hz(root + k) for k in rng.choice([0, 7, 12, 15, 19], 3, replace=False)])
+    drone *= synth_dsp.lfo(n, sr, rng.uniform(0.05, 0.3), 0.5, rng.uniform(0, 6))
+    return drone + 0.5 * synth_dsp.noise(rng, n, sr, synth_dsp.band(200, 3000)) * synth_dsp.lfo(n, sr, rng.uniform(0.05, 0.2), 0.8)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -264,11 +264,11 @@ def render_clip(
     low background noise at a random SNR and a random peak gain. `*-other` codes use a random recipe of their parent
     (those rows are noise to drop anyway)."""
     n = max(1, int(round(duration_s * sr)))
-    x = d.unit(RECIPES[_recipe_code(rng, code)](rng, n, sr))
+    x = synth_dsp.unit(RECIPES[_recipe_code(rng, code)](rng, n, sr))
     if confuser is not None and mix >= 0.3:  # only clearly ambiguous clips pay for a second recipe
-        x = (1.0 - mix) * x + mix * d.unit(RECIPES[_recipe_code(rng, confuser)](rng, n, sr))
+        x = (1.0 - mix) * x + mix * synth_dsp.unit(RECIPES[_recipe_code(rng, confuser)](rng, n, sr))
     floor = 10.0 ** (-rng.uniform(30, 60) / 20.0)
-    x = d.unit(x + floor * (rng.random(n, dtype=np.float32) - np.float32(0.5)))
+    x = synth_dsp.unit(x + floor * (rng.random(n, dtype=np.float32) - np.float32(0.5)))
     return (x * rng.uniform(0.1, 0.9)).astype(np.float64)
 
 

@@ -25,7 +25,7 @@ from bst_rt.runtime.datasets import read_dev_dataset
 from bst_rt.runtime.errors import BstError, DataError
 from bst_rt.runtime.policy import AUDIO_ONLY, TEXT_ONLY, SystemPolicy, decide_items, load_policies, save_policies
 
-from . import ranker as rk
+from . import ranker as ranker_module
 
 CLASS_TEXT_FILE = "clap_class_text_embeddings.npy"
 RANKER_MODEL = "ranker.joblib"
@@ -41,12 +41,12 @@ class RankOptions:
     seed: int = 0
 
 
-def tuning_specs(opts: RankOptions) -> dict[int, rk.TuningSpec]:
-    return {1: rk.TuningSpec(opts.max_override_share, allow_cross_parent=True),
-            2: rk.TuningSpec(opts.max_override_share / 2, allow_cross_parent=False)}
+def tuning_specs(opts: RankOptions) -> dict[int, ranker_module.TuningSpec]:
+    return {1: ranker_module.TuningSpec(opts.max_override_share, allow_cross_parent=True),
+            2: ranker_module.TuningSpec(opts.max_override_share / 2, allow_cross_parent=False)}
 
 
-def make_policies(pools: dict, thresholds: dict[int, rk.Thresholds], opts: RankOptions,
+def make_policies(pools: dict, thresholds: dict[int, ranker_module.Thresholds], opts: RankOptions,
                   nested: dict | None = None) -> list[SystemPolicy]:
     """Freeze the four systems from the run's pool weights, the chosen thresholds and the measured held-out
     override rates (`nested`: `ranker.nested_estimate`'s report)."""
@@ -141,7 +141,7 @@ def _oof_base(run, pools: dict, pool: str, ds, labels: np.ndarray, text_present:
                         None).labels
 
 
-def rank_run(run_dir: Path | str, data_dir: Path | str, opts: RankOptions = RankOptions(), log: rk.Log = print) -> dict:
+def rank_run(run_dir: Path | str, data_dir: Path | str, opts: RankOptions = RankOptions(), log: ranker_module.Log = print) -> dict:
     """`bst-train rank`: candidate rows from OOF probabilities, nested estimate, final ranker, frozen systems."""
     import joblib
 
@@ -161,35 +161,35 @@ def rank_run(run_dir: Path | str, data_dir: Path | str, opts: RankOptions = Rank
     families = sorted(set(provisional.families) | {TEXT_ONLY, AUDIO_ONLY})
     oof = oof_by_dataset_order(run, families, ds.ids, labels)
     text_present = np.array([bool(c.text.strip()) for c in ds.clips])
-    folds = rk.fold_of_items(len(labels), [f.test for f in official_folds(labels)])
+    folds = ranker_module.fold_of_items(len(labels), [f.test for f in official_folds(labels)])
     class_text = class_text_embeddings(data_dir)
-    rows = rk.build_rows(provisional, oof, ds.load_embeddings("text", missing="zero"), text_present,
+    rows = ranker_module.build_rows(provisional, oof, ds.load_embeddings("text", missing="zero"), text_present,
                          ds.embedding_mask("audio"), class_text, labels, folds)
-    log(f"candidate rows: {rk.describe_rows(rows)}")
+    log(f"candidate rows: {ranker_module.describe_rows(rows)}")
 
     specs = tuning_specs(opts)
-    nested = rk.nested_estimate(rows, specs, opts.seed, log)
+    nested = ranker_module.nested_estimate(rows, specs, opts.seed, log)
     for sid, pool in ((3, "top5"), (4, "lowrisk")):  # no ranker: the held-out figure is the pool's OOF prediction
         if pool in pools:
-            nested[f"system{sid}"] = {**rk.table3(labels, _oof_base(run, pools, pool, ds, labels, text_present)),
+            nested[f"system{sid}"] = {**ranker_module.table3(labels, _oof_base(run, pools, pool, ds, labels, text_present)),
                                       "override_share": 0.0, "kind": "out-of-fold"}
-    model, thresholds = rk.fit_final(rows, specs, opts.seed)
+    model, thresholds = ranker_module.fit_final(rows, specs, opts.seed)
     buf = io.BytesIO()
     joblib.dump(model, buf)
     blob = buf.getvalue()
     policies = make_policies(pools, thresholds, opts, nested)
     meta = {
-        "feature_names": rk.feature_names(),
+        "feature_names": ranker_module.feature_names(),
         "k": opts.k,
         "pool": RANKER_POOL,
         "families": list(provisional.families),
         "estimator": type(model).__name__,
-        "params": {**rk.HGB_PARAMS, "random_state": opts.seed},
+        "params": {**ranker_module.HGB_PARAMS, "random_state": opts.seed},
         "model_file": RANKER_MODEL,
         "model_sha256": hashlib.sha256(blob).hexdigest(),
         "class_text_embeddings_sha256": hashlib.sha256(class_text.tobytes()).hexdigest(),
         "data_fingerprint": ds.fingerprint(),
-        "rows": rk.describe_rows(rows),
+        "rows": ranker_module.describe_rows(rows),
         "thresholds": {str(s): t.as_dict() for s, t in thresholds.items()},
         "nested_cv": nested,
     }

@@ -13,7 +13,7 @@ from bst_rt.export.clap import AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE
 from bst_rt.runtime.datasets import read_dev_dataset
 from bst_rt.runtime.encoders import AudioEncoder, TextEncoder
 from bst_rt.runtime.text import mask_class_words
-from bst_rt.train.cli import app
+from bst_rt.export.cli import app
 from bst_rt.train.embed import CLASS_TEXT_FILE, class_description_texts, embed_dataset
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import synth_dsp as d
+from . import dsp as d
 
 TIMBRES = ("pluck", "bow", "blow", "keys", "synth")
 

@@ -1,8 +1,9 @@
 """`bst-train`: the training and export side (synth, embed, train, report, rank, dev-as-eval, export, demo).
 
 The app sits on the export floor because three commands need it: `embed` (locates or exports the CLAP graphs it runs,
-then hands the folder to `bst_rt.train.embed`), `export` and `demo`. The training floor's own commands are defined
-in `bst_rt.train.cli` and registered here in the order `bst-train --help` lists them."""
+then hands the folder to `bst_rt.train.embed`), `export` and `demo`; `synth` runs `bst_rt.synth`, which sits beside
+training, not in it. The training floor's own commands are defined in `bst_rt.train.cli` and registered here in the
+order `bst-train --help` lists them."""
 from __future__ import annotations
 
 from enum import Enum
@@ -30,7 +31,23 @@ class Provider(str, Enum):  # the same choices and default as `bst-rt --provider
 # Commands are added below, one function each; heavy imports stay inside the command bodies.
 
 
-app.command("synth")(train_cli.synth)
+@app.command("synth")
+@guarded
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write BSD10k/, BSD35k-CS/, eval/ and eval_labels.csv into.")],
+    *,
+    per_class: Annotated[int, typer.Option(help="BSD10k clips per class (BSD35k-CS: as many on average).", min=1)] = 12,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed writes byte-identical files.", min=0)] = 0,
+    cs_noise: Annotated[float, typer.Option(help="Share of BSD35k-CS labels made wrong.", min=0.0, max=1.0)] = 0.3,
+    n_eval: Annotated[int, typer.Option("--eval", help="Clips in the evaluation package (8 or more).", min=8)] = 40,
+    with_features: Annotated[bool, typer.Option("--with-features", help="Write stand-in embeddings too.")] = False,
+) -> None:
+    """Write a deterministic synthetic corpus in the BSD10k, BSD35k-CS and evaluation-package layouts."""
+    from bst_rt.synth.corpus import write_corpus
+
+    paths = write_corpus(out, per_class=per_class, seed=seed, cs_noise=cs_noise, n_eval=n_eval,
+                         with_features=with_features, show_progress=True)
+    typer.echo(f"wrote {paths.dev}, {paths.cs}, {paths.eval} and {paths.eval_labels}")
 
 
 @app.command("embed")

@@ -1,8 +1,9 @@
-"""The training floor's `bst-train` commands: synth, train, report, rank, dev-as-eval.
+"""The training floor's `bst-train` commands: train, report, rank, dev-as-eval.
 
-The `bst-train` console script is `bst_rt.export.cli.app`, which adds the commands that need the export floor
-(embed, which exports the CLAP graphs it runs; export; demo). Imports run export -> train -> runtime, never back, so
-this module only defines its commands and the app settings both apps share (`new_app`)."""
+The `bst-train` console script is `bst_rt.export.cli.app`, which adds the commands that need the floor above (embed,
+which exports the CLAP graphs it runs; export; demo) or the synthetic corpus beside training (synth). Imports run
+export -> train -> runtime, never back, so this module only defines its commands and the app settings both apps
+share (`new_app`)."""
 from __future__ import annotations
 
 import json
@@ -49,25 +50,6 @@ def _show_version(value: bool) -> None:
 app = new_app()  # the training floor's commands alone; `bst-train` itself is bst_rt.export.cli.app
 
 # Commands are added below, one function each; heavy imports stay inside the command bodies.
-
-
-@app.command("synth")
-@guarded
-def synth(
-    out: Annotated[Path, typer.Argument(help="Folder to write BSD10k/, BSD35k-CS/, eval/ and eval_labels.csv into.")],
-    *,
-    per_class: Annotated[int, typer.Option(help="BSD10k clips per class (BSD35k-CS: as many on average).", min=1)] = 12,
-    seed: Annotated[int, typer.Option(help="Seed: the same seed writes byte-identical files.", min=0)] = 0,
-    cs_noise: Annotated[float, typer.Option(help="Share of BSD35k-CS labels made wrong.", min=0.0, max=1.0)] = 0.3,
-    n_eval: Annotated[int, typer.Option("--eval", help="Clips in the evaluation package (8 or more).", min=8)] = 40,
-    with_features: Annotated[bool, typer.Option("--with-features", help="Write stand-in embeddings too.")] = False,
-) -> None:
-    """Write a deterministic synthetic corpus in the BSD10k, BSD35k-CS and evaluation-package layouts."""
-    from bst_rt.synth.corpus import write_corpus
-
-    paths = write_corpus(out, per_class=per_class, seed=seed, cs_noise=cs_noise, n_eval=n_eval,
-                         with_features=with_features, show_progress=True)
-    typer.echo(f"wrote {paths.dev}, {paths.cs}, {paths.eval} and {paths.eval_labels}")
 
 
 @app.command("train")

@@ -14,10 +14,10 @@ import pytest  # noqa: E402,F401
 # --- synthetic corpus (issue 2): BSD10k + BSD35k-CS (with stand-in features) + eval package, written once -----------
 @pytest.fixture(scope="session")
 def synth_corpus(tmp_path_factory):
-    """`bst_rt.train.synth.CorpusPaths` of a 12-per-class corpus with stand-in embeddings (seed 0, CS noise 0.3,
+    """`bst_rt.synth.corpus.CorpusPaths` of a 12-per-class corpus with stand-in embeddings (seed 0, CS noise 0.3,
     40 eval clips): `.root`, `.dev`, `.cs`, `.eval`, `.eval_labels`, `.cs_true_labels`; it also acts as the root
     path (`os.fspath`, `synth_corpus / "BSD10k"`)."""
-    from bst_rt.train.synth import write_corpus
+    from bst_rt.synth.corpus import write_corpus
 
     return write_corpus(tmp_path_factory.mktemp("synth") / "corpus", per_class=12, seed=0, with_features=True)
 
@@ -59,7 +59,7 @@ def ranked_run(trained_run, synth_corpus, tmp_path_factory):
 
     from typer.testing import CliRunner
 
-    from bst_rt.train.cli import app
+    from bst_rt.export.cli import app
 
     src = Path(getattr(trained_run, "run", getattr(trained_run, "path", trained_run)))
     data = Path(getattr(trained_run, "data", synth_corpus.dev))

@@ -9,11 +9,11 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from bst_rt.export.clap import AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE
+from bst_rt.export.cli import app
 from bst_rt.runtime.datasets import read_dev_dataset
-from bst_rt.runtime.encoders import AudioEncoder, TextEncoder
+from bst_rt.runtime.encoders import AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE, AudioEncoder, TextEncoder
+from bst_rt.runtime.errors import BstError
 from bst_rt.runtime.text import mask_class_words
-from bst_rt.train.cli import app
 from bst_rt.train.embed import CLASS_TEXT_FILE, class_description_texts, embed_dataset
 
 pytestmark = pytest.mark.slow
@@ -118,3 +118,23 @@ def test_embed_refuses_to_mix_encoders(dataset, clap_graphs):
     result = CliRunner().invoke(app, ["embed", str(dataset), "--graphs", str(clap_graphs)])
     assert result.exit_code == 1 and "another CLAP encoder" in result.output and "seed" in result.output
     assert not (dataset / "features" / "clap_text_embeddings" / "101.npy").exists()
+
+
+def test_embed_asks_for_the_graph_folder_only_when_something_is_missing(dataset, clap_graphs):
+    """The export floor hands `embed_dataset` a graph source; a finished rerun must not export (or load) CLAP."""
+    calls = []
+
+    def source() -> Path:
+        calls.append(1)
+        return clap_graphs
+
+    first = embed_dataset(dataset, graphs=source, batch_size=4, progress=False, log=lambda _: None)
+    assert calls == [1] and first.written["text"] == len(ROWS)
+    (dataset / "audio" / "105.wav").unlink()  # undecodable audio is retried on a rerun; a missing file is not
+    second = embed_dataset(dataset, graphs=source, batch_size=4, progress=False, log=lambda _: None)
+    assert calls == [1] and sum(second.written.values()) == 0
+
+
+def test_onnx_engine_without_graphs_is_refused_in_one_line(dataset):
+    with pytest.raises(BstError, match="needs exported CLAP graphs.*--graphs DIR"):
+        embed_dataset(dataset, graphs=None, progress=False, log=lambda _: None)

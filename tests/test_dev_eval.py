@@ -12,7 +12,7 @@ from bst_rt.runtime.datasets import read_dev_dataset
 from bst_rt.runtime.features import FEATURE_NAMES
 from bst_rt.runtime.metrics import evaluate_predictions, hierarchical_f1
 from bst_rt.runtime.policy import load_policies
-from bst_rt.train.cli import app
+from bst_rt.export.cli import app
 from bst_rt.train.dev_eval import TorchChain, dev_as_eval
 
 

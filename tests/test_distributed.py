@@ -141,7 +141,7 @@ def test_predict_dataset_refuses_rows_without_the_needed_columns(ray_cluster, bu
 
 @pytest.mark.slow
 def test_embed_ray_equals_embed_and_resumes(ray_cluster, synth_corpus, clap_graphs, tmp_path):
-    from bst_rt.train.cli import app
+    from bst_rt.export.cli import app
     from bst_rt.train.embed import KIND_DIRS, embed_dataset
 
     src = Path(synth_corpus.eval)

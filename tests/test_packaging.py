@@ -164,7 +164,7 @@ def test_atomic_write_fsyncs_the_folder_after_the_rename(tmp_path: Path, monkeyp
     assert (tmp_path / "out.csv").read_text() == "a,b\n"
 
 
-@pytest.mark.parametrize("module", ["bst_rt.runtime.cli", "bst_rt.train.cli"])
+@pytest.mark.parametrize("module", ["bst_rt.runtime.cli", "bst_rt.export.cli", "bst_rt.train.cli"])
 def test_both_clis_have_version_and_short_help(module: str) -> None:
     import importlib
     from importlib import metadata
@@ -182,7 +182,7 @@ def test_both_clis_have_version_and_short_help(module: str) -> None:
 
 @pytest.mark.parametrize("args", [["--engine", "tensorflow"], ["--provider", "gpu"]])
 def test_bst_embed_refuses_unknown_engine_or_provider_with_exit_2(tmp_path: Path, args: list[str]) -> None:
-    from bst_rt.train.cli import app
+    from bst_rt.export.cli import app
 
     result = CliRunner().invoke(app, ["embed", str(tmp_path), "--random-weights", *args])
     assert result.exit_code == 2
@@ -193,15 +193,15 @@ def test_bst_provider_default_matches_bst_rt() -> None:
     import inspect
 
     from bst_rt.runtime import cli as rt_cli
-    from bst_rt.train import cli as train_cli
+    from bst_rt.export import cli as bst_train_cli
 
     rt_default = inspect.signature(rt_cli.predict).parameters["provider"].default
-    train_default = inspect.signature(train_cli.embed_cmd).parameters["provider"].default
+    train_default = inspect.signature(bst_train_cli.embed_cmd).parameters["provider"].default
     assert train_default.value == rt_default.value == "auto"
 
 
 def test_bst_rank_takes_top_k_not_k(tmp_path: Path) -> None:
-    from bst_rt.train.cli import app
+    from bst_rt.export.cli import app
 
     help_text = CliRunner().invoke(app, ["rank", "-h"], terminal_width=200).output
     assert "--top-k" in help_text

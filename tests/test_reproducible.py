@@ -98,7 +98,7 @@ def _resume_with_other_threads_is_refused(synth_corpus, run: Path) -> None:
     import torch
     from typer.testing import CliRunner
 
-    from bst_rt.train.cli import app
+    from bst_rt.export.cli import app
 
     before = torch.get_num_threads()
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 import bst_rt.runtime
 
 FORBIDDEN = ("torch", "torchaudio", "torchvision", "laion_clap", "sklearn", "skl2onnx", "onnx")
-FORBIDDEN_OURS = ("bst_rt.train", "bst_rt.export")  # imports flow export -> train -> runtime, never back
+FORBIDDEN_OURS = ("bst_rt.train", "bst_rt.export", "bst_rt.synth")  # imports flow export -> train -> runtime, never back
 #: optional extras: runtime modules may import them inside a function (runtime/distributed.py), never at import time
 FORBIDDEN_AT_IMPORT = FORBIDDEN + ("ray",)
 RUNTIME_DIR = Path(bst_rt.runtime.__path__[0])

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from bst_rt.runtime.metrics import hierarchical_f1
 from bst_rt.runtime.taxonomy import NUM_CLASSES
-from bst_rt.train.cli import app
+from bst_rt.export.cli import app
 from bst_rt.train.folds import official_folds
 from bst_rt.train.pool import (QUICK_OVERRIDES, PoolData, family_probs, load_arrays, load_fold_models, load_run,
                             train_pool)

@@ -224,7 +224,7 @@ def test_embed_device_is_for_the_torch_engine_only():
 def test_bst_train_refuses_a_bad_device_in_one_line(tmp_path):
     from typer.testing import CliRunner
 
-    from bst_rt.train.cli import app
+    from bst_rt.export.cli import app
 
     result = CliRunner().invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--device", "tpu"])
     assert result.exit_code == 1 and result.output.startswith("error:") and "unknown device 'tpu'" in result.output

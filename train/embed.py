@@ -7,7 +7,8 @@ written atomically and existing files are skipped, so a killed run loses nothing
 Clips whose audio is missing or undecodable get no audio file (the runtime's text-only fallback covers them).
 
 Engines: 'onnx' (default) runs the exported fp32 graphs through `bst_rt.runtime.encoders`, exactly what a bundle
-runs at prediction time; 'torch' runs laion-clap's own pipeline (`bst_rt.train.clap` reference embedders).
+runs at prediction time; 'torch' runs laion-clap's own pipeline (`bst_rt.train.clap` reference embedders). The
+onnx engine is handed its graph folder (`graphs`): exporting them is the export floor's job (`bst_rt.export`).
 """
 from __future__ import annotations
 
@@ -33,7 +34,9 @@ CLASS_TEXT_FILE = "clap_class_text_embeddings.npy"
 #: which encoder wrote a features/ folder; a run with another encoder refuses to add to it
 RECORD_FILE = "clap_embed.json"
 _IDENTITY_KEYS = ("weights", "checkpoint_sha256", "seed", "tokenizer", "tokenizer_sha256", "chunk_rule")
-GRAPH_CACHE = Path.home() / ".cache" / "bst-rt" / "clap-graphs"
+#: a folder of exported CLAP graphs, or a callable that returns one (called only when something is left to embed;
+#: the export floor supplies it: `bst_rt.export.graph_cache.graph_source`)
+GraphSource = Path | Callable[[], Path] | None
 
 
 #: header of the real BSD10k taxonomy file (v1.0): metadata/BST_description.csv
@@ -113,7 +116,7 @@ class _Encoders:
     """audio(paths) -> ([n, 512] rows for the decodable ones, their positions, failure messages); text(texts)."""
 
     def __init__(self, engine: Engine, *, clap_ckpt: Path | None, random_weights: bool, seed: int,
-                 tokenizer_dir: Path | None, graphs: Path | None, provider: str, threads: int | None,
+                 tokenizer_dir: Path | None, graphs: GraphSource, provider: str, threads: int | None,
                  device: str = "cpu") -> None:
         self.engine = engine
         if engine == "torch":
@@ -129,11 +132,9 @@ class _Encoders:
             raise BstError("--device applies to the torch engine; the onnx engine takes --provider")
         if engine != "onnx":
             raise BstError(f"unknown engine {engine!r}: use onnx or torch")
-        from bst_rt.export.clap import AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE
-        from bst_rt.runtime.encoders import AudioEncoder, TextEncoder
+        from bst_rt.runtime.encoders import AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE, AudioEncoder, TextEncoder
 
-        folder = Path(graphs) if graphs is not None else _exported_graphs(clap_ckpt, random_weights, seed,
-                                                                           tokenizer_dir)
+        folder = graph_folder(graphs)
         for name in (AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE, "clap_parity.json"):
             if not (folder / name).is_file():
                 raise BstError(f"{folder / name}: missing from the CLAP graph folder")
@@ -167,20 +168,12 @@ class _Encoders:
         return self._text.embed(texts)
 
 
-def _exported_graphs(clap_ckpt: Path | None, random_weights: bool, seed: int, tokenizer_dir: Path | None) -> Path:
-    """fp32 graphs exported once per (weights, tokenizer) into a cache folder, reused by later runs."""
-    from bst_rt.export.clap import export_clap
-
-    from . import clap
-
-    model = clap.load_clap(clap_ckpt, random_weights=random_weights, seed=seed, tokenizer_dir=tokenizer_dir)
-    prov = model.bst_provenance
-    key = (f"ckpt-{prov.checkpoint_sha256[:16]}" if prov.checkpoint_sha256 else f"random-seed{seed}") + \
-        f"-{prov.tokenizer}-{prov.tokenizer_sha256[:12]}"
-    folder = GRAPH_CACHE / key
-    if not (folder / "clap_parity.json").is_file():
-        export_clap(model, folder, int8=False)
-    return folder
+def graph_folder(graphs: GraphSource) -> Path:
+    """The CLAP graph folder the onnx engine runs: given, or made now by the caller's source."""
+    if graphs is None:
+        raise BstError("the onnx engine needs exported CLAP graphs: give a graph folder (--graphs DIR), or "
+                       "--clap-ckpt / --random-weights for `bst-train embed` to export them")
+    return Path(graphs()) if callable(graphs) else Path(graphs)
 
 
 def _check_record(features: Path, provenance: dict, *, existing: bool, log: Callable[[str], None]) -> None:
@@ -218,7 +211,7 @@ def _batches(items: list, size: int):
 
 def embed_dataset(root: Path, *, engine: Engine = "onnx", clap_ckpt: Path | None = None,
                   random_weights: bool = False, seed: int = 0, tokenizer_dir: Path | None = None,
-                  graphs: Path | None = None, batch_size: int = 8, provider: str = "cpu",
+                  graphs: GraphSource = None, batch_size: int = 8, provider: str = "cpu",
                   threads: int | None = None, progress: bool = True, device: str = "cpu",
                   builtin_class_texts: bool = False,
                   log: Callable[[str], None] = print) -> EmbedReport:

@@ -20,8 +20,8 @@ from bst_rt.runtime.distributed import RayOptions, collect, ensure_ray
 from bst_rt.runtime.errors import AudioError, BstError
 from bst_rt.runtime.text import mask_class_words
 
-from .embed import CLASS_TEXT_FILE, KIND_DIRS, EmbedReport, _check_record, _exported_graphs, _read_clips, \
-    class_description_texts
+from .embed import CLASS_TEXT_FILE, KIND_DIRS, EmbedReport, GraphSource, _check_record, _read_clips, \
+    class_description_texts, graph_folder
 
 
 class EmbedActor:
@@ -33,8 +33,7 @@ class EmbedActor:
 
     def _encoders(self):
         if self._audio is None:
-            from bst_rt.export.clap import AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE
-            from bst_rt.runtime.encoders import AudioEncoder, TextEncoder
+            from bst_rt.runtime.encoders import AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE, AudioEncoder, TextEncoder
 
             graphs, _, provider, threads = self._args
             self._audio = AudioEncoder(graphs / AUDIO_GRAPH, provider=provider, threads=threads)
@@ -77,9 +76,8 @@ def _class_texts(graphs: str, texts: list[str], provider: str, threads: int | No
     return np.asarray(actor._encoders()[1].embed(texts), dtype=np.float32)
 
 
-def embed_dataset_ray(root: Path, *, ray_options: RayOptions, graphs: Path | None = None,
-                      clap_ckpt: Path | None = None, random_weights: bool = False, seed: int = 0,
-                      tokenizer_dir: Path | None = None, batch_size: int = 8, provider: str = "cpu",
+def embed_dataset_ray(root: Path, *, ray_options: RayOptions, graphs: GraphSource = None,
+                      batch_size: int = 8, provider: str = "cpu",
                       threads: int | None = None, log: Callable[[str], None] = print) -> EmbedReport:
     """Same files as `embed_dataset(root, engine='onnx', ...)`, computed by `ray_options.concurrency` actors."""
     root = Path(root)
@@ -104,7 +102,7 @@ def embed_dataset_ray(root: Path, *, ray_options: RayOptions, graphs: Path | Non
     class_file = features / CLASS_TEXT_FILE
     if not rows and class_file.is_file():
         return report
-    folder = Path(graphs) if graphs is not None else _exported_graphs(clap_ckpt, random_weights, seed, tokenizer_dir)
+    folder = graph_folder(graphs)
     parity = folder / "clap_parity.json"
     if not parity.is_file():
         raise BstError(f"{parity}: missing from the CLAP graph folder")

@@ -12,8 +12,8 @@ from typing import Callable
 
 import numpy as np
 
-from . import synth_dsp
-from .synth_sources import TIMBRES, babble, drum_pattern, engine, melody, note, pad
+from . import dsp as synth_dsp
+from .sources import TIMBRES, babble, drum_pattern, engine, melody, note, pad
 
 SAMPLE_RATE_HZ = 44_100
 Recipe = Callable[[np.random.Generator, int, int], np.ndarray]

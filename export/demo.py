@@ -2,7 +2,8 @@
 
 synthetic corpus → LAION-CLAP at seeded RANDOM weights (no checkpoint download; clearly labelled: the numbers show
 the plumbing works, not what the method scores) → `bst-train embed` → a small pool → `bst-train rank` → `bst-train export` →
-`bst-rt predict` → `bst-rt evaluate`. Every stage resumes: rerunning the demo skips what is already done.
+`bst-rt predict` → `bst-rt evaluate`. It sits on the export floor because it runs every floor (it exports a bundle).
+Every stage resumes: rerunning the demo skips what is already done.
 The bundle is written to `artifacts/demo` (recorded as the default bundle, so `bst-rt predict EVAL_DIR` finds it).
 """
 from __future__ import annotations
@@ -41,18 +42,18 @@ def run_demo(opts: DemoOptions = DemoOptions(), log: Log = print) -> dict:
     """Returns the evaluation metrics and where the outputs are."""
     import warnings
 
-    from bst_rt.export.bundle import ExportOptions, export_bundle
-    from bst_rt.export.clap import export_clap
     from bst_rt.runtime.batch import RunOptions, run_predict_systems
     from bst_rt.runtime.bundle import record_default_bundle
     from bst_rt.runtime.datasets import read_labels
     from bst_rt.runtime.submission import score_submission
+    from bst_rt.synth.corpus import write_corpus
+    from bst_rt.train.clap import load_clap
+    from bst_rt.train.embed import embed_dataset
+    from bst_rt.train.pool import QUICK_OVERRIDES, run_pool
+    from bst_rt.train.systems import RankOptions, rank_run
 
-    from .clap import load_clap
-    from .embed import embed_dataset
-    from .pool import QUICK_OVERRIDES, run_pool
-    from .synth import write_corpus
-    from .systems import RankOptions, rank_run
+    from .bundle import ExportOptions, export_bundle
+    from .clap import export_clap
 
     t0 = time.perf_counter()
     work = Path(opts.work)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import synth_dsp
+from . import dsp as synth_dsp
 
 TIMBRES = ("pluck", "bow", "blow", "keys", "synth")
 

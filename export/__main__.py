@@ -1,0 +1,3 @@
+from bst_rt.export.cli import app
+
+app()

@@ -1,3 +1,0 @@
-from bst_rt.train.cli import app
-
-app()

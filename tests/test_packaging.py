@@ -91,6 +91,9 @@ class _FakeOrt:
     def get_available_providers(self):
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
+    def get_all_providers(self):
+        return ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
     def preload_dlls(self):
         print("preload notes that must not reach stdout")
         self.calls.append("preload_dlls")

@@ -61,7 +61,7 @@ class ExportOptions:
 
 
 def export_bundle(run_dir: Path, out: Path, opts: ExportOptions = ExportOptions(), log: Log = print) -> Manifest:
-    from bst_rt.train.pool import load_run
+    from bst_rt.train.run import load_run
     from bst_rt.train.systems import load_ranker, load_systems
 
     run_dir, out = Path(run_dir), Path(out)
@@ -212,7 +212,7 @@ def _validation_embeddings(run, opts: ExportOptions) -> tuple[np.ndarray, np.nda
 
 
 def _heads_spec(staging, heads, run, layout, audio, text, masked, source) -> GraphSpec:
-    from bst_rt.train.pool import family_probs, load_fold_models
+    from bst_rt.train.run import family_probs, load_fold_models
 
     feeds = {"audio_embedding": audio, "text_embedding": text, "masked_text_embedding": masked}
     record = val.validate_graph("heads", staging / HEADS_FILE, feeds,
@@ -223,7 +223,7 @@ def _heads_spec(staging, heads, run, layout, audio, text, masked, source) -> Gra
     fused = hd.torch_heads(heads, audio, text, masked)[0]
     chain = {f: family_probs(load_fold_models(run, f), audio, text, masked) for f in layout.families}
     wrapper_err = max(float(np.abs(fused[:, i] - chain[f]).max()) for i, f in enumerate(layout.families))
-    val.check_close("heads (wrapper vs train.pool.family_probs)", {"x": np.array([wrapper_err])}, {"x": np.zeros(1)},
+    val.check_close("heads (wrapper vs train.run.family_probs)", {"x": np.array([wrapper_err])}, {"x": np.zeros(1)},
                     val.TOLERANCES["heads"])
     record.update(batch_1=one["max_abs_diff"], wrapper_vs_family_probs=wrapper_err, inputs=source)
     return _graph_spec(staging, "heads", HEADS_FILE, hd.OPSET, "fp32", record)
@@ -309,9 +309,11 @@ def _scores(run, ranker_info: dict) -> dict:
     families = {f: {k: e.get(k) for k in ("hF_mean", "hF_std", "hF_oof", "excluded")}
                 for f, e in reg.get("families", {}).items() if e.get("status") == "done"}
     pools = {p: {k: v for k, v in d.items() if k != "weights"} for p, d in run.ensembles.items()}
-    dev_eval = run.path / "dev_eval.json"
+    from bst_rt.train.run import DEV_EVAL_JSON, read_json
+
+    dev_eval = run.path / DEV_EVAL_JSON
     return {"cv_families": families, "cv_ensembles": pools, "nested_ranker": ranker_info.get("nested_cv", {}),
-            "dev_as_eval": json.loads(dev_eval.read_text(encoding="utf-8")) if dev_eval.is_file() else None}
+            "dev_as_eval": read_json(dev_eval) if dev_eval.is_file() else None}
 
 
 def graph_parameters(folder: Path, graphs: dict) -> dict[str, int]:

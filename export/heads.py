@@ -80,7 +80,7 @@ class FusedHeads(nn.Module):
 
 def build_heads(run, layout: HeadsLayout) -> FusedHeads:
     """Wrap the run's fold models (loaded by the training side's own loader) in one module."""
-    from bst_rt.train.pool import load_fold_models
+    from bst_rt.train.run import load_fold_models
 
     return FusedHeads([load_fold_models(run, family) for family in layout.families], layout.pool_weights)
 

@@ -22,6 +22,8 @@ from bst_rt.runtime.datasets import EMBEDDING_DIM, safe_child
 from bst_rt.runtime.errors import DataError
 from bst_rt.runtime.taxonomy import CODE_TO_INDEX
 
+from .data import Arrays, arrays_fingerprint
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -88,10 +90,8 @@ def map_clips(name: str, root: Path) -> MappedClips:
     return MappedClips(ids, codes, dropped)
 
 
-def load_external(name: str, root: Path, *, log: Callable[[str], None] = print):
+def load_external(name: str, root: Path, *, log: Callable[[str], None] = print) -> Arrays:
     """Mapped clips of one external dataset as pool `Arrays` (labels = BST indices, no confidences)."""
-    from .pool import Arrays, arrays_fingerprint
-
     clips = map_clips(name, root)
     folder = Path(root) / "features"
     audio = _embeddings(folder / "clap_audio_embeddings", clips.ids, required=True)

@@ -10,7 +10,7 @@ import numpy as np
 
 from bst_rt.runtime.taxonomy import NUM_CLASSES
 
-from .pool import Arrays, PoolData, arrays_fingerprint
+from .data import Arrays, PoolData, arrays_fingerprint
 
 BSD10K_CLIPS = 10_309
 

@@ -14,23 +14,20 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bst_rt.runtime.atomic import atomic_write_bytes, atomic_write_text
+from bst_rt.runtime.atomic import atomic_write_bytes
 from bst_rt.runtime.datasets import read_dev_dataset
 from bst_rt.runtime.errors import BstError, DataError
 from bst_rt.runtime.policy import AUDIO_ONLY, TEXT_ONLY, SystemPolicy, decide_items, load_policies, save_policies
 
 from . import ranker as rk
+from .run import RANKER_DIR, RANKER_JSON, RANKER_MODEL, SYSTEMS_JSON, load_run, read_json, write_json
 
 CLASS_TEXT_FILE = "clap_class_text_embeddings.npy"
-RANKER_MODEL = "ranker.joblib"
-RANKER_JSON = "ranker.json"
-SYSTEMS_JSON = "systems.json"
 RANKER_POOL = "top12"
 
 
@@ -95,10 +92,10 @@ def load_ranker(run_dir: Path | str):
     """The fitted sklearn ranker and its ranker.json (train side only; the runtime reads the ONNX graph)."""
     import joblib
 
-    folder = Path(run_dir) / "ranker"
+    folder = Path(run_dir) / RANKER_DIR
     if not (folder / RANKER_MODEL).is_file():
         raise BstError(f"{folder / RANKER_MODEL}: missing; run `bst-train rank RUN DATA` first")
-    meta = json.loads((folder / RANKER_JSON).read_text(encoding="utf-8"))
+    meta = read_json(folder / RANKER_JSON)
     blob = (folder / RANKER_MODEL).read_bytes()
     if hashlib.sha256(blob).hexdigest() != meta["model_sha256"]:
         raise BstError(f"{folder / RANKER_MODEL}: sha256 differs from ranker.json; rerun `bst-train rank`")
@@ -147,7 +144,6 @@ def rank_run(run_dir: Path | str, data_dir: Path | str, opts: RankOptions = Rank
 
     from .ensemble import check_pools, why_no_pool
     from .folds import official_folds
-    from .pool import load_run
 
     run = load_run(run_dir)
     pools = run.ensembles
@@ -193,9 +189,9 @@ def rank_run(run_dir: Path | str, data_dir: Path | str, opts: RankOptions = Rank
         "thresholds": {str(s): t.as_dict() for s, t in thresholds.items()},
         "nested_cv": nested,
     }
-    folder = run.path / "ranker"
+    folder = run.path / RANKER_DIR
     atomic_write_bytes(folder / RANKER_MODEL, blob)
-    atomic_write_text(folder / RANKER_JSON, json.dumps(meta, indent=2) + "\n")
+    write_json(folder / RANKER_JSON, meta)
     save_policies(run.path / SYSTEMS_JSON, policies)
     from .dev_eval_folds import fit_fold_chains
 

@@ -2,7 +2,7 @@
 validated against the numpy code it replaces before it is listed (parity recorded in the manifest).
 
 Reference of the decision graph: the runtime's per-item decision (`policy.item_evidence` for fallbacks,
-`features.candidate_features`, the ranker graph, `policy.ranker_choice`, eq. 3 without the set-level cap) with the
+`features.candidate_features`, the ranker graph, `policy.ranker_choice`, eq. 3, item by item) with the
 system's ensemble read from the heads graph's `pool_probs`.
 """
 from __future__ import annotations
@@ -16,7 +16,6 @@ import onnx
 from bst_rt.runtime import audio as A
 from bst_rt.runtime import policy as pol
 from bst_rt.runtime.errors import BstError
-from bst_rt.runtime.features import candidate_features, stack_features
 from bst_rt.runtime.portable import FRONTEND_FILE, FRONTEND_GRAPH, decision_graph
 from bst_rt.runtime.session import make_session
 
@@ -54,27 +53,17 @@ def frontend_parity(path: Path, waves: Sequence[np.ndarray]) -> dict:
 def reference_decision(policy: pol.SystemPolicy, families: Sequence[str], pools: Sequence[str], fam: np.ndarray,
                        pool: np.ndarray, text: np.ndarray, audio_present: np.ndarray, text_present: np.ndarray,
                        class_text: np.ndarray, ranker, positive_column: int = 1) -> pol.Decisions:
-    """The numpy decision of every item (see the module docstring); `ranker` is an onnxruntime session or None."""
-    ens_rows, items = [], []
+    """The runtime's decision of every item (`policy.decide_items`, the one decision function; the ensemble is the
+    system's row of `pool_probs`, as the runtime reads it); `ranker` is an onnxruntime session or None."""
     p_idx = list(pools).index(policy.pool)
-    for i in range(len(fam)):
-        probs = {f: fam[i, j] for j, f in enumerate(families)}
-        ens, sel = pol.item_evidence(policy, probs, bool(audio_present[i]), bool(text_present[i]))
-        if audio_present[i] and text_present[i]:
-            ens = np.asarray(pool[i, p_idx], dtype=np.float64)
-        ens_rows.append(ens)
-        if policy.use_ranker:
-            items.append(candidate_features(ens, sel, text[i] if text_present[i] else None, class_text,
-                                            audio_present=bool(audio_present[i]),
-                                            text_present=bool(text_present[i]), k=policy.k))
-    ens_arr = np.stack(ens_rows)
-    if policy.use_ranker:
-        rows, offsets = stack_features(items)
-        scores = ranker.run(["probabilities"], {"candidate_features": rows})[0][:, positive_column]
-        choice = pol.ranker_choice(ens_arr, [it.candidates for it in items], scores, offsets)
-    else:
-        choice = pol.no_ranker(ens_arr)
-    return pol.apply_policy(policy, choice, limit=False)
+
+    def score_rows(rows: np.ndarray) -> np.ndarray:
+        return ranker.run(["probabilities"], {"candidate_features": rows})[0][:, positive_column]
+
+    return pol.decide_items(policy, np.asarray(pool[:, p_idx], dtype=np.float64),
+                            {f: fam[:, j] for j, f in enumerate(families)}, text, class_text,
+                            np.asarray(audio_present, dtype=bool), np.asarray(text_present, dtype=bool),
+                            score_rows if policy.use_ranker else None)
 
 
 def decision_parity(path: Path, policy, families, pools, fam, pool, text, audio_present, text_present, class_text,

@@ -5,6 +5,10 @@ graph, the class-description embeddings (computed with the bundle's own text gra
 feature sees the encoder it runs), and manifest.json. Each graph is validated against its source before the bundle
 is written (`export.validate`); the bundle is assembled in a staging folder and renamed into place, so a failed
 export never leaves a half bundle at `--out`.
+
+Longer than ~350 lines on purpose: it is one staging transaction (build, validate, describe, rename) whose steps
+share the staging folder and the parity records; the graphs themselves are built in clap.py, heads.py, ranker.py and
+portable*.py.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from bst_rt.runtime.batch import package_versions
 from bst_rt.runtime.bundle import sha256_file
 from bst_rt.runtime.errors import BstError
 from bst_rt.runtime.features import FEATURE_NAMES, NUM_FEATURES
+from bst_rt.runtime.layout import BUNDLE_CLASS_TEXT_FILE
 from bst_rt.runtime.manifest import (
     MANIFEST_NAME, SCHEMA_VERSION, AudioSpec, FileSpec, GraphSpec, HeadsSpec, Manifest, TensorSpec, TextSpec,
 )
@@ -42,7 +47,7 @@ from . import validate as val
 Log = Callable[[str], None]
 HEADS_FILE = "heads.onnx"
 RANKER_FILE = "ranker.onnx"
-CLASS_TEXT_FILE = "class_text_embeddings.npy"
+CLASS_TEXT_FILE = BUNDLE_CLASS_TEXT_FILE
 VALIDATION_ITEMS = 256
 PROVENANCE_PACKAGES = ("bst-rt", "torch", "laion-clap", "scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy",
                        "tokenizers", "soxr", "soundfile")
@@ -214,7 +219,7 @@ def _validation_embeddings(run, opts: ExportOptions) -> tuple[np.ndarray, np.nda
 def _heads_spec(staging, heads, run, layout, audio, text, masked, source) -> GraphSpec:
     from bst_rt.train.run import family_probs, load_fold_models
 
-    feeds = {"audio_embedding": audio, "text_embedding": text, "masked_text_embedding": masked}
+    feeds = dict(zip(hd.INPUT_NAMES, (audio, text, masked)))
     record = val.validate_graph("heads", staging / HEADS_FILE, feeds,
                                 lambda: dict(zip(hd.OUTPUT_NAMES, hd.torch_heads(heads, audio, text, masked))))
     one = val.validate_graph("heads", staging / HEADS_FILE, {k: v[:1] for k, v in feeds.items()},
@@ -262,7 +267,7 @@ def _portable_graphs(staging, policies, layout, class_text, graphs, ranker_info,
     from . import portable as pt
 
     heads = make_session(staging / HEADS_FILE, provider="cpu")
-    feeds = {"audio_embedding": audio, "text_embedding": text, "masked_text_embedding": masked}
+    feeds = dict(zip(hd.INPUT_NAMES, (audio, text, masked)))
     outs = heads.run(list(hd.OUTPUT_NAMES), {i.name: feeds[i.name] for i in heads.get_inputs()})
     ranker_file = graphs["ranker"].file if "ranker" in graphs else None
     return pt.add_portable_graphs(staging, policies, layout.families, layout.pools, class_text, ranker_file,

@@ -27,10 +27,10 @@ from .datasets import Clip
 from .embedding import MASKED_INPUT, AudioBatch, EmbeddingStage, StageClock, prefetch, read_audio, read_batch
 from .encoders import AudioEncoder, TextEncoder
 from .errors import BundleError
+from .layout import HEADS_INPUTS, HEADS_OUTPUTS, RANKER_INPUT, RANKER_PROBABILITIES
 from .session import make_session, session_provider
 from .taxonomy import CODE_TO_INDEX, CODES, parent_of
 
-EMBEDDING_DIM = 512
 TOP_K = 5
 
 
@@ -209,7 +209,7 @@ class Predictor:
         return self.pools.index(policy.pool)
 
     def _score_rows(self, rows: np.ndarray) -> np.ndarray:
-        return self.ranker.run(["probabilities"], {"candidate_features": rows})[0][:, self.positive_column]
+        return self.ranker.run([RANKER_PROBABILITIES], {RANKER_INPUT: rows})[0][:, self.positive_column]
 
     def _decide(self, clips: Sequence[Clip], ev: "_Evidence") -> list[Prediction]:
         """`policy.decide_items` on the batch's evidence: the ensemble is the graph's pool row, never recomputed."""
@@ -226,10 +226,10 @@ class Predictor:
         """Embeddings (`embedding.EmbeddingStage`) then the heads graph; `audio` is the batch already read by
         `prefetch` (read here when None)."""
         emb = self.embedding.embed(audio if audio is not None else read_batch(clips, self.clock))
-        feeds = {"audio_embedding": emb.audio, "text_embedding": emb.text, "masked_text_embedding": emb.masked}
+        feeds = dict(zip(HEADS_INPUTS, (emb.audio, emb.text, emb.masked)))
         with self.clock.stage("heads graph"):
             fam, pool = self.heads.run(
-                ["family_probs", "pool_probs"], {k: v for k, v in feeds.items() if k in self._heads_inputs}
+                list(HEADS_OUTPUTS), {k: v for k, v in feeds.items() if k in self._heads_inputs}
             )
         return _Evidence(emb.text, emb.audio_present, emb.text_present, emb.reasons, fam, pool)
 

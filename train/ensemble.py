@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bst_rt.runtime.metrics import hierarchical_f1
+from bst_rt.runtime.policy import weighted_sum
 
 from .run import ENSEMBLE_JSON, write_json
 
@@ -104,7 +105,8 @@ def nested_hf(oof: dict[str, np.ndarray], labels: np.ndarray, fold: np.ndarray, 
 
 
 def pool_probs(oof: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
-    return sum(w * oof[f] for f, w in weights.items())
+    """Eq. 2 on OOF probabilities (runtime.policy.weighted_sum, the definition the deployed chain uses)."""
+    return weighted_sum(oof, weights)
 
 
 # ---------------------------------------------------------------- pool-level: screening and ensemble.json

@@ -1,17 +1,13 @@
-"""The pool loop: trains every family on the five official folds (one-fold training included) and writes the run
-folder through run.py, the contract its readers use (`load_run`, `load_fold_models`, `family_probs` live there).
-
-Data arrays are data.py's. The loop keeps in memory what it has just written (fold scores, held-out probabilities,
+"""The pool loop: trains every member on the five official folds, then screens the families and selects the
+ensembles, writing the run folder through run.py, the contract its readers use (`load_run`, `load_fold_models`,
+`family_probs` live there). Data arrays are data.py's, one fold's training fold_train.py's, member lists members.py's. The loop keeps in memory what it has just written (fold scores, held-out probabilities,
 the OOF table, the registry) instead of reading it back; it reads the run folder only for folds an earlier call or
 a Ray worker trained.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import platform
-from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Callable
 
@@ -23,194 +19,27 @@ from bst_rt.runtime.metrics import hierarchical_f1
 from bst_rt.runtime.taxonomy import NUM_CLASSES
 
 from . import calibrate, teacher
-from .data import Arrays, PoolData, arrays_fingerprint, concat_arrays, load_arrays
+from .data import Arrays, PoolData, arrays_fingerprint, load_arrays
 from .external import load_external
-from .families import FamilyConfig, TermBatch, augment, build_model, drop_rows, eq1_loss, load_family
+from .families import FamilyConfig
+from .fold_train import EpochHook, FoldOutcome, fold_terms, train_fold
 from .folds import N_FOLDS, Fold, official_folds
+from .members import QUICK_OVERRIDES, Member, load_pool_file, resolve_families, seed_members
 from .run import (CHECKPOINT, FOLD_JSON, HELDOUT_NPZ, REGISTRY_JSON, REGISTRY_SCHEMA, TEACHER_CACHE, Run,
                   family_probs, fold_complete, fold_dir, load_fold_dir, load_fold_model, load_fold_models, load_run,
-                  predict_logits, read_json, row_tensors, write_fold, write_json, write_oof)
+                  read_json, write_fold, write_json, write_oof)
 
-#: the data and run-folder names tests, bench and older callers import from here
+#: names tests, bench and older callers import from here (their homes: data.py, fold_train.py, members.py, run.py)
 __all__ = ["Arrays", "PoolData", "arrays_fingerprint", "load_arrays", "Run", "family_probs", "load_fold_model",
            "load_fold_models", "load_run", "QUICK_OVERRIDES", "run_pool", "train_pool", "train_and_write_fold",
            "fold_terms", "train_fold", "resolve_families", "validation_scores", "load_pool_file"]
 
 Log = Callable[[str], None]
-EpochHook = Callable[[int, int, float], None]
-
-
-# ---------------------------------------------------------------- one fold
-
-
-@dataclass
-class Term:
-    """One term of eq. (1): rows, their targets (int labels or soft [n,23]), row weights and the term's lambda."""
-
-    name: str
-    x: Arrays
-    targets: np.ndarray
-    weights: np.ndarray
-    lam: float
-
-    @property
-    def soft(self) -> bool:
-        return self.targets.ndim == 2
-
-
-@dataclass
-class FoldOutcome:
-    state_dict: dict
-    val_logits: np.ndarray
-    test_logits: np.ndarray
-    epochs_run: int
-    best_epoch: int
-    best_val_acc: float
-    finite: bool
-    last_loss: float
-    term_sizes: dict = field(default_factory=dict)
-
-
-def confidence_weights(conf: np.ndarray, power: float) -> np.ndarray:
-    """(confidence / 5) ** power; rows without a confidence get weight 1."""
-    if not power:
-        return np.ones(len(conf), dtype=np.float32)
-    w = np.where(np.isfinite(conf), np.clip(conf, 1, 5) / 5.0, 1.0) ** power
-    return w.astype(np.float32)
-
-
-def _cpu_state(model: torch.nn.Module) -> dict:
-    """A CPU copy of the weights: checkpoints load on any device and the best epoch survives later updates."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-def train_fold(cfg: FamilyConfig, terms: list[Term], val: Arrays, test: Arrays, seed: int,
-               device: torch.device | None = None, on_epoch: EpochHook | None = None) -> FoldOutcome:
-    """Train one fold model: the first term drives the epoch, each other term adds a same-size sampled batch.
-    Initialisation and augmentation noise are drawn on the CPU whatever `device` is (same streams on every device);
-    `on_epoch(epoch, max_epochs, val_accuracy)` reports progress."""
-    device = device or torch.device("cpu")
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = build_model(cfg).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
-    main = terms[0]
-    counts = np.bincount(main.targets, minlength=NUM_CLASSES) + 1.0
-    log_prior = torch.log(torch.from_numpy((counts / counts.sum()).astype(np.float32))).to(device)
-    best = (-1.0, 0, _cpu_state(model))
-    since, finite, last_loss, epoch = 0, True, float("nan"), 0
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        order = rng.permutation(len(main.x))
-        for start in range(0, len(order), cfg.batch_size):
-            picks = [order[start:start + cfg.batch_size]]
-            if len(picks[0]) < 2:  # BatchNorm needs two rows
-                continue
-            picks += [rng.integers(0, len(t.x), cfg.batch_size) for t in terms[1:]]
-            parts = [row_tensors(t.x, rows) for t, rows in zip(terms, picks)]
-            audio, text, masked = (torch.cat([p[i] for p in parts]) for i in range(3))
-            audio = augment(audio, cfg, gen)
-            text = drop_rows(augment(text, cfg, gen), cfg.text_dropout, gen)
-            masked = drop_rows(augment(masked, cfg, gen), cfg.text_dropout, gen)
-            logits = model(audio.to(device), text.to(device), masked.to(device))
-            batches, offset = [], 0
-            for t, rows in zip(terms, picks):
-                batches.append(TermBatch(t.name, logits[offset:offset + len(rows)],
-                                         torch.from_numpy(t.targets[rows]).to(device),
-                                         torch.from_numpy(t.weights[rows]).to(device), t.lam, t is main))
-                offset += len(rows)
-            loss, _ = eq1_loss(batches, cfg, log_prior)
-            last_loss = float(loss.detach())
-            if not np.isfinite(last_loss):
-                finite = False
-                break
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        if not finite:
-            break
-        sched.step()
-        acc = float((predict_logits(model, val).argmax(1) == val.labels).mean()) if len(val) else 0.0
-        if on_epoch is not None:
-            on_epoch(epoch, cfg.epochs, acc)
-        if acc > best[0]:
-            best, since = (acc, epoch, _cpu_state(model)), 0
-        else:
-            since += 1
-            if since >= cfg.patience:
-                break
-    model.load_state_dict(best[2])  # copies into the model's device
-    return FoldOutcome(best[2], predict_logits(model, val), predict_logits(model, test), epoch, best[1], best[0],
-                       finite, last_loss, {t.name: len(t.x) for t in terms})
-
-
-# ---------------------------------------------------------------- what one fold trains on
-
-
-def fold_terms(cfg: FamilyConfig, fold: Fold, data: PoolData, teacher_probs: np.ndarray | None = None) -> list[Term]:
-    """The training rows of one fold: dev train split (+ CS and external per the family). Only `fold.train` dev rows
-    are read; validation and test rows never enter a term (tests/test_train_leakage.py)."""
-    clean = data.dev.take(fold.train)
-    w = confidence_weights(clean.confidences, cfg.confidence_power)
-    terms = [Term("clean", clean, clean.labels, w, 1.0)]
-    if cfg.uses_cs and (data.cs is None or len(data.cs) == 0):
-        raise BstError(f"family {cfg.name!r} needs the BSD35k-CS set: pass --cs")
-    if cfg.cs.mode == "naive":
-        merged = concat_arrays(clean, data.cs)
-        weights = np.concatenate([w, np.full(len(data.cs), cfg.cs.weight, np.float32)])
-        terms[0] = Term("clean+cs-naive", merged, merged.labels, weights, 1.0)
-    elif cfg.cs.mode == "teacher":
-        if teacher_probs is None or len(teacher_probs) != len(data.cs):
-            raise BstError(f"family {cfg.name!r}: teacher probabilities for fold {fold.k} are missing")
-        tt = teacher.teacher_targets(teacher_probs, cfg.cs.hard_threshold, data.cs.labels, cfg.cs.label_trust)
-        ones = np.ones(len(data.cs), np.float32)
-        terms.append(Term("cs-soft", data.cs, tt.soft, ones, cfg.cs.lambda_soft))
-        if len(tt.hard_rows):
-            terms.append(Term("cs-hard", data.cs.take(tt.hard_rows), tt.hard_labels, ones[tt.hard_rows],
-                              cfg.cs.lambda_hard))
-    for name in cfg.external:
-        ext = data.external.get(name)
-        if ext is None or len(ext) == 0:
-            raise BstError(f"family {cfg.name!r} needs external data {name!r}: pass --external {name}=PATH")
-        terms.append(Term(f"external-{name}", ext, ext.labels, np.ones(len(ext), np.float32), cfg.external_weight))
-    return terms
 
 
 def family_seed(seed: int, family: str, k: int) -> int:
     """Distinct, reproducible seed per (pool seed, family, fold)."""
     return seed * 100_003 + int(hashlib.sha256(family.encode()).hexdigest()[:6], 16) % 10_000 * 10 + k
-
-
-# ---------------------------------------------------------------- the pool
-
-
-ALWAYS = ("audio-only", "text-only")  # the runtime's fallbacks: every pool has them
-
-#: reduced pool for tests and demos on the small synthetic corpus: shallow, narrow, few epochs. Batch 16 keeps enough
-#: optimiser steps for BatchNorm running statistics to settle on ~180 training rows (batch 64 collapses there).
-QUICK_OVERRIDES: dict = {"epochs": 12, "patience": 5, "width_div": 4, "branch_blocks": 0, "head_blocks": 0,
-                         "dropout": 0.0, "zero_dims_max": 50, "lr": 0.003, "batch_size": 16}
-
-
-def resolve_families(names: list[str] | None, overrides: dict | None = None) -> list[FamilyConfig]:
-    """Configs in training order: teachers first, then the requested families, plus the two fallbacks."""
-    from .families import list_families
-
-    names = list(names or list_families())
-    names += [n for n in ALWAYS if n not in names]
-    configs = {n: load_family(n).with_overrides(overrides) for n in names}
-    teachers = []
-    for cfg in list(configs.values()):
-        if cfg.cs.mode == "teacher" and cfg.cs.teacher not in configs:
-            configs[cfg.cs.teacher] = load_family(cfg.cs.teacher).with_overrides(overrides)
-        if cfg.cs.mode == "teacher" and cfg.cs.teacher not in teachers:
-            teachers.append(cfg.cs.teacher)
-    for t in teachers:
-        if configs[t].cs.mode != "none":
-            raise BstError(f"teacher family {t!r} may not itself train on BSD35k-CS")
-    return [configs[t] for t in teachers] + [c for n, c in configs.items() if n not in teachers]
 
 
 def validation_scores(val_logits: np.ndarray, labels_val: np.ndarray, trained_finite: bool) -> dict:
@@ -223,94 +52,6 @@ def validation_scores(val_logits: np.ndarray, labels_val: np.ndarray, trained_fi
     share = np.bincount(pred, minlength=NUM_CLASSES).max() / max(len(pred), 1)
     return {"val_hF": float(hierarchical_f1(labels_val, pred)), "val_finite": True,
             "val_top_class_share": float(share)}
-
-
-MEMBER_SEP = "@"
-
-
-@dataclass
-class Member:
-    """One trained pool member: a family config at one seed. Its name is the family's at the run's base seed and
-    `family@seed` at any other (`v2mix@1`), so a one-seed run keeps plain names and the runtime's fallbacks
-    (`audio-only`, `text-only`) are always there by name. `section` is the seed report's composition group (§2.4)
-    the pool file put it in, for `bst-train report`."""
-
-    cfg: FamilyConfig
-    family: str
-    seed: int
-    section: str | None = None
-
-
-def member_name(family: str, seed: int, base_seed: int) -> str:
-    return family if seed == base_seed else f"{family}{MEMBER_SEP}{seed}"
-
-
-def expand_members(entries: list[tuple[str, int, str | None]], base_seed: int,
-                   overrides: dict | None = None) -> list[Member]:
-    """(family, seed, section) triples → members in training order (teachers first), with the two fallbacks at the
-    base seed. A member's BSD35k-CS teacher is the teacher family at the member's own seed when the run trains that
-    seed of it, else at the base seed (added if missing)."""
-    entries = list(dict.fromkeys(entries))
-    for name in ALWAYS:
-        if not any(f == name and s == base_seed for f, s, _ in entries):
-            entries.append((name, base_seed, None))
-    configs: dict[str, FamilyConfig] = {}
-
-    def config(family: str) -> FamilyConfig:
-        if family not in configs:
-            configs[family] = load_family(family).with_overrides(overrides)
-        return configs[family]
-
-    wanted = {(f, s) for f, s, _ in entries}
-    for family, seed, _ in list(entries):
-        t = config(family).cs
-        if t.mode == "teacher" and (t.teacher, seed) not in wanted and (t.teacher, base_seed) not in wanted:
-            entries.append((t.teacher, base_seed, None))
-            wanted.add((t.teacher, base_seed))
-    members: dict[str, Member] = {}
-    teachers: list[str] = []
-    for family, seed, section in entries:
-        cfg = copy.deepcopy(config(family))
-        cfg.name = member_name(family, seed, base_seed)
-        if cfg.cs.mode == "teacher":
-            t_seed = seed if (cfg.cs.teacher, seed) in wanted else base_seed
-            cfg.cs.teacher = member_name(cfg.cs.teacher, t_seed, base_seed)
-            teachers.append(cfg.cs.teacher)
-        members[cfg.name] = Member(cfg, family, seed, section)
-    teachers = list(dict.fromkeys(teachers))
-    for t in teachers:
-        if members[t].cfg.cs.mode != "none":
-            raise BstError(f"teacher family {t!r} may not itself train on BSD35k-CS")
-    return [members[t] for t in teachers] + [m for n, m in members.items() if n not in teachers]
-
-
-def seed_members(names: list[str] | None, seeds: list[int], overrides: dict | None = None) -> list[Member]:
-    """`bst-train train --seeds 0,1,2`: every requested family (default: every config) at every seed; base seed first."""
-    from .families import list_families
-
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise BstError(f"--seeds needs distinct seeds, got {seeds}")
-    names = list(names or list_families())
-    names += [n for n in ALWAYS if n not in names]
-    return expand_members([(f, s, None) for s in seeds for f in names], seeds[0], overrides)
-
-
-POOLS_DIR = "pools"
-
-
-def load_pool_file(name_or_path: str | Path, overrides: dict | None = None) -> tuple[list[Member], int, dict]:
-    """A pool file (`train/pools/<name>.json` or a path): {"base_seed", "sections": {section: {family: [seeds]}}}.
-    Returns the members, the base seed and the file's content (recorded in the registry)."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = Path(str(resources.files("bst_rt.train") / POOLS_DIR)) / f"{name_or_path}.json"
-    if not path.is_file():
-        raise BstError(f"no pool file {path}")
-    doc = read_json(path)
-    base = int(doc.get("base_seed", 0))
-    entries = [(family, int(s), section) for section, fams in doc["sections"].items()
-               for family, seeds in fams.items() for s in seeds]
-    return expand_members(entries, base, overrides), base, {"file": path.name, **doc}
 
 
 def _fold_scores(out: FoldOutcome, labels_val: np.ndarray, labels_test: np.ndarray) -> dict:

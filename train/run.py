@@ -28,7 +28,7 @@ from .families import FamilyConfig, build_model
 from .folds import N_FOLDS, Fold
 
 if TYPE_CHECKING:
-    from .pool import FoldOutcome
+    from .fold_train import FoldOutcome
 
 REGISTRY_SCHEMA = 1
 REGISTRY_JSON = "registry.json"

@@ -22,12 +22,13 @@ import numpy as np
 from bst_rt.runtime.atomic import atomic_write_bytes
 from bst_rt.runtime.datasets import read_dev_dataset
 from bst_rt.runtime.errors import BstError, DataError
-from bst_rt.runtime.policy import AUDIO_ONLY, TEXT_ONLY, SystemPolicy, decide_items, load_policies, save_policies
+from bst_rt.runtime.layout import EMBEDDING_DIM, class_text_path
+from bst_rt.runtime.policy import (AUDIO_ONLY, TEXT_ONLY, SystemPolicy, decide_items, load_policies, normalise_weights,
+                                   save_policies)
 
 from . import ranker as rk
 from .run import RANKER_DIR, RANKER_JSON, RANKER_MODEL, SYSTEMS_JSON, load_run, read_json, write_json
 
-CLASS_TEXT_FILE = "clap_class_text_embeddings.npy"
 RANKER_POOL = "top12"
 
 
@@ -74,11 +75,7 @@ def make_policies(pools: dict, thresholds: dict[int, rk.Thresholds], opts: RankO
 
 def pool_weights(pools: dict, pool: str) -> dict[str, float]:
     """A pool's positive weights, renormalised (ensemble.json may round them)."""
-    weights = {f: float(v) for f, v in pools[pool]["weights"].items() if float(v) > 0}
-    total = sum(weights.values())
-    if not weights or total <= 0:
-        raise BstError(f"ensemble.json: pool {pool!r} has no positive weights")
-    return {f: v / total for f, v in sorted(weights.items())}
+    return normalise_weights(pools[pool]["weights"], f"ensemble.json: pool {pool!r}")
 
 
 def load_systems(run_dir: Path | str) -> list[SystemPolicy]:
@@ -103,12 +100,12 @@ def load_ranker(run_dir: Path | str):
 
 
 def class_text_embeddings(data_dir: Path | str) -> np.ndarray:
-    path = Path(data_dir) / "features" / CLASS_TEXT_FILE
+    path = class_text_path(data_dir)
     if not path.is_file():
         raise DataError(f"{path}: missing; `bst-train embed` (or `bst-train synth --with-features`) writes it")
     emb = np.load(path, allow_pickle=False)
-    if emb.shape != (23, 512):
-        raise DataError(f"{path}: expected [23, 512] class-description embeddings, got {emb.shape}")
+    if emb.shape != (23, EMBEDDING_DIM):
+        raise DataError(f"{path}: expected [23, {EMBEDDING_DIM}] class-description embeddings, got {emb.shape}")
     return emb.astype(np.float32)
 
 

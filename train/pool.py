@@ -1,8 +1,10 @@
 """The pool loop: trains every member on the five official folds, then screens the families and selects the
 ensembles, writing the run folder through run.py, the contract its readers use (`load_run`, `load_fold_models`,
-`family_probs` live there). Data arrays are data.py's, one fold's training fold_train.py's, member lists members.py's. The loop keeps in memory what it has just written (fold scores, held-out probabilities,
-the OOF table, the registry) instead of reading it back; it reads the run folder only for folds an earlier call or
-a Ray worker trained.
+`family_probs` live there). Data arrays are data.py's, one fold's training fold_train.py's, member lists members.py's.
+
+The loop keeps in memory what it has just written (fold scores, held-out probabilities, the OOF table, the registry)
+instead of reading it back; it reads the run folder only for folds an earlier call or a Ray worker trained, and for
+a student's teacher checkpoint (which may come from either).
 """
 from __future__ import annotations
 

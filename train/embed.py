@@ -23,7 +23,7 @@ import numpy as np
 from bst_rt.runtime.atomic import atomic_save_npy
 from bst_rt.runtime.datasets import Clip, detect_dev_layout, read_dev_dataset, read_eval_package, safe_child
 from bst_rt.runtime.errors import AudioError, BstError, DataError
-from bst_rt.runtime.layout import CLASS_TEXT_FILE, EMBEDDING_DIRS, features_dir
+from bst_rt.runtime.layout import CLASS_TEXT_FILE, EMBEDDING_DIM, EMBEDDING_DIRS, features_dir
 from bst_rt.runtime.taxonomy import CLASSES, CODE_TO_INDEX
 from bst_rt.runtime.text import mask_class_words
 
@@ -154,7 +154,7 @@ class _Encoders:
             except AudioError as exc:
                 failures.append(str(exc))
         if not items:
-            return np.zeros((0, 512), np.float32), ok, failures
+            return np.zeros((0, EMBEDDING_DIM), np.float32), ok, failures
         if self.engine == "torch":
             return self._clap.reference_audio_embedding(self._model, items), ok, failures
         mel = np.stack([m for m, _ in items])

@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +57,7 @@ _TORCH_CHAIN_CHILD = textwrap.dedent(
     from bst_rt.runtime.atomic import atomic_save_npy
     from bst_rt.runtime.audio import load_audio
     from bst_rt.runtime.datasets import read_eval_package
+    from bst_rt.runtime.layout import CLASS_TEXT_FILE, EMBEDDING_DIRS, features_dir
     from bst_rt.runtime.text import mask_class_words
     from bst_rt.runtime.bundle import load_bundle
     from bst_rt.train.clap import load_clap, reference_audio_embedding_from_files, reference_text_embedding
@@ -68,8 +68,8 @@ _TORCH_CHAIN_CHILD = textwrap.dedent(
         warnings.simplefilter("ignore")
         model = load_clap(Path(ckpt) if ckpt else None, random_weights=not ckpt, seed=int(seed))
     clips = read_eval_package(Path(eval_dir)).clips
-    root = Path(tempfile.mkdtemp()); feats = root / "features"
-    atomic_save_npy(feats / "clap_class_text_embeddings.npy", load_bundle(Path(bundle)).class_text_embeddings())
+    root = Path(tempfile.mkdtemp()); feats = features_dir(root)
+    atomic_save_npy(feats / CLASS_TEXT_FILE, load_bundle(Path(bundle)).class_text_embeddings())
     chain = TorchChain(run_dir, root)
     labels, first, b = [], None, int(batch)
     for s in range(0, len(clips), b):
@@ -83,14 +83,14 @@ _TORCH_CHAIN_CHILD = textwrap.dedent(
                 pass
         if ok:
             for c, e in zip(ok, reference_audio_embedding_from_files(model, [c.audio_path for c in ok])):
-                atomic_save_npy(feats / "clap_audio_embeddings" / f"{c.id}.npy", e)
+                atomic_save_npy(feats / EMBEDDING_DIRS["audio"] / f"{c.id}.npy", e)
         txt = [c for c in part if c.text]
         if txt:
             t = reference_text_embedding(model, [c.text for c in txt])
             m = reference_text_embedding(model, [mask_class_words(c.text) for c in txt])
             for c, te, me in zip(txt, t, m):
-                atomic_save_npy(feats / "clap_text_embeddings" / f"{c.id}.npy", te)
-                atomic_save_npy(feats / "clap_text_masked_embeddings" / f"{c.id}.npy", me)
+                atomic_save_npy(feats / EMBEDDING_DIRS["text"] / f"{c.id}.npy", te)
+                atomic_save_npy(feats / EMBEDDING_DIRS["text_masked"] / f"{c.id}.npy", me)
         out = chain.predict(part)[1]
         labels += out.labels.tolist()
         if first is None:

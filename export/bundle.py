@@ -5,6 +5,10 @@ graph, the class-description embeddings (computed with the bundle's own text gra
 feature sees the encoder it runs), and manifest.json. Each graph is validated against its source before the bundle
 is written (`export.validate`); the bundle is assembled in a staging folder and renamed into place, so a failed
 export never leaves a half bundle at `--out`.
+
+Longer than ~350 lines on purpose: it is one staging transaction (build, validate, describe, rename) whose steps
+share the staging folder and the parity records; the graphs themselves are built in clap.py, heads.py, ranker.py and
+portable*.py.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from bst_rt.runtime.batch import package_versions
 from bst_rt.runtime.bundle import sha256_file
 from bst_rt.runtime.errors import BstError
 from bst_rt.runtime.features import FEATURE_NAMES, NUM_FEATURES
+from bst_rt.runtime.layout import BUNDLE_CLASS_TEXT_FILE
 from bst_rt.runtime.manifest import (
     MANIFEST_NAME, SCHEMA_VERSION, AudioSpec, FileSpec, GraphSpec, HeadsSpec, Manifest, TensorSpec, TextSpec,
 )
@@ -42,7 +47,7 @@ from . import validate as validate_module
 Log = Callable[[str], None]
 HEADS_FILE = "heads.onnx"
 RANKER_FILE = "ranker.onnx"
-CLASS_TEXT_FILE = "class_text_embeddings.npy"
+CLASS_TEXT_FILE = BUNDLE_CLASS_TEXT_FILE
 VALIDATION_ITEMS = 256
 PROVENANCE_PACKAGES = ("bst-rt", "torch", "laion-clap", "scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy",
                        "tokenizers", "soxr", "soundfile")
@@ -61,7 +66,7 @@ class ExportOptions:
 
 
 def export_bundle(run_dir: Path, out: Path, opts: ExportOptions = ExportOptions(), log: Log = print) -> Manifest:
-    from bst_rt.train.pool import load_run
+    from bst_rt.train.run import load_run
     from bst_rt.train.systems import load_ranker, load_systems
 
     run_dir, out = Path(run_dir), Path(out)
@@ -212,9 +217,9 @@ def _validation_embeddings(run, opts: ExportOptions) -> tuple[np.ndarray, np.nda
 
 
 def _heads_spec(staging, heads, run, layout, audio, text, masked, source) -> GraphSpec:
-    from bst_rt.train.pool import family_probs, load_fold_models
+    from bst_rt.train.run import family_probs, load_fold_models
 
-    feeds = {"audio_embedding": audio, "text_embedding": text, "masked_text_embedding": masked}
+    feeds = dict(zip(heads_module.INPUT_NAMES, (audio, text, masked)))
     record = validate_module.validate_graph("heads", staging / HEADS_FILE, feeds,
                                 lambda: dict(zip(heads_module.OUTPUT_NAMES, heads_module.torch_heads(heads, audio, text, masked))))
     one = validate_module.validate_graph("heads", staging / HEADS_FILE, {k: v[:1] for k, v in feeds.items()},
@@ -223,7 +228,7 @@ def _heads_spec(staging, heads, run, layout, audio, text, masked, source) -> Gra
     fused = heads_module.torch_heads(heads, audio, text, masked)[0]
     chain = {f: family_probs(load_fold_models(run, f), audio, text, masked) for f in layout.families}
     wrapper_err = max(float(np.abs(fused[:, i] - chain[f]).max()) for i, f in enumerate(layout.families))
-    validate_module.check_close("heads (wrapper vs train.pool.family_probs)", {"x": np.array([wrapper_err])}, {"x": np.zeros(1)},
+    validate_module.check_close("heads (wrapper vs train.run.family_probs)", {"x": np.array([wrapper_err])}, {"x": np.zeros(1)},
                     validate_module.TOLERANCES["heads"])
     record.update(batch_1=one["max_abs_diff"], wrapper_vs_family_probs=wrapper_err, inputs=source)
     return _graph_spec(staging, "heads", HEADS_FILE, heads_module.OPSET, "fp32", record)
@@ -262,7 +267,7 @@ def _portable_graphs(staging, policies, layout, class_text, graphs, ranker_info,
     from . import portable as portable_module
 
     heads = make_session(staging / HEADS_FILE, provider="cpu")
-    feeds = {"audio_embedding": audio, "text_embedding": text, "masked_text_embedding": masked}
+    feeds = dict(zip(heads_module.INPUT_NAMES, (audio, text, masked)))
     outs = heads.run(list(heads_module.OUTPUT_NAMES), {i.name: feeds[i.name] for i in heads.get_inputs()})
     ranker_file = graphs["ranker"].file if "ranker" in graphs else None
     return portable_module.add_portable_graphs(staging, policies, layout.families, layout.pools, class_text, ranker_file,
@@ -309,9 +314,11 @@ def _scores(run, ranker_info: dict) -> dict:
     families = {f: {k: e.get(k) for k in ("hF_mean", "hF_std", "hF_oof", "excluded")}
                 for f, e in reg.get("families", {}).items() if e.get("status") == "done"}
     pools = {p: {k: v for k, v in d.items() if k != "weights"} for p, d in run.ensembles.items()}
-    dev_eval = run.path / "dev_eval.json"
+    from bst_rt.train.run import DEV_EVAL_JSON, read_json
+
+    dev_eval = run.path / DEV_EVAL_JSON
     return {"cv_families": families, "cv_ensembles": pools, "nested_ranker": ranker_info.get("nested_cv", {}),
-            "dev_as_eval": json.loads(dev_eval.read_text(encoding="utf-8")) if dev_eval.is_file() else None}
+            "dev_as_eval": read_json(dev_eval) if dev_eval.is_file() else None}
 
 
 def graph_parameters(folder: Path, graphs: dict) -> dict[str, int]:

@@ -28,12 +28,13 @@ from bst_rt.runtime.audio import CHUNK_FRAMES, MEL_BINS
 from bst_rt.runtime.encoders import (AUDIO_GRAPH, AUDIO_INT8, AUDIO_OUTPUT, EMBEDDING_DIM, TEXT_GRAPH, TEXT_INT8,
                                   TEXT_OUTPUT, TOKENIZER_FILE)
 from bst_rt.runtime.errors import BstError
-from bst_rt.runtime.session import make_session
 from bst_rt.runtime.text import MAX_TOKENS
 
+from . import validate as validate_module
+
 OPSET = 17
-GRAPH_TOLERANCE = 1e-5  # max abs diff, normalised embeddings, ORT fp32 vs torch
-INT8_MIN_COSINE = 0.999
+GRAPH_TOLERANCE = validate_module.TOLERANCES["audio_encoder"]  # max abs diff, normalised embeddings, ORT fp32 vs torch
+INT8_MIN_COSINE = validate_module.INT8_MIN_COSINE
 
 
 def _window_reverse_fixed(windows: torch.Tensor, window_size: int, H: int, W: int) -> torch.Tensor:
@@ -264,10 +265,6 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, per_channel: b
 AUDIO_INT8_OPS = ("MatMul", "Gemm")
 
 
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
 def measure_parity(model, graph_dir: str | os.PathLike, texts: Sequence[str], batch: int = 3) -> dict:
     """Measured numbers for the bundle manifest: fp32 max abs diff vs torch, int8 min cosine vs fp32."""
     from bst_rt.runtime.tokenizer import Tokenizer
@@ -280,26 +277,25 @@ def measure_parity(model, graph_dir: str | os.PathLike, texts: Sequence[str], ba
         ref_text = TextGraph(model).eval()(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
     feeds_a, feeds_t = {"mel_fusion": mel, "longer": longer}, {"input_ids": ids, "attention_mask": mask}
     out: dict = {"tolerance_max_abs_diff": GRAPH_TOLERANCE, "int8_min_cosine_required": INT8_MIN_COSINE}
-    audio32 = make_session(graph_dir / AUDIO_GRAPH).run(None, feeds_a)[0]
-    text32 = make_session(graph_dir / TEXT_GRAPH).run(None, feeds_t)[0]
-    out["audio_fp32_max_abs_diff"] = float(np.abs(audio32 - ref_audio).max())
-    out["text_fp32_max_abs_diff"] = float(np.abs(text32 - ref_text).max())
+    audio32 = validate_module.run_graph(graph_dir / AUDIO_GRAPH, feeds_a)[AUDIO_OUTPUT]
+    text32 = validate_module.run_graph(graph_dir / TEXT_GRAPH, feeds_t)[TEXT_OUTPUT]
+    out["audio_fp32_max_abs_diff"] = validate_module.max_abs_diff(audio32, ref_audio)
+    out["text_fp32_max_abs_diff"] = validate_module.max_abs_diff(text32, ref_text)
     if (graph_dir / AUDIO_INT8).is_file():
-        audio8 = make_session(graph_dir / AUDIO_INT8).run(None, feeds_a)[0]
-        out["audio_int8_min_cosine"] = float(_cosines(audio8, audio32).min())
+        audio8 = validate_module.run_graph(graph_dir / AUDIO_INT8, feeds_a)[AUDIO_OUTPUT]
+        out["audio_int8_min_cosine"] = validate_module.cosine_agreement(audio8, audio32)
     if (graph_dir / TEXT_INT8).is_file():
-        text8 = make_session(graph_dir / TEXT_INT8).run(None, feeds_t)[0]
-        out["text_int8_min_cosine"] = float(_cosines(text8, text32).min())
+        text8 = validate_module.run_graph(graph_dir / TEXT_INT8, feeds_t)[TEXT_OUTPUT]
+        out["text_int8_min_cosine"] = validate_module.cosine_agreement(text8, text32)
     return out
 
 
 def check_parity(numbers: dict) -> None:
     """Raise when a measured number breaks its tolerance: an export over tolerance is a failed export."""
-    bad = [k for k in ("audio_fp32_max_abs_diff", "text_fp32_max_abs_diff") if numbers[k] > GRAPH_TOLERANCE]
-    bad += [k for k in ("audio_int8_min_cosine", "text_int8_min_cosine")
-            if k in numbers and numbers[k] < INT8_MIN_COSINE]
-    if bad:
-        raise BstError(f"CLAP export parity failed: {', '.join(f'{k}={numbers[k]:.3g}' for k in bad)}")
+    validate_module.check_limits("CLAP export", numbers,
+                     {"audio_fp32_max_abs_diff": validate_module.TOLERANCES["audio_encoder"],
+                      "text_fp32_max_abs_diff": validate_module.TOLERANCES["text_encoder"]},
+                     {"audio_int8_min_cosine": INT8_MIN_COSINE, "text_int8_min_cosine": INT8_MIN_COSINE})
 
 
 PARITY_TEXTS = ("a dog barks twice in a small room", "Solo piano. piano classical. A slow waltz in A minor.",

@@ -14,9 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-EMBEDDING_DIM = 512
-INPUT_NAMES = ("audio_embedding", "text_embedding", "masked_text_embedding")
-OUTPUT_NAMES = ("family_probs", "pool_probs")
+from bst_rt.runtime.layout import EMBEDDING_DIM
+from bst_rt.runtime.layout import HEADS_INPUTS as INPUT_NAMES
+from bst_rt.runtime.layout import HEADS_OUTPUTS as OUTPUT_NAMES
+from bst_rt.runtime.policy import normalise_weights
+
 OPSET = 17
 
 
@@ -44,14 +46,9 @@ def make_layout(pools: dict[str, dict[str, float]], always: Sequence[str] = ()) 
         families += [f for f in weights if f not in families and weights[f] > 0]
     families += [f for f in always if f not in families]
     matrix = np.zeros((len(pools), len(families)), dtype=np.float64)
-    for p, weights in enumerate(pools.values()):
-        for family, w in weights.items():
-            if w > 0:
-                matrix[p, families.index(family)] = w
-        total = matrix[p].sum()
-        if total <= 0:
-            raise ValueError(f"pool {list(pools)[p]!r} has no positive weight")
-        matrix[p] /= total
+    for p, (pool, weights) in enumerate(pools.items()):
+        for family, w in normalise_weights(weights, f"pool {pool!r}").items():
+            matrix[p, families.index(family)] = w
     return HeadsLayout(tuple(families), tuple(pools), matrix)
 
 
@@ -80,7 +77,7 @@ class FusedHeads(nn.Module):
 
 def build_heads(run, layout: HeadsLayout) -> FusedHeads:
     """Wrap the run's fold models (loaded by the training side's own loader) in one module."""
-    from bst_rt.train.pool import load_fold_models
+    from bst_rt.train.run import load_fold_models
 
     return FusedHeads([load_fold_models(run, family) for family in layout.families], layout.pool_weights)
 

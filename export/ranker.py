@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 
 from bst_rt.runtime.atomic import atomic_write_bytes
+from bst_rt.runtime.layout import RANKER_INPUT as INPUT_NAME
+from bst_rt.runtime.layout import RANKER_OUTPUTS as OUTPUT_NAMES
 
-INPUT_NAME = "candidate_features"
-OUTPUT_NAMES = ("label", "probabilities")
 OPSET = 17
 
 

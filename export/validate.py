@@ -15,6 +15,8 @@ from bst_rt.runtime.session import make_session
 
 #: max |ORT - source| allowed per graph kind (fp32); int8 variants are judged by cosine / label agreement instead
 TOLERANCES: dict[str, float] = {"heads": 1e-5, "ranker": 1e-5, "audio_encoder": 1e-5, "text_encoder": 1e-5}
+#: smallest row cosine an int8 encoder's embeddings may have to its fp32 graph's
+INT8_MIN_COSINE = 0.999
 
 
 class ParityError(BstError):
@@ -36,11 +38,27 @@ def check_close(name: str, got: Mapping[str, np.ndarray], want: Mapping[str, np.
         ref = np.asarray(ref)
         if out.shape != ref.shape:
             raise ParityError(f"{name}: output {key} has shape {out.shape}, source has {ref.shape}")
-        err = float(np.max(np.abs(out.astype(np.float64) - ref.astype(np.float64)))) if out.size else 0.0
+        err = max_abs_diff(out, ref)
         report["max_abs_diff"][key] = err
         if not err <= tol:
             raise ParityError(f"{name}: output {key} differs from its source by {err:.3g} > tolerance {tol:.1g}")
     return report
+
+
+def max_abs_diff(got: np.ndarray, want: np.ndarray) -> float:
+    """max |got - want| in float64 (0 for empty arrays): the fp32 parity measure of every graph."""
+    got, want = np.asarray(got), np.asarray(want)
+    return float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))) if got.size else 0.0
+
+
+def check_limits(name: str, numbers: Mapping[str, float], max_abs: Mapping[str, float],
+                 min_cosine: Mapping[str, float]) -> None:
+    """Numbers measured earlier (e.g. a CLAP graph folder's parity file), re-judged: each `max_abs` key must be at or
+    below its limit and each `min_cosine` key present at or above its; raises ParityError naming every breach."""
+    bad = [k for k, lim in max_abs.items() if not numbers[k] <= lim]
+    bad += [k for k, lim in min_cosine.items() if k in numbers and not numbers[k] >= lim]
+    if bad:
+        raise ParityError(f"{name} parity failed: {', '.join(f'{k}={numbers[k]:.3g}' for k in bad)}")
 
 
 def check_labels(name: str, got: np.ndarray, want: np.ndarray) -> dict:

@@ -24,7 +24,6 @@ streaming mel and chunk rule are one contract with laion-clap whose pieces must 
 from __future__ import annotations
 
 import functools
-import math
 import os
 from pathlib import Path
 from typing import Callable, Iterable, Sequence

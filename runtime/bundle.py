@@ -13,6 +13,7 @@ import numpy as np
 
 from .datasets import file_sha256
 from .errors import BundleError
+from .layout import EMBEDDING_DIM
 
 from .manifest import MANIFEST_NAME, FileSpec, GraphSpec, Manifest, read_manifest
 from .manifest_contract import check_manifest_contract
@@ -91,8 +92,8 @@ class Bundle:
             arr = np.load(path, allow_pickle=False)
         except ValueError as exc:
             raise BundleError(f"{path}: not a plain .npy array ({exc}); re-export the bundle") from None
-        if arr.shape != (len(self.manifest.classes), 512):
-            raise BundleError(f"{path}: shape {arr.shape}, expected ({len(self.manifest.classes)}, 512)")
+        if arr.shape != (len(self.manifest.classes), EMBEDDING_DIM):
+            raise BundleError(f"{path}: shape {arr.shape}, expected ({len(self.manifest.classes)}, {EMBEDDING_DIM})")
         return arr.astype(np.float32, copy=False)
 
 

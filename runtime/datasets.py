@@ -3,6 +3,9 @@
 Layouts are the task reference's (§2). Ids come from CSV text and are never trusted as paths: `safe_child` is the
 only way an id becomes a file name. Errors name the file, the data row (1 = first row after the header), the
 physical line and the reason.
+
+Longer than ~350 lines on purpose: the development, evaluation and label-file readers share one row-numbering, id
+safety and embedding-loading rule set; split apart, each would carry its own copy of the rules that make an id a path.
 """
 from __future__ import annotations
 
@@ -16,11 +19,10 @@ import numpy as np
 
 from .csvfile import CsvRow, header_of, read_csv, where
 from .errors import DataError
+from .layout import EMBEDDING_DIM, EMBEDDING_KINDS, embedding_dir
 from .taxonomy import CODE_TO_INDEX, OTHER_CODES
 from .text import metadata_text
 
-EMBEDDING_KINDS: tuple[str, ...] = ("audio", "text", "text_masked")
-EMBEDDING_DIM = 512
 DEV_LAYOUTS: dict[str, str] = {
     "BSD10k": "metadata/BSD10k_metadata.csv",
     "BSD35k-CS": "metadata/BSD35k-CS_metadata.csv",
@@ -112,7 +114,7 @@ class DevDataset:
     def embedding_dir(self, kind: str) -> Path:
         if kind not in EMBEDDING_KINDS:
             raise DataError(f"unknown embedding kind {kind!r}: use one of {', '.join(EMBEDDING_KINDS)}")
-        return self.root / "features" / f"clap_{kind}_embeddings"
+        return embedding_dir(self.root, kind)
 
     def embedding_mask(self, kind: str) -> np.ndarray:
         """Which clips have an embedding file of this kind (bool [N])."""

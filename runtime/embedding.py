@@ -32,12 +32,12 @@ from .audio import file_to_mel_fusion
 from .datasets import Clip, file_sha256
 from .encoders import EMBEDDING_DIM, TEXT_OUTPUT, AudioEncoder, TextEncoder
 from .errors import AudioError
+from .layout import MASKED_INPUT  # noqa: F401 (re-exported for predict.py)
 from .text import MAX_TOKENS, mask_class_words
 
 TOKEN_BUCKET = 8
 #: texts of one bucket are run in sessions of at most this many rows (bounds the text graph's activations)
 TEXT_ROWS_PER_RUN = 32
-MASKED_INPUT = "masked_text_embedding"
 
 
 class StageClock:

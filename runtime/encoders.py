@@ -12,10 +12,10 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .audio import file_to_mel_fusion, waveforms_to_mel_fusion
+from .layout import EMBEDDING_DIM  # noqa: F401 (re-exported: the encoders' output width)
 from .session import Providers, make_session, session_provider
 from .tokenizer import Tokenizer
 
-EMBEDDING_DIM = 512
 AUDIO_INPUTS = ("mel_fusion", "longer")
 AUDIO_OUTPUT = "audio_embedding"
 TEXT_INPUTS = ("input_ids", "attention_mask")

@@ -105,12 +105,27 @@ def load_policies(path: str | Path) -> list[SystemPolicy]:
     return [SystemPolicy.from_dict(d) for d in payload["systems"]]
 
 
+def normalise_weights(weights: Mapping[str, float], what: str) -> dict[str, float]:
+    """The positive weights rescaled to sum to one, by family name (a stored pool may round its weights; the heads
+    graph, the systems and ensemble selection all renormalise here). `what` names the pool in the one-line error."""
+    positive = {str(f): float(w) for f, w in weights.items() if float(w) > 0}
+    total = sum(positive.values())
+    if not positive or not math.isfinite(total):
+        raise BstError(f"{what} has no positive weights")
+    return {f: w / total for f, w in sorted(positive.items())}
+
+
+def weighted_sum(family_probs: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
+    """Seed eq. 2, the one definition: sum_m w_m p_m in float64, over `weights` in their order ([N, 23] each)."""
+    return sum(w * np.asarray(family_probs[f], dtype=np.float64) for f, w in weights.items())
+
+
 def ensemble_probs(policy: SystemPolicy, family_probs: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Seed eq. 2: sum_m w_m p_m over the policy's families ([N, 23] each) -> [N, 23]."""
+    """Seed eq. 2 over the policy's families ([N, 23] each) -> [N, 23]."""
     missing = [f for f in policy.families if f not in family_probs]
     if missing:
         raise BstError(f"system {policy.system_id}: no probabilities for families {missing}")
-    return sum(policy.weights[f] * np.asarray(family_probs[f], dtype=np.float64) for f in policy.families)
+    return weighted_sum(family_probs, {f: policy.weights[f] for f in policy.families})
 
 
 def item_evidence(

@@ -13,6 +13,7 @@ import numpy as np
 from .audio import SAMPLE_RATE_HZ
 from .bundle import Bundle
 from .errors import BundleError
+from .layout import EMBEDDING_DIM, HEADS_INPUTS, HEADS_OUTPUTS
 from .session import make_session
 from .text import CLASS_WORDS, MAX_TOKENS, TEMPLATE_VERSION, mask_class_words
 from .tokenizer import MAX_TEXT_CHARS, Tokenizer
@@ -66,7 +67,7 @@ def portable_section(systems: Sequence[str], heads_inputs: Sequence[str]) -> dic
             {"graph": "text_encoder", "per": "batch", "runs": ["text", "masked_text"],
              "feeds": {"input_ids": "caller_text tokens", "attention_mask": "caller_text mask"}},
             {"graph": "heads", "per": "batch",
-             "feeds": {name: f"{name} [batch, 512] (zeros for a missing modality)" for name in heads_inputs}},
+             "feeds": {name: f"{name} [batch, {EMBEDDING_DIM}] (zeros for a missing modality)" for name in heads_inputs}},
             {"graph": "decision_system_<N>", "per": "batch",
              "feeds": {"family_probs": "heads.family_probs", "pool_probs": "heads.pool_probs",
                        "text_embedding": "text_encoder output on the text (zeros without text)",
@@ -106,19 +107,19 @@ class PortableChain:
     def predict(self, waves: Sequence[np.ndarray | None], texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(label index [n], score [n]) for n items; a None waveform is missing audio, '' empty metadata."""
         n = len(texts)
-        audio = np.zeros((n, 512), np.float32)
+        audio = np.zeros((n, EMBEDDING_DIM), np.float32)
         have = [i for i in range(n) if waves[i] is not None and len(waves[i]) > 0]
         if have:
             mels = [self.mel(waves[i]) for i in have]
             audio[have] = self.audio.run(None, {"mel_fusion": np.concatenate([m for m, _ in mels]),
                                                 "longer": np.concatenate([lg for _, lg in mels])})[0]
-        text, masked = np.zeros((n, 512), np.float32), np.zeros((n, 512), np.float32)
+        text, masked = np.zeros((n, EMBEDDING_DIM), np.float32), np.zeros((n, EMBEDDING_DIM), np.float32)
         idx = [i for i in range(n) if texts[i]]
         if idx:
             both = self._text([texts[i] for i in idx] + [mask_class_words(texts[i]) for i in idx])
             text[idx], masked[idx] = both[: len(idx)], both[len(idx):]
-        feeds = {"audio_embedding": audio, "text_embedding": text, "masked_text_embedding": masked}
-        fam, pool = self.heads.run(["family_probs", "pool_probs"], {k: feeds[k] for k in self._heads_inputs})
+        feeds = dict(zip(HEADS_INPUTS, (audio, text, masked)))
+        fam, pool = self.heads.run(list(HEADS_OUTPUTS), {k: feeds[k] for k in self._heads_inputs})
         dfeeds = {"family_probs": fam, "pool_probs": pool, "text_embedding": text,
                   "audio_present": np.array([i in have for i in range(n)]),
                   "text_present": np.array([bool(t) for t in texts])}

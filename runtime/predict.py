@@ -31,6 +31,7 @@ from .encoders import AudioEncoder, TextEncoder
 from .errors import BstError, BundleError
 from .session import Providers, make_session, session_provider
 from .taxonomy import CLASSES, CODE_TO_INDEX, CODES, PARENT_NAMES, parent_of
+from .layout import HEADS_INPUTS, HEADS_OUTPUTS, RANKER_INPUT, RANKER_PROBABILITIES
 
 TOP_K = 5
 
@@ -298,7 +299,7 @@ class Predictor:
         return self.pools.index(system_policy.pool)
 
     def _score_rows(self, rows: np.ndarray) -> np.ndarray:
-        return self.ranker.run(["probabilities"], {"candidate_features": rows})[0][:, self.positive_column]
+        return self.ranker.run([RANKER_PROBABILITIES], {RANKER_INPUT: rows})[0][:, self.positive_column]
 
     def _decide(self, clips: Sequence[Clip], ev: "_Evidence") -> list[Prediction]:
         """`policy.decide_items` on the batch's evidence: the ensemble is the graph's pool row, never recomputed."""
@@ -321,10 +322,10 @@ class Predictor:
         self._check_open()
         clock = clock if clock is not None else StageClock()
         emb = self._embedding_stage(clock).embed(audio if audio is not None else read_batch(clips, clock))
-        feeds = {"audio_embedding": emb.audio, "text_embedding": emb.text, "masked_text_embedding": emb.masked}
+        feeds = dict(zip(HEADS_INPUTS, (emb.audio, emb.text, emb.masked)))
         with clock.stage("heads graph"):
             fam, pool = self.heads.run(
-                ["family_probs", "pool_probs"], {k: v for k, v in feeds.items() if k in self._heads_inputs}
+                list(HEADS_OUTPUTS), {k: v for k, v in feeds.items() if k in self._heads_inputs}
             )
         return _Evidence(emb.text, emb.audio_present, emb.text_present, emb.reasons, fam, pool)
 

@@ -37,6 +37,7 @@ import soundfile as sf
 
 from bst_rt.runtime.atomic import atomic_open
 from bst_rt.runtime.errors import BstError
+from bst_rt.runtime.layout import EMBEDDING_DIRS, class_text_path, features_dir
 from bst_rt.runtime.taxonomy import CODES, PARENTS
 
 from . import text as synth_text
@@ -256,19 +257,19 @@ def _write_dev(root: Path, name: str, seed: int, items: list[_Item], with_featur
                          uploaders[int(rng.integers(len(uploaders)))], synth_text.LICENSES[int(rng.integers(len(synth_text.LICENSES)))],
                          meta.title, meta.tags, meta.description))
             if space is not None:
-                _write_features(tmp / "features", it, space.embed(_rng(seed, it.part, it.index, _FEAT), it.code,
+                _write_features(features_dir(tmp), it, space.embed(_rng(seed, it.part, it.index, _FEAT), it.code,
                                                                   it.confuser, it.mix), meta)
         _write_csv(tmp / "metadata" / f"{name}_metadata.csv", DEV_COLUMNS, rows)
         _write_csv(tmp / "metadata" / "BST_description.csv", ("class", "name", "description", "examples"),
                    (r.values() for r in synth_text.description_rows()))
         if space is not None:
-            _save_npy(tmp / "features" / "clap_class_text_embeddings.npy", class_text_embeddings())
+            _save_npy(class_text_path(tmp), class_text_embeddings())
 
 
 def _write_features(folder: Path, it: _Item, audio: np.ndarray, meta: synth_text.Metadata) -> None:
     text, masked = text_embeddings(meta.title, meta.tags, meta.description)
     for kind, vec in (("audio", audio), ("text", text), ("text_masked", masked)):
-        _save_npy(folder / f"clap_{kind}_embeddings" / f"{it.id}.npy", vec)
+        _save_npy(folder / EMBEDDING_DIRS[kind] / f"{it.id}.npy", vec)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -22,10 +22,11 @@ from functools import lru_cache
 
 import numpy as np
 
+from bst_rt.runtime.layout import EMBEDDING_DIM
 from bst_rt.runtime.taxonomy import CLASSES, CODES, PARENT_NAMES, PARENTS
 from bst_rt.runtime.text import mask_class_words, metadata_text
 
-DIM = 512
+DIM = EMBEDDING_DIM
 EMPTY_TOKEN = "<empty>"
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 #: weights of parent, class and private directions in an audio class centre, and per-item noise

@@ -128,7 +128,7 @@ def train_cmd(
     if not reg.get("ensembles"):
         from bst_rt.runtime.errors import BstError
         from bst_rt.train.ensemble import why_no_pool
-        from bst_rt.train.pool import load_run
+        from bst_rt.train.run import load_run
 
         raise BstError(f"training finished without an ensemble: {why_no_pool(load_run(out))}")
 

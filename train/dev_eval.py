@@ -11,7 +11,6 @@ optimistic: this all-folds run is the deployment check. The estimate is the fold
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -25,6 +24,7 @@ from bst_rt.runtime.metrics import evaluate_predictions
 from bst_rt.runtime.policy import SystemPolicy, decide_items, ensemble_probs
 
 from .ranker import ranker_scores
+from .run import RANKER_DIR, RANKER_JSON, family_probs, load_fold_models, load_run, read_json
 from .systems import class_text_embeddings, load_ranker, load_systems
 
 TABLE3_COLUMNS = ("hF", "accuracy", "parent_accuracy", "cross_parent_error")
@@ -63,8 +63,6 @@ class TorchChain:
     protocol = ALL_FOLDS
 
     def __init__(self, run_dir: Path | str, features_root: Path | str) -> None:
-        from .pool import load_fold_models, load_run
-
         self.run = load_run(run_dir)
         self.features_root = Path(features_root)
         self.policies: list[SystemPolicy] = load_systems(run_dir)
@@ -77,8 +75,6 @@ class TorchChain:
         self.models = {f: load_fold_models(self.run, f) for f in families}
 
     def predict(self, clips: Sequence[Clip]) -> dict[int, SystemOutput]:
-        from .pool import family_probs
-
         view = DevDataset(root=self.features_root, name="label-free", metadata_path=Path(), clips=list(clips))
         audio_present = view.embedding_mask("audio")
         text_present = np.array([bool(c.text.strip()) for c in clips])
@@ -124,10 +120,10 @@ def dev_as_eval(chain: PredictionChain, data_dir: Path | str) -> dict:
 
 def nested_figures(run_dir: Path | str) -> dict:
     """The nested-CV ranker estimate `bst-train rank` recorded (empty when no ranker was fitted)."""
-    path = Path(run_dir) / "ranker" / "ranker.json"
+    path = Path(run_dir) / RANKER_DIR / RANKER_JSON
     if not path.is_file():
         return {}
-    return json.loads(path.read_text(encoding="utf-8")).get("nested_cv", {})
+    return read_json(path).get("nested_cv", {})
 
 
 def format_table3(report: dict, nested: dict, policies: Sequence[SystemPolicy]) -> str:

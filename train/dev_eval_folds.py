@@ -16,19 +16,19 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
-import json
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from bst_rt.runtime.atomic import atomic_write_bytes, atomic_write_text
+from bst_rt.runtime.atomic import atomic_write_bytes
 from bst_rt.runtime.datasets import Clip, read_dev_dataset
 from bst_rt.runtime.errors import BstError
 from bst_rt.runtime.policy import AUDIO_ONLY, TEXT_ONLY, SystemPolicy, load_policies, save_policies
 
 from . import ranker as ranker_module
 from .dev_eval import SystemOutput, TorchChain
+from .run import RANKER_JSON, RANKER_MODEL, SYSTEMS_JSON, load_fold_model, load_run, read_json, write_json
 
 Log = Callable[[str], None]
 
@@ -52,7 +52,6 @@ def fold_pools(oof: dict[str, np.ndarray], labels: np.ndarray, groups: dict[str,
 def fit_fold_chains(run_dir: Path | str, data_dir: Path | str, opts=None, log: Log = print) -> dict:
     """Freeze one chain per official fold k from what never saw fold k; writes RUN/fold_chains/. Returns the index."""
     from .folds import official_folds
-    from .pool import load_run
     from .systems import (RANKER_POOL, RankOptions, class_text_embeddings, make_policies, oof_by_dataset_order,
                           pool_weights, tuning_specs)
 
@@ -81,17 +80,17 @@ def fit_fold_chains(run_dir: Path | str, data_dir: Path | str, opts=None, log: L
         model = ranker_module.fit_ranker(rows.features[rows.rows_of(train)], rows.target[rows.rows_of(train)], opts.seed)
         blob = _dump(model)
         d = out_dir / f"fold{int(k)}"
-        atomic_write_bytes(d / "ranker.joblib", blob)
+        atomic_write_bytes(d / RANKER_MODEL, blob)
         meta = {"feature_names": ranker_module.feature_names(), "k": opts.k, "pool": RANKER_POOL,
                 "model_sha256": hashlib.sha256(blob).hexdigest(),
                 "thresholds": {str(s): t.as_dict() for s, t in thresholds.items()},
                 "pools": pools, "fitted_on_folds": [int(j) for j in np.unique(folds[train])]}
-        atomic_write_text(d / "ranker.json", json.dumps(meta, indent=2) + "\n")
-        save_policies(d / "systems.json", make_policies(pools, thresholds, opts))
+        write_json(d / RANKER_JSON, meta)
+        save_policies(d / SYSTEMS_JSON, make_policies(pools, thresholds, opts))
         index["folds"][str(int(k))] = [ds.ids[i] for i in np.flatnonzero(folds == k)]
         log(f"  fold chain {int(k)}: pools and ranker fitted on folds {meta['fitted_on_folds']}, "
             f"system 1 tau={thresholds[1].tau}")
-    atomic_write_text(out_dir / INDEX_JSON, json.dumps(index, indent=2) + "\n")
+    write_json(out_dir / INDEX_JSON, index)
     return index
 
 
@@ -107,11 +106,11 @@ def _load_fold(folder: Path):
     """One fold's frozen policies, ranker and its metadata (sha256 checked)."""
     import joblib
 
-    meta = json.loads((folder / "ranker.json").read_text(encoding="utf-8"))
-    blob = (folder / "ranker.joblib").read_bytes()
+    meta = read_json(folder / RANKER_JSON)
+    blob = (folder / RANKER_MODEL).read_bytes()
     if hashlib.sha256(blob).hexdigest() != meta["model_sha256"]:
-        raise BstError(f"{folder / 'ranker.joblib'}: sha256 differs from ranker.json; rerun `bst-train rank`")
-    return load_policies(folder / "systems.json"), joblib.load(io.BytesIO(blob)), meta
+        raise BstError(f"{folder / RANKER_MODEL}: sha256 differs from {RANKER_JSON}; rerun `bst-train rank`")
+    return load_policies(folder / SYSTEMS_JSON), joblib.load(io.BytesIO(blob)), meta
 
 
 class FoldRespectingChain:
@@ -124,12 +123,10 @@ class FoldRespectingChain:
     protocol = PROTOCOL
 
     def __init__(self, run_dir: Path | str, features_root: Path | str) -> None:
-        from .pool import load_fold_model
-
         folder = Path(run_dir) / FOLD_CHAINS_DIR
         if not (folder / INDEX_JSON).is_file():
             raise BstError(f"{folder}: no fold-respecting chains; rerun `bst-train rank RUN DATA` (it freezes them)")
-        index = json.loads((folder / INDEX_JSON).read_text(encoding="utf-8"))
+        index = read_json(folder / INDEX_JSON)
         if index.get("schema") != SCHEMA:
             raise BstError(f"{folder / INDEX_JSON}: schema {index.get('schema')!r}, expected {SCHEMA}; rerun `bst-train rank`")
         base = TorchChain(run_dir, features_root)

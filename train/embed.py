@@ -24,13 +24,12 @@ import numpy as np
 from bst_rt.runtime.atomic import atomic_save_npy
 from bst_rt.runtime.datasets import Clip, detect_dev_layout, read_dev_dataset, read_eval_package, safe_child
 from bst_rt.runtime.errors import AudioError, BstError, DataError
+from bst_rt.runtime.layout import CLASS_TEXT_FILE, EMBEDDING_DIM, EMBEDDING_DIRS, features_dir
 from bst_rt.runtime.taxonomy import CLASSES, CODE_TO_INDEX
 from bst_rt.runtime.text import mask_class_words
 
 Engine = Literal["onnx", "torch"]
-KIND_DIRS = {"audio": "clap_audio_embeddings", "text": "clap_text_embeddings",
-             "text_masked": "clap_text_masked_embeddings"}
-CLASS_TEXT_FILE = "clap_class_text_embeddings.npy"
+KIND_DIRS = EMBEDDING_DIRS
 #: which encoder wrote a features/ folder; a run with another encoder refuses to add to it
 RECORD_FILE = "clap_embed.json"
 _IDENTITY_KEYS = ("weights", "checkpoint_sha256", "seed", "tokenizer", "tokenizer_sha256", "chunk_rule")
@@ -156,7 +155,7 @@ class _Encoders:
             except AudioError as exc:
                 failures.append(str(exc))
         if not items:
-            return np.zeros((0, 512), np.float32), ok, failures
+            return np.zeros((0, EMBEDDING_DIM), np.float32), ok, failures
         if self.engine == "torch":
             return self._clap.reference_audio_embedding(self._model, items), ok, failures
         mel = np.stack([m for m, _ in items])
@@ -221,7 +220,7 @@ def embed_dataset(root: Path, *, engine: Engine = "onnx", clap_ckpt: Path | None
         raise BstError(f"batch size must be at least 1, got {batch_size}")
     clips = _read_clips(root)
     class_description_texts(root, builtin_fallback=builtin_class_texts)  # refuse a bad taxonomy file up front
-    features = root / "features"
+    features = features_dir(root)
     report = EmbedReport(root=root, engine=engine)
     todo: dict[str, list[Clip]] = {}
     for kind, sub in KIND_DIRS.items():

@@ -18,6 +18,7 @@ from bst_rt.runtime.atomic import atomic_save_npy
 from bst_rt.runtime.datasets import safe_child
 from bst_rt.runtime.distributed import RayOptions, collect, ensure_ray
 from bst_rt.runtime.errors import AudioError, BstError
+from bst_rt.runtime.layout import features_dir
 from bst_rt.runtime.text import mask_class_words
 
 from .embed import CLASS_TEXT_FILE, KIND_DIRS, EmbedReport, GraphSource, _check_record, _read_clips, \
@@ -84,7 +85,7 @@ def embed_dataset_ray(root: Path, *, ray_options: RayOptions, graphs: GraphSourc
     if batch_size < 1:
         raise BstError(f"batch size must be at least 1, got {batch_size}")
     clips = _read_clips(root)
-    features = root / "features"
+    features = features_dir(root)
     report = EmbedReport(root=root, engine="onnx+ray")
     rows: list[dict] = []
     for kind, sub in KIND_DIRS.items():

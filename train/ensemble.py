@@ -8,14 +8,15 @@ capped bag reaches the best single family's hF, the best single family is return
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from bst_rt.runtime.atomic import atomic_write_text
 from bst_rt.runtime.metrics import hierarchical_f1
+from bst_rt.runtime.policy import weighted_sum
+
+from .run import ENSEMBLE_JSON, write_json
 
 
 def hf_of(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -104,7 +105,8 @@ def nested_hf(oof: dict[str, np.ndarray], labels: np.ndarray, fold: np.ndarray, 
 
 
 def pool_probs(oof: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
-    return sum(w * oof[f] for f, w in weights.items())
+    """Eq. 2 on OOF probabilities (runtime.policy.weighted_sum, the definition the deployed chain uses)."""
+    return weighted_sum(oof, weights)
 
 
 # ---------------------------------------------------------------- pool-level: screening and ensemble.json
@@ -187,20 +189,21 @@ def check_pools(run, pools: dict) -> None:
     for name, pool in pools.items():
         bad = sorted(f for f, w in pool["weights"].items() if float(w) > 0 and f in barred)
         if bad:
-            raise BstError(f"{run.path / 'ensemble.json'}: pool {name!r} holds {', '.join(bad)} ({barred[bad[0]]}); "
+            raise BstError(f"{run.path / ENSEMBLE_JSON}: pool {name!r} holds {', '.join(bad)} ({barred[bad[0]]}); "
                            "run `bst-train train` again on this run to reselect the pools")
 
 
-def write_ensembles(run, pools: dict[str, PoolSpec] | None = None) -> dict:
-    """Select every pool on the run's calibrated OOF probabilities and write RUN/ensemble.json."""
+def write_ensembles(run, pools: dict[str, PoolSpec] | None = None, oofs: dict[str, dict] | None = None) -> dict:
+    """Select every pool on the run's calibrated OOF probabilities and write RUN/ensemble.json. `oofs`: OOF tables
+    the caller holds (the training loop, which just wrote them); the others are read from the run folder."""
     pools = pools or POOLS
     families = run.selectable()
     barred = not_pooled(run)
     if not families:
         doc = {"objective": "none", "no_pool": why_no_pool(run), "not_pooled": barred, "pools": {}}
-        atomic_write_text(run.path / "ensemble.json", json.dumps(doc, indent=2) + "\n")
+        write_json(run.path / ENSEMBLE_JSON, doc)
         return {}
-    oofs = {f: run.oof(f) for f in families}
+    oofs = {f: (oofs or {}).get(f) or run.oof(f) for f in families}
     labels = oofs[families[0]]["labels"]
     fold = oofs[families[0]]["fold"]
     probs = {f: z["probs"].astype(np.float64) for f, z in oofs.items()}
@@ -220,5 +223,5 @@ def write_ensembles(run, pools: dict[str, PoolSpec] | None = None) -> dict:
                      "group_cap": spec.group_cap, "group_caps": spec.group_caps, "top_k": spec.top_k}
     doc = {"objective": "macro hF of the argmax of sum_f w_f * calibrated OOF probs over the whole dev set",
            "not_pooled": barred, "pools": out}
-    atomic_write_text(run.path / "ensemble.json", json.dumps(doc, indent=2) + "\n")
+    write_json(run.path / ENSEMBLE_JSON, doc)
     return {k: {"hF": v["hF"], "weights": v["weights"]} for k, v in out.items()}

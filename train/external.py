@@ -18,9 +18,12 @@ from typing import Callable
 
 import numpy as np
 
-from bst_rt.runtime.datasets import EMBEDDING_DIM, safe_child
+from bst_rt.runtime.datasets import safe_child
 from bst_rt.runtime.errors import DataError
+from bst_rt.runtime.layout import EMBEDDING_DIM, embedding_dir
 from bst_rt.runtime.taxonomy import CODE_TO_INDEX
+
+from .data import Arrays, arrays_fingerprint
 
 
 @dataclass(frozen=True)
@@ -88,15 +91,12 @@ def map_clips(name: str, root: Path) -> MappedClips:
     return MappedClips(ids, codes, dropped)
 
 
-def load_external(name: str, root: Path, *, log: Callable[[str], None] = print):
+def load_external(name: str, root: Path, *, log: Callable[[str], None] = print) -> Arrays:
     """Mapped clips of one external dataset as pool `Arrays` (labels = BST indices, no confidences)."""
-    from .pool import Arrays, arrays_fingerprint
-
     clips = map_clips(name, root)
-    folder = Path(root) / "features"
-    audio = _embeddings(folder / "clap_audio_embeddings", clips.ids, required=True)
-    text = _embeddings(folder / "clap_text_embeddings", clips.ids, required=False)
-    masked = _embeddings(folder / "clap_text_masked_embeddings", clips.ids, required=False)
+    audio = _embeddings(embedding_dir(root, "audio"), clips.ids, required=True)
+    text = _embeddings(embedding_dir(root, "text"), clips.ids, required=False)
+    masked = _embeddings(embedding_dir(root, "text_masked"), clips.ids, required=False)
     n_drop = sum(clips.dropped.values())
     log(f"external {name}: {len(clips.ids)} clips mapped, {n_drop} dropped "
         f"({clips.dropped['ambiguous']} ambiguous, {n_drop - clips.dropped['ambiguous']} unmapped)")

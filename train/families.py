@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bst_rt.runtime.errors import BstError
+from bst_rt.runtime.layout import EMBEDDING_DIM
 from bst_rt.runtime.taxonomy import NUM_CLASSES, PARENT_INDEX, PARENTS
 
-EMBED_DIM = 512
+EMBED_DIM = EMBEDDING_DIM
 TEXT_INPUTS = ("text", "masked")
 ARCHS = ("multimodal", "audio", "text")
 CS_MODES = ("none", "naive", "teacher")

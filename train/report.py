@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .ensemble import not_pooled
-from .pool import load_run
+from .run import load_run
 
 #: seed technical report, Table 4 (hF %, BSD10k 5-fold unless stated)
 SEED_TABLE4: tuple[tuple[str, str, str], ...] = (

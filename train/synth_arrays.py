@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from bst_rt.runtime.layout import EMBEDDING_DIM
 from bst_rt.runtime.taxonomy import NUM_CLASSES
 
-from .pool import Arrays, PoolData, arrays_fingerprint
+from .data import Arrays, PoolData, arrays_fingerprint
 
 BSD10K_CLIPS = 10_309
 
@@ -24,8 +25,8 @@ def stand_in_arrays(n: int, *, seed: int = 0, prefix: str = "s", signal: float =
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % NUM_CLASSES
     rng.shuffle(labels)
-    centres = [_unit(rng.standard_normal((NUM_CLASSES, 512))) for _ in range(3)]
-    audio, text, masked = (_unit(signal * c[labels] + rng.standard_normal((n, 512)) / np.sqrt(512) * 8)
+    centres = [_unit(rng.standard_normal((NUM_CLASSES, EMBEDDING_DIM))) for _ in range(3)]
+    audio, text, masked = (_unit(signal * c[labels] + rng.standard_normal((n, EMBEDDING_DIM)) / np.sqrt(EMBEDDING_DIM) * 8)
                            for c in centres)
     ids = np.array([f"{prefix}{i}" for i in range(n)])
     conf = rng.integers(1, 6, n).astype(np.float64)

@@ -14,23 +14,21 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bst_rt.runtime.atomic import atomic_write_bytes, atomic_write_text
+from bst_rt.runtime.atomic import atomic_write_bytes
 from bst_rt.runtime.datasets import read_dev_dataset
 from bst_rt.runtime.errors import BstError, DataError
-from bst_rt.runtime.policy import AUDIO_ONLY, TEXT_ONLY, SystemPolicy, decide_items, load_policies, save_policies
+from bst_rt.runtime.layout import EMBEDDING_DIM, class_text_path
+from bst_rt.runtime.policy import (AUDIO_ONLY, TEXT_ONLY, SystemPolicy, decide_items, load_policies, normalise_weights,
+                                   save_policies)
 
 from . import ranker as ranker_module
+from .run import RANKER_DIR, RANKER_JSON, RANKER_MODEL, SYSTEMS_JSON, load_run, read_json, write_json
 
-CLASS_TEXT_FILE = "clap_class_text_embeddings.npy"
-RANKER_MODEL = "ranker.joblib"
-RANKER_JSON = "ranker.json"
-SYSTEMS_JSON = "systems.json"
 RANKER_POOL = "top12"
 
 
@@ -77,11 +75,7 @@ def make_policies(pools: dict, thresholds: dict[int, ranker_module.Thresholds], 
 
 def pool_weights(pools: dict, pool: str) -> dict[str, float]:
     """A pool's positive weights, renormalised (ensemble.json may round them)."""
-    weights = {f: float(v) for f, v in pools[pool]["weights"].items() if float(v) > 0}
-    total = sum(weights.values())
-    if not weights or total <= 0:
-        raise BstError(f"ensemble.json: pool {pool!r} has no positive weights")
-    return {f: v / total for f, v in sorted(weights.items())}
+    return normalise_weights(pools[pool]["weights"], f"ensemble.json: pool {pool!r}")
 
 
 def load_systems(run_dir: Path | str) -> list[SystemPolicy]:
@@ -95,10 +89,10 @@ def load_ranker(run_dir: Path | str):
     """The fitted sklearn ranker and its ranker.json (train side only; the runtime reads the ONNX graph)."""
     import joblib
 
-    folder = Path(run_dir) / "ranker"
+    folder = Path(run_dir) / RANKER_DIR
     if not (folder / RANKER_MODEL).is_file():
         raise BstError(f"{folder / RANKER_MODEL}: missing; run `bst-train rank RUN DATA` first")
-    meta = json.loads((folder / RANKER_JSON).read_text(encoding="utf-8"))
+    meta = read_json(folder / RANKER_JSON)
     blob = (folder / RANKER_MODEL).read_bytes()
     if hashlib.sha256(blob).hexdigest() != meta["model_sha256"]:
         raise BstError(f"{folder / RANKER_MODEL}: sha256 differs from ranker.json; rerun `bst-train rank`")
@@ -106,12 +100,12 @@ def load_ranker(run_dir: Path | str):
 
 
 def class_text_embeddings(data_dir: Path | str) -> np.ndarray:
-    path = Path(data_dir) / "features" / CLASS_TEXT_FILE
+    path = class_text_path(data_dir)
     if not path.is_file():
         raise DataError(f"{path}: missing; `bst-train embed` (or `bst-train synth --with-features`) writes it")
     emb = np.load(path, allow_pickle=False)
-    if emb.shape != (23, 512):
-        raise DataError(f"{path}: expected [23, 512] class-description embeddings, got {emb.shape}")
+    if emb.shape != (23, EMBEDDING_DIM):
+        raise DataError(f"{path}: expected [23, {EMBEDDING_DIM}] class-description embeddings, got {emb.shape}")
     return emb.astype(np.float32)
 
 
@@ -147,7 +141,6 @@ def rank_run(run_dir: Path | str, data_dir: Path | str, opts: RankOptions = Rank
 
     from .ensemble import check_pools, why_no_pool
     from .folds import official_folds
-    from .pool import load_run
 
     run = load_run(run_dir)
     pools = run.ensembles
@@ -193,9 +186,9 @@ def rank_run(run_dir: Path | str, data_dir: Path | str, opts: RankOptions = Rank
         "thresholds": {str(s): t.as_dict() for s, t in thresholds.items()},
         "nested_cv": nested,
     }
-    folder = run.path / "ranker"
+    folder = run.path / RANKER_DIR
     atomic_write_bytes(folder / RANKER_MODEL, blob)
-    atomic_write_text(folder / RANKER_JSON, json.dumps(meta, indent=2) + "\n")
+    write_json(folder / RANKER_JSON, meta)
     save_policies(run.path / SYSTEMS_JSON, policies)
     from .dev_eval_folds import fit_fold_chains
 

@@ -138,7 +138,7 @@ def demo_cmd(
     *,
     work: Annotated[Path, typer.Option(help="Working folder (corpus, embeddings, run, CSVs).")] = Path("artifacts/demo-work"),
     bundle: Annotated[Path, typer.Option(help="Where the bundle goes (recorded as the default bundle).")] = Path("artifacts/demo"),
-    per_class: Annotated[int, typer.Option(min=4, help="Synthetic clips per class.")] = 10,
+    per_class: Annotated[int, typer.Option(min=7, help="Synthetic clips per class (the official 5 folds need 7).")] = 10,
     epochs: Annotated[int, typer.Option(min=1, help="Max epochs per fold.")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the corpus, CLAP's random weights and training.")] = 0,
 ) -> None:

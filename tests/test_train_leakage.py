@@ -101,3 +101,25 @@ def test_scrambling_the_test_fold_changes_nothing_that_is_trained(dev_cs):
     # the check has teeth: scrambling the *training* rows does change the teacher
     moved = _teacher_then_student(_scrambled(dev, fold.train[:40], 0), cs, fold)
     assert not all(torch.equal(ref[0][k], moved[0][k]) for k in ref[0])
+
+
+def test_official_folds_too_few_clips_is_one_line_data_error():
+    """Fewer than 7 clips per class cannot be split by the official calls (5 test folds, a validation part holding
+    every class): a DataError (one line in the CLI), not sklearn's traceback; 7 per class splits."""
+    from bst_rt.runtime.errors import DataError
+    from bst_rt.runtime.taxonomy import CODES
+
+    for n in (4, 5, 6):
+        with pytest.raises(DataError, match="too small for the official 5-fold split"):
+            official_folds(np.repeat(np.arange(len(CODES)), n))
+    assert len(official_folds(np.repeat(np.arange(len(CODES)), 7))) == 5
+
+
+def test_demo_refuses_fewer_clips_than_the_folds_need():
+    """`bst-train demo --per-class 6` used to run ~12 minutes (CLAP export, embeddings) and then fail in the split."""
+    from typer.testing import CliRunner
+
+    from bst_rt.train.cli import app
+
+    result = CliRunner().invoke(app, ["demo", "--per-class", "6", "--work", "/nonexistent-demo"])
+    assert result.exit_code == 2 and "per-class" in result.output

@@ -119,7 +119,7 @@ def test_demo_refuses_fewer_clips_than_the_folds_need():
     """`bst-train demo --per-class 6` used to run ~12 minutes (CLAP export, embeddings) and then fail in the split."""
     from typer.testing import CliRunner
 
-    from bst_rt.train.cli import app
+    from bst_rt.export.cli import app
 
     result = CliRunner().invoke(app, ["demo", "--per-class", "6", "--work", "/nonexistent-demo"])
     assert result.exit_code == 2 and "per-class" in result.output

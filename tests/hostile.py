@@ -253,3 +253,33 @@ def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subpro
     exe = Path(sys.executable).with_name("bst-rt")
     return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+
+def first_clips(eval_dir: Path, root: Path, n: int) -> Path:
+    """A package of the first `n` clips of `eval_dir` under `root` (audio linked, metadata rewritten)."""
+    import csv
+
+    meta = next(Path(eval_dir).glob("*.csv"))
+    (root / "audio").mkdir(parents=True)
+    with open(meta, encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.reader(fh))
+    with open(root / meta.name, "w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh, lineterminator="\n").writerows(rows[: n + 1])
+    for row in rows[1 : n + 1]:
+        audio = Path(eval_dir) / "audio" / f"{row[0]}.wav"
+        if audio.exists():
+            os.symlink(audio, root / "audio" / audio.name)
+    return root
+
+
+def copy_bundle(bundle: Path, dst: Path, real: tuple[str, ...] = ("manifest.json",)) -> Path:
+    """A bundle we may damage: the files named in `real` copied, every other one a symlink to the original's."""
+    import shutil
+
+    dst.mkdir()
+    for p in Path(bundle).iterdir():
+        if p.name in real:
+            shutil.copyfile(p, dst / p.name)
+        else:
+            os.symlink(p.resolve(), dst / p.name)
+    return dst

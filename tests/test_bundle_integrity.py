@@ -16,18 +16,10 @@ from bst_rt.runtime.bundle import load_bundle, sha256_file
 from bst_rt.runtime.errors import BundleError
 from bst_rt.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION
 
-from hostile import make_package, run_cli
+from hostile import copy_bundle, make_package, run_cli
 
 
-def _copy(bundle: Path, dst: Path, real: tuple[str, ...] = (MANIFEST_NAME,)) -> Path:
-    """A bundle we may damage: the files named in `real` copied, every other one a symlink to the fixture's."""
-    dst.mkdir()
-    for p in bundle.iterdir():
-        if p.name in real:
-            shutil.copyfile(p, dst / p.name)
-        else:
-            os.symlink(p.resolve(), dst / p.name)
-    return dst
+_copy = copy_bundle
 
 
 def _flip(path: Path) -> None:

@@ -3,8 +3,6 @@ without --force, and `kill -9` in the middle of a run followed by `--resume` giv
 uninterrupted run (also when the kill tore the journal's last line)."""
 from __future__ import annotations
 
-import csv
-import os
 import signal
 import subprocess
 import sys
@@ -18,7 +16,7 @@ from bst_rt.runtime.atomic import atomic_open
 from bst_rt.runtime.batch import journal_path, record_path
 from bst_rt.runtime.submission import validate_submission
 
-from hostile import run_cli
+from hostile import first_clips, run_cli
 
 N_CLIPS = 10
 BATCH = 2
@@ -33,19 +31,7 @@ def _predict_cmd(eval_dir: Path, bundle: Path, out: Path, *extra: str) -> list[s
 @pytest.fixture(scope="module")
 def small_eval(synth_corpus, tmp_path_factory) -> Path:
     """The first N_CLIPS clips of the synthetic evaluation package (audio linked, metadata rewritten)."""
-    src = Path(synth_corpus.eval)
-    meta = next(src.glob("*.csv"))
-    root = tmp_path_factory.mktemp("small_eval")
-    (root / "audio").mkdir()
-    with open(meta, encoding="utf-8-sig", newline="") as fh:
-        rows = list(csv.reader(fh))
-    with open(root / meta.name, "w", encoding="utf-8", newline="") as fh:
-        csv.writer(fh, lineterminator="\n").writerows(rows[: N_CLIPS + 1])
-    for row in rows[1 : N_CLIPS + 1]:
-        audio = src / "audio" / f"{row[0]}.wav"
-        if audio.exists():
-            os.symlink(audio, root / "audio" / audio.name)
-    return root
+    return first_clips(Path(synth_corpus.eval), tmp_path_factory.mktemp("small_eval"), N_CLIPS)
 
 
 @pytest.fixture(scope="module")

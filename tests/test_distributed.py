@@ -21,6 +21,7 @@ from bst_rt.runtime.distributed import RayOptions, collect, predict_dataset, run
 from bst_rt.runtime.errors import BstError  # noqa: E402
 from bst_rt.runtime.predict import Prediction  # noqa: E402
 from bst_rt.runtime.submission import write_submission  # noqa: E402
+from hostile import first_clips  # noqa: E402
 
 N_CLIPS = 12
 BATCH = 4
@@ -42,19 +43,7 @@ def ray_cluster():
 @pytest.fixture(scope="module")
 def small_package(synth_corpus, tmp_path_factory) -> Path:
     """The first N_CLIPS clips of the synthetic evaluation package (audio linked, metadata rewritten)."""
-    src = Path(synth_corpus.eval)
-    meta = next(src.glob("*.csv"))
-    root = tmp_path_factory.mktemp("ray_eval")
-    (root / "audio").mkdir()
-    with open(meta, encoding="utf-8-sig", newline="") as fh:
-        rows = list(csv.reader(fh))
-    with open(root / meta.name, "w", encoding="utf-8", newline="") as fh:
-        csv.writer(fh, lineterminator="\n").writerows(rows[: N_CLIPS + 1])
-    for row in rows[1 : N_CLIPS + 1]:
-        audio = src / "audio" / f"{row[0]}.wav"
-        if audio.exists():
-            os.symlink(audio, root / "audio" / audio.name)
-    return root
+    return first_clips(Path(synth_corpus.eval), tmp_path_factory.mktemp("ray_eval"), N_CLIPS)
 
 
 @pytest.fixture(scope="module")

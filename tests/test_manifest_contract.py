@@ -4,8 +4,6 @@ refused in one line naming the field and the fix; the published JSON Schema is t
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,19 +13,12 @@ from bst_rt.runtime.errors import BundleError
 from bst_rt.runtime.manifest import MANIFEST_NAME
 from bst_rt.runtime.manifest_schema import manifest_json_schema, schema_text
 
-from hostile import run_cli
+from hostile import copy_bundle, run_cli
 
 DOCS_SCHEMA = Path(__file__).resolve().parents[1] / "docs" / "manifest.schema.json"
 
 
-def _copy(bundle: Path, dst: Path, real: tuple[str, ...] = (MANIFEST_NAME,)) -> Path:
-    dst.mkdir()
-    for p in bundle.iterdir():
-        if p.name in real:
-            shutil.copyfile(p, dst / p.name)
-        else:
-            os.symlink(p.resolve(), dst / p.name)
-    return dst
+_copy = copy_bundle
 
 
 def _edit(dst: Path, path: str, value) -> None:

@@ -301,8 +301,8 @@ def _unlisted_audio(package) -> list[str]:
     folder = Path(package.root) / "audio"
     if not folder.is_dir():
         return []
-    listed = {c.audio_path.name for c in package.clips if c.audio_path is not None}
-    return sorted(p.name for p in folder.iterdir() if p.name not in listed)
+    listed = {c.id for c in package.clips}
+    return sorted(p.name for p in folder.iterdir() if (p.name[: -len(p.suffix)] if p.suffix else p.name) not in listed)
 
 
 def _write_meta(out: Path, predictor: Predictor, opts: RunOptions) -> Path:

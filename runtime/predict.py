@@ -34,6 +34,9 @@ from .taxonomy import CLASSES, CODE_TO_INDEX, CODES, PARENT_NAMES, parent_of
 from .layout import HEADS_INPUTS, HEADS_OUTPUTS, RANKER_INPUT, RANKER_PROBABILITIES
 
 TOP_K = 5
+#: int8 CLAP graphs quantise activations per call (one scale for all rows), so they run one item per call: an
+#: item's int8 embedding must not depend on its batch-mates (`embedding` module docstring)
+INT8_ROWS_PER_RUN = 1
 
 
 class RankedClass(NamedTuple):
@@ -313,7 +316,8 @@ class Predictor:
 
     # ---- evidence ---------------------------------------------------------------------------------------------
     def _embedding_stage(self, clock: StageClock) -> EmbeddingStage:
-        return EmbeddingStage(self.audio_encoder, self.text_encoder, MASKED_INPUT in self._heads_inputs, clock)
+        return EmbeddingStage(self.audio_encoder, self.text_encoder, MASKED_INPUT in self._heads_inputs, clock,
+                              rows_per_run=INT8_ROWS_PER_RUN if self.int8 else None)
 
     def _evidence(self, clips: Sequence[Clip], audio: AudioBatch | None = None,
                   clock: StageClock | None = None) -> _Evidence:

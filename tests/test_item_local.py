@@ -158,3 +158,23 @@ def test_the_ensemble_comes_from_the_graph_not_the_manifest_weights(bundle, pack
         np.testing.assert_array_equal(a.probabilities, b.probabilities)
         assert (a.label, f"{a.score:.6f}") == alone[a.id]
     print(f"manifest weights edited: {len(clips)} items, predictions unchanged")
+
+
+def test_int8_items_are_decided_alone_too(bundle, package):
+    """int8 graphs quantise each call's activations with one scale for all its rows, so batched rows moved each
+    other's embeddings (up to 1.8e-3 abs, audio); the runtime runs them one item per call. An item's int8 label,
+    score and distribution must be the same alone and in batches of 5, bit for bit; so must its text embedding."""
+    clips = read_eval_package(package).clips[::3]  # synthetic and real clips, texts of several token buckets
+    predictor = Predictor.load(bundle, system=int(SYSTEM), provider="cpu", threads=1, int8=True)
+    alone = [predictor.predict_file(c.audio_path, title=c.title, tags=c.tags, description=c.description,
+                                    item_id=c.id) for c in clips]
+    batched = predictor.predict_batch(clips, batch_size=5)
+    differ = [a.id for a, b in zip(alone, batched)
+              if (a.label, a.score) != (b.label, b.score) or not np.array_equal(a.probabilities, b.probabilities)]
+    print(f"int8: {len(clips) - len(differ)}/{len(clips)} items identical alone and in batches of 5")
+    assert not differ, f"int8 items depend on their batch: {differ[:3]}"
+    emb = predictor.embedding
+    texts = [c.text for c in clips if c.text][:6]
+    together = emb.embed_texts(texts)
+    for t in texts:
+        np.testing.assert_array_equal(together[t], emb.embed_texts([t])[t])

@@ -13,7 +13,8 @@ the other items of its batch:
 - int8 graphs are run one item per call (`rows_per_run=1`): onnxruntime's dynamic quantisation scales each
   activation tensor by its own min/max, so rows sharing a call share a scale and one clip's int8 embedding moved
   with its batch-mates (measured: up to 1.8e-3 abs on an audio embedding between a batch of 4 and each alone).
-  One item per call costs ~5 % audio and 7-23 % text time; fp32 graphs stay batched (bit-identical either way);
+  One item per call costs ~5 % audio and 7-23 % text time; fp32 graphs stay batched (bit-identical either way).
+  A text run alone needs no bucket: it runs at its exact token count (the padding a bucket adds is pure waste);
 - `prefetch` reads the next batch (decode, resample, mel, and the sha256 the run record needs) in one worker
   thread while onnxruntime runs the current batch; the queue holds one batch, so at most two batches of mels
   (4 MB each at batch 4) are alive, as before.
@@ -166,8 +167,8 @@ def prefetch(batches: Iterable[Sequence[Clip]], clock: StageClock, hash_files: b
         worker.join()
 
 
-def _bucket(n_tokens: int) -> int:
-    return min(MAX_TOKENS, -(-max(n_tokens, 1) // TOKEN_BUCKET) * TOKEN_BUCKET)
+def _bucket(n_tokens: int, size: int = TOKEN_BUCKET) -> int:
+    return min(MAX_TOKENS, -(-max(n_tokens, 1) // size) * size)
 
 
 class EmbeddingStage:
@@ -183,6 +184,8 @@ class EmbeddingStage:
         self.needs_masked = needs_masked
         self.clock = clock
         self.rows_per_run = rows_per_run
+        #: texts run alone need no shared shape: each at its exact token count
+        self.token_bucket = 1 if rows_per_run == 1 else TOKEN_BUCKET
 
     def embed(self, batch: AudioBatch) -> Embeddings:
         clips, mels = batch.clips, batch.mels
@@ -224,7 +227,7 @@ class EmbeddingStage:
             ids = tok.token_ids(unique)
         groups: dict[int, list[int]] = {}
         for j, t in enumerate(ids):
-            groups.setdefault(_bucket(len(t)), []).append(j)
+            groups.setdefault(_bucket(len(t), self.token_bucket), []).append(j)
         out: dict[str, np.ndarray] = {}
         step = min(self.rows_per_run or TEXT_ROWS_PER_RUN, TEXT_ROWS_PER_RUN)
         for length, members in sorted(groups.items()):
@@ -244,7 +247,7 @@ class EmbeddingStage:
         rows = []
         for t in texts:
             ids = tok.token_ids([t])
-            input_ids, mask = tok.pad(ids, _bucket(len(ids[0])))
+            input_ids, mask = tok.pad(ids, _bucket(len(ids[0]), self.token_bucket))
             rows.append(self.text_encoder.session.run([TEXT_OUTPUT], {"input_ids": input_ids,
                                                                       "attention_mask": mask})[0][0])
         return np.stack(rows) if rows else np.zeros((0, EMBEDDING_DIM), dtype=np.float32)

@@ -114,7 +114,7 @@ def run_demo(opts: DemoOptions = DemoOptions(), log: Log = print) -> dict:
 def _has_int8(clap_dir: Path) -> bool:
     """Both int8 graphs AND their measured cosines: a folder exported earlier without int8 (a plain demo run) is
     re-exported with them (export_clap is the one place that quantises), never silently used without."""
-    from .clap import AUDIO_INT8, TEXT_INT8
+    from bst_rt.runtime.encoders import AUDIO_INT8, TEXT_INT8
 
     try:
         parity = json.loads((clap_dir / "clap_parity.json").read_text(encoding="utf-8"))

@@ -7,7 +7,7 @@ One command builds its own inputs and regenerates the README's "Measured" block:
 Without --bundle/--run it runs `bst-train demo --int8` into WORK (WORK/demo-work, bundle WORK/bundle; never
 recorded as the user's default bundle; a rerun skips what exists) and measures two evaluation sets, each its own
 table: the demo's synthetic eval package (40 clips, hostile entries included) and the shared real recordings
-(--real-audio, default `<repo>/shared/audio/librosa-data` or `<repo>/../shared/audio/librosa-data`; every .ogg at
+(--real-audio, default `<repo>/../shared/audio/librosa-data` when it exists; every .ogg at
 full length, built into WORK/real-eval). With --bundle B --run RUN [--eval EVAL] it measures a bundle of your own.
 
 Each engine runs in its own subprocess so peak RSS is honest; per set the table gives clips/s (whole run, and steady
@@ -265,8 +265,9 @@ def _cpu_name() -> str:
 
 # ---- inputs -----------------------------------------------------------------------------------------------------
 def default_real_audio() -> Path | None:
-    """The shared real recordings beside the checkout (device machines carry `shared/` inside it)."""
-    for base in (ROOT / "shared", ROOT.parent / "shared"):
+    """The shared real recordings: `<repo>/../shared` (the main checkout), `<repo>/shared` (a device machine's copy)
+    or `<repo>/../../shared` (a worktree one level further down)."""
+    for base in (ROOT.parent / "shared", ROOT / "shared", ROOT.parents[1] / "shared"):
         if (base / "audio" / "librosa-data").is_dir():
             return base / "audio" / "librosa-data"
     return None

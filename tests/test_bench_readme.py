@@ -12,9 +12,6 @@ import pytest
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_AUDIO = next((p for p in (ROOT / "shared" / "audio" / "librosa-data",
-                                 ROOT.parent / "shared" / "audio" / "librosa-data",
-                                 ROOT.parents[1] / "shared" / "audio" / "librosa-data") if p.is_dir()), None)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +73,7 @@ def test_real_eval_package_is_read_by_the_runtime(bench, tmp_path):
     from bst_rt.runtime.audio import load_audio
     from bst_rt.runtime.datasets import read_eval_package
 
-    names = _short_copies(SHARED_AUDIO, tmp_path / "src")
+    names = _short_copies(bench.default_real_audio(), tmp_path / "src")
     pkg = bench.build_real_eval(tmp_path / "src", tmp_path / "work" / "real-eval")
     clips = read_eval_package(pkg).clips
     assert [c.id for c in clips] == [str(uuid.uuid5(uuid.NAMESPACE_URL, n)) for n in names]

@@ -258,7 +258,9 @@ def _child(code: str, args: list, *, stream: bool = False) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"benchmark child failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    # the 1-minute load average as the child ends: the child itself adds about its thread count; more means
+    # other work shared the machine during the measurement
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "load_end": os.getloadavg()[0]}
 
 
 def _du_mb(path: Path) -> float:
@@ -444,23 +446,24 @@ def targets_lines(sets: dict, peak: dict, isolated: dict | None) -> list[str]:
 
 
 def markdown_table(s: dict) -> list[str]:
-    out = ["| engine | clips/s whole run | steady clips/s | first prediction | peak RSS | labels = torch |",
-           "|---|---|---|---|---|---|"]
+    out = ["| engine | clips/s whole run | steady clips/s | first prediction | peak RSS | labels = torch | load at end |",
+           "|---|---|---|---|---|---|---|"]
     for name, r in s["rows"].items():
         ref = name == "torch chain"
         x = (lambda v: "") if ref else (lambda v: f" ({v:.2f}x)")
         agree = "reference" if ref else f"{r['agree']:.3f} ({r['same']}/{s['clips']})"
         out.append(f"| {name} | {r['rate']:.2f}{x(r['rate_x'])} | {r['steady']:.2f}{x(r['steady_x'])} | "
-                   f"{r['first_s']:.1f} s | {r['rss_mb']:.0f} MB{x(r['rss_x'])} | {agree} |")
+                   f"{r['first_s']:.1f} s | {r['rss_mb']:.0f} MB{x(r['rss_x'])} | {agree} | {r.get('load_end', 0):.1f} |")
     return out
 
 
 def console_table(s: dict) -> list[str]:
     out = [f"{'engine':<14}{'clips/s':>9}{'x torch':>9}{'steady/s':>10}{'x torch':>9}{'first (s)':>11}"
-           f"{'peak RSS MB':>13}{'x torch':>9}{'labels = torch':>16}"]
+           f"{'peak RSS MB':>13}{'x torch':>9}{'labels = torch':>16}{'load':>6}"]
     for name, r in s["rows"].items():
         out.append(f"{name:<14}{r['rate']:>9.2f}{r['rate_x']:>8.2f}x{r['steady']:>10.2f}{r['steady_x']:>8.2f}x"
-                   f"{r['first_s']:>11.1f}{r['rss_mb']:>13.0f}{r['rss_x']:>8.2f}x{r['agree']:>16.3f}")
+                   f"{r['first_s']:>11.1f}{r['rss_mb']:>13.0f}{r['rss_x']:>8.2f}x{r['agree']:>16.3f}"
+                   f"{r.get('load_end', 0):>6.1f}")
     return out
 
 
@@ -526,7 +529,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--peak-repeats", type=int, default=10, help="timed runs per MatMul shape (after warm-up)")
     ap.add_argument("--peak-seconds", type=float, default=2.0, help="and at least this long per MatMul shape")
-    ap.add_argument("--graph-runs", type=int, default=5, help="timed runs of the isolated audio graph")
+    ap.add_argument("--graph-runs", type=int, default=10, help="timed runs of the isolated audio graph")
     ap.add_argument("--rt-venv", type=Path, default=None, help="existing runtime-only venv to measure")
     ap.add_argument("--torch-venv", type=Path, default=ROOT / ".venv")
     ap.add_argument("--skip-venv-size", action="store_true", help="do not build a runtime-only venv to size it")
@@ -536,6 +539,7 @@ def main() -> None:
     if (a.bundle is None) != (a.run is None):
         ap.error("give --bundle and --run together (or neither: the bench builds the demo's)")
     command = shlex.join(["python", "bench/predict.py", *sys.argv[1:]])
+    load_start = os.getloadavg()[0]
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
     if a.bundle is None:
@@ -574,7 +578,8 @@ def main() -> None:
         except (subprocess.CalledProcessError, OSError) as exc:
             print(f"installed size: skipped (runtime-only venv not built: {exc})")
 
-    machine = f"{_cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end; " \
+    machine = f"{_cpu_name()}, {os.cpu_count()} cores, 1-min load average {load_start:.1f} at the start, " \
+              f"{os.getloadavg()[0]:.1f} at the end (each engine's 'load' column: as it ended, itself included); " \
               f"threads {a.threads}; batch {a.batch_size}"
     print(f"\nmachine: {machine}\ncommand: {command}")
     for name, s in sets.items():

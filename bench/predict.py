@@ -485,10 +485,11 @@ def stage_lines(s: dict) -> list[str]:
 
 
 def readme_block(*, machine: str, date: str, command: str, sets: dict, targets: list[str], extra: list[str]) -> str:
-    """The README's measured block: machine, date, command, one table per set, the targets."""
+    """The README's measured block: machine, date, command, one table per set with its per-stage seconds (what is
+    left to gain), the targets."""
     out = [f"Machine: {machine}. Measured {date} by one run of:", "", "```bash", command, "```", ""]
     for name, s in sets.items():
-        out += [f"**{name}** ({s['clips']} clips)", ""] + markdown_table(s) + [""]
+        out += [f"**{name}** ({s['clips']} clips)", ""] + markdown_table(s) + ["", "```"] + stage_lines(s) + ["```", ""]
     out += ["Targets of issue 14 (steady state, same clips, same run):", "", "```"] + targets + extra + ["```"]
     return "\n".join(out)
 

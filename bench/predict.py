@@ -406,8 +406,16 @@ def measure_set(eval_dir: Path, a: argparse.Namespace, bundle: Path, run: Path, 
             per_clip = r["stages"].get("audio graph", 0.0) / max(r["audio_clips"], 1)
             r.update(audio_graph_ms_per_clip=1e3 * per_clip, audio_graph_gflops=gflop / per_clip if per_clip else 0.0)
     return {"eval_dir": str(eval_dir), "clips": ref["clips"], "rows": rows,
-            "front_end_split_s": _child(_FRONT_END_CHILD, [eval_dir]), "audio_gflop_per_clip": gflop,
+            "front_end_split_s": {k: v for k, v in _child(_FRONT_END_CHILD, [eval_dir]).items() if k != "load_end"},
+            "audio_gflop_per_clip": gflop,
             "laion_gflop_longest_clip": ref.get("audio_gflop_per_clip")}
+
+
+def _hardware(a: argparse.Namespace, bundle: Path, gflop: float) -> tuple[dict, dict]:
+    """ORT's fp32 MatMul peak over PEAK_SHAPES, and the fp32 audio graph alone at the bench batch size."""
+    peak = _child(_MATMUL_PEAK_CHILD, [a.threads, a.peak_repeats, json.dumps(PEAK_SHAPES), a.peak_seconds])
+    isolated = _child(_AUDIO_GRAPH_CHILD, [bundle, a.threads, a.batch_size, a.graph_runs, 0])
+    return peak, {**isolated, "gflops": gflop / (isolated["ms_per_clip"] / 1e3)}
 
 
 # ---- reporting --------------------------------------------------------------------------------------------------
@@ -436,12 +444,14 @@ def targets_lines(sets: dict, peak: dict, isolated: dict | None) -> list[str]:
                          f"{_met(share >= TARGET_PEAK_SHARE)} by {abs(share - TARGET_PEAK_SHARE) * 100:.0f} points")
     if isolated:
         share = isolated["gflops"] / peak["gflops"]
-        lines.append(f"fp32 audio graph alone (best of {isolated['runs']} runs, batch {isolated['batch']}, random mels, "
+        lines.append(f"fp32 audio graph alone (best of {isolated['runs']} runs x {len(isolated.get('passes_gflops', [1]))} "
+                     f"passes, batch {isolated['batch']}, random mels, "
                      f"fusion path): {isolated['ms_per_clip']:.1f} ms a clip = {isolated['gflops']:.0f} GFLOPS = "
                      f"{share:.0%} of peak (target >= 50 %): {_met(share >= TARGET_PEAK_SHARE)} by "
                      f"{abs(share - TARGET_PEAK_SHARE) * 100:.0f} points")
     lines.append(f"ORT fp32 MatMul peak: {peak['gflops']:.0f} GFLOPS (shape {peak['shape']}, best of >= {peak['repeats']} "
-                 f"runs after warm-up, over {len(peak['per_shape'])} shapes)")
+                 f"runs after warm-up, over {len(peak['per_shape'])} shapes; passes before/after the sets: "
+                 f"{', '.join(f'{g:.0f}' for g in peak.get('passes_gflops', [peak['gflops']]))} GFLOPS)")
     return lines
 
 
@@ -564,13 +574,16 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     flops = _child(_GRAPH_FLOPS_CHILD, [a.threads])  # torch FLOP count of the exported module, one clip
     gflop = flops["fusion"]
+    hardware = [_hardware(a, bundle, gflop)]  # before and after the sets: a passing load cannot lower the peak
     sets = {}
     for name, eval_dir in eval_sets.items():
         print(f"measuring {name}: {eval_dir}", flush=True)
         sets[name] = measure_set(eval_dir, a, bundle, run, tmp, gflop)
-    peak = _child(_MATMUL_PEAK_CHILD, [a.threads, a.peak_repeats, json.dumps(PEAK_SHAPES), a.peak_seconds])
-    isolated = _child(_AUDIO_GRAPH_CHILD, [bundle, a.threads, a.batch_size, a.graph_runs, 0])
-    isolated["gflops"] = gflop / (isolated["ms_per_clip"] / 1e3)
+    hardware.append(_hardware(a, bundle, gflop))
+    peak = max((h[0] for h in hardware), key=lambda p: p["gflops"])
+    isolated = max((h[1] for h in hardware), key=lambda i: i["gflops"])
+    peak["passes_gflops"] = [round(h[0]["gflops"], 1) for h in hardware]
+    isolated["passes_gflops"] = [round(h[1]["gflops"], 1) for h in hardware]
     sizes = {}
     if not a.skip_venv_size:
         try:

@@ -141,9 +141,11 @@ def demo_cmd(
     per_class: Annotated[int, typer.Option(min=7, help="Synthetic clips per class (the official 5 folds need 7).")] = 10,
     epochs: Annotated[int, typer.Option(min=1, help="Max epochs per fold.")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the corpus, CLAP's random weights and training.")] = 0,
+    int8: Annotated[bool, typer.Option("--int8", help="Also ship int8 CLAP graphs (`bst-rt predict --int8`).")] = False,
 ) -> None:
     """The whole chain on the synthetic corpus with CLAP at RANDOM weights: ends with a scored CSV and a bundle."""
     from .demo import DemoOptions, format_summary, run_demo
 
-    summary = run_demo(DemoOptions(work=work, bundle=bundle, per_class=per_class, seed=seed, epochs=epochs), log=typer.echo)
+    summary = run_demo(DemoOptions(work=work, bundle=bundle, per_class=per_class, seed=seed, epochs=epochs, int8=int8),
+                       log=typer.echo)
     typer.echo(format_summary(summary))

@@ -4,7 +4,9 @@ synthetic corpus → LAION-CLAP at seeded RANDOM weights (no checkpoint download
 the plumbing works, not what the method scores) → `bst-train embed` → a small pool → `bst-train rank` → `bst-train export` →
 `bst-rt predict` → `bst-rt evaluate`. It sits on the export floor because it runs every floor (it exports a bundle).
 Every stage resumes: rerunning the demo skips what is already done.
-The bundle is written to `artifacts/demo` (recorded as the default bundle, so `bst-rt predict EVAL_DIR` finds it).
+The bundle is written to `artifacts/demo` (recorded as the default bundle, so `bst-rt predict EVAL_DIR` finds it,
+unless `record_default` is False: bench/predict.py builds its own bundle without touching the user's default).
+`int8` also ships the int8 CLAP graphs in the bundle (`bst-train demo --int8`; `bst-rt predict --int8` runs them).
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ class DemoOptions:
     families: tuple[str, ...] = DEMO_FAMILIES
     epochs: int = DEMO_EPOCHS
     threads: int | None = None
+    int8: bool = False
+    record_default: bool = True
 
 
 def _stage(log: Log, name: str, t0: float) -> None:
@@ -62,12 +66,12 @@ def run_demo(opts: DemoOptions = DemoOptions(), log: Log = print) -> dict:
         _stage(log, f"synthetic corpus ({opts.per_class} clips per class) -> {corpus}", t0)
         write_corpus(corpus, per_class=opts.per_class, seed=opts.seed, n_eval=opts.n_eval)
     clap_dir = work / "clap"
-    if not (clap_dir / "clap_parity.json").is_file():
+    if not (clap_dir / "clap_parity.json").is_file() or (opts.int8 and not _has_int8(clap_dir)):
         _stage(log, "LAION-CLAP at SEEDED RANDOM WEIGHTS (demo only: embeddings carry no learned meaning); "
-                    f"exporting its encoders to ONNX -> {clap_dir}", t0)
+                    f"exporting its encoders to ONNX{' with int8 variants' if opts.int8 else ''} -> {clap_dir}", t0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the random-weights warning (said above) and tracer chatter
-            export_clap(load_clap(None, random_weights=True, seed=opts.seed), clap_dir, int8=False)
+            export_clap(load_clap(None, random_weights=True, seed=opts.seed), clap_dir, int8=opts.int8)
     for part in ("BSD10k", "BSD35k-CS"):
         _stage(log, f"bst-train embed {part} (ONNX graphs of that CLAP)", t0)
         embed_dataset(corpus / part, engine="onnx", graphs=clap_dir, threads=opts.threads, progress=False, log=log)
@@ -85,8 +89,9 @@ def run_demo(opts: DemoOptions = DemoOptions(), log: Log = print) -> dict:
     _stage(log, "bst-train rank: candidate ranker, nested CV, the four systems", t0)
     rank_run(run, corpus / "BSD10k", RankOptions(seed=opts.seed), log=lambda m: log("  " + m))
     _stage(log, f"bst-train export -> {opts.bundle}", t0)
-    export_bundle(run, opts.bundle, ExportOptions(clap_dir=clap_dir, force=True), log=lambda m: log("  " + m))
-    record = record_default_bundle(opts.bundle)
+    export_bundle(run, opts.bundle, ExportOptions(clap_dir=clap_dir, force=True, int8=opts.int8),
+                  log=lambda m: log("  " + m))
+    record = record_default_bundle(opts.bundle) if opts.record_default else None
     results = {}
     csvs = {}
     pattern = work / "system{system}.output.csv"
@@ -97,7 +102,7 @@ def run_demo(opts: DemoOptions = DemoOptions(), log: Log = print) -> dict:
         results[system] = score_submission(res.out, read_labels(corpus / "eval_labels.csv"))
         results[system]["fallbacks"] = res.record["fallbacks"]
         csvs[system] = res.out
-    summary = {"bundle": str(opts.bundle), "default_bundle_record": str(record), "csv": {k: str(v) for k, v in csvs.items()},
+    summary = {"bundle": str(opts.bundle), "default_bundle_record": str(record) if record else None, "csv": {k: str(v) for k, v in csvs.items()},
                "eval_dir": str(corpus / "eval"), "labels": str(corpus / "eval_labels.csv"),
                "elapsed_s": round(time.perf_counter() - t0, 1),
                "metrics": {s: {k: r[k] for k in ("hF", "accuracy", "parent_accuracy", "cross_parent_error")}
@@ -106,13 +111,28 @@ def run_demo(opts: DemoOptions = DemoOptions(), log: Log = print) -> dict:
     return summary
 
 
+def _has_int8(clap_dir: Path) -> bool:
+    """Both int8 graphs AND their measured cosines: a folder exported earlier without int8 (a plain demo run) is
+    re-exported with them (export_clap is the one place that quantises), never silently used without."""
+    from bst_rt.runtime.encoders import AUDIO_INT8, TEXT_INT8
+
+    try:
+        parity = json.loads((clap_dir / "clap_parity.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return all((clap_dir / name).is_file() for name in (AUDIO_INT8, TEXT_INT8)) and \
+        all(key in parity for key in ("audio_int8_min_cosine", "text_int8_min_cosine"))
+
+
 def format_summary(summary: dict) -> str:
     lines = ["", "bst-train demo — synthetic corpus, CLAP at RANDOM weights (plumbing check, not a score of the method)",
              f"{'system':<8}{'hF':>8}{'flat':>8}{'top-level':>11}{'cross-parent':>14}   CSV"]
     for s, m in summary["metrics"].items():
         lines.append(f"{s:<8}{100 * m['hF']:>8.2f}{100 * m['accuracy']:>8.2f}{100 * m['parent_accuracy']:>11.2f}"
                      f"{100 * m['cross_parent_error']:>14.2f}   {summary['csv'][s]}")
-    lines += [f"bundle: {summary['bundle']} (default for `bst-rt predict`, recorded in {summary['default_bundle_record']})",
+    where = (f"default for `bst-rt predict`, recorded in {summary['default_bundle_record']}"
+             if summary["default_bundle_record"] else "not recorded as the default bundle")
+    lines += [f"bundle: {summary['bundle']} ({where})",
               f"try:    bst-rt predict {summary['eval_dir']} -o my.csv && "
               f"bst-rt evaluate my.csv --labels {summary['labels']}",
               f"took {summary['elapsed_s']:.0f} s"]

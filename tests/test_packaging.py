@@ -99,9 +99,13 @@ class _FakeOrt:
         self.calls.append("preload_dlls")
 
     def SessionOptions(self):  # noqa: N802 - onnxruntime's name
-        return SimpleNamespace()
+        opts = SimpleNamespace(config={})
+        opts.add_session_config_entry = lambda key, value: opts.config.__setitem__(key, value)
+        return opts
 
     def InferenceSession(self, path, sess_options, providers):  # noqa: N802
+        # the worker threads must not spin: they took the cores the audio prefetch thread needs (session.py)
+        assert sess_options.config.get("session.intra_op.allow_spinning") == "0"
         self.calls.append(f"session:{providers[0]}")
         return SimpleNamespace(get_providers=lambda: list(providers))
 

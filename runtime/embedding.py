@@ -10,10 +10,9 @@ the other items of its batch:
   fixed by the text alone, and texts of one bucket run together: padding costs at most 7 tokens a text instead of
   up to 76 (text time follows the token count; speed-notes), and the batch's longest text no longer changes the
   shapes another text is computed with;
-- int8 graphs are run one item per call (`rows_per_run=1`): onnxruntime's dynamic quantisation scales each
-  activation tensor by its own min/max, so rows sharing a call share a scale and one clip's int8 embedding moved
-  with its batch-mates (measured: up to 1.8e-3 abs on an audio embedding between a batch of 4 and each alone).
-  One item per call costs ~5 % audio and 7-23 % text time; fp32 graphs stay batched (bit-identical either way).
+- an encoder's `rows_per_run` caps the items of one graph call: int8 graphs run one item per call
+  (`encoders.INT8_ROWS_PER_RUN`: their activation scales are per call, so batch-mates would move an item's
+  embedding). That costs ~5 % audio and 7-23 % text time; fp32 graphs stay batched (bit-identical either way).
   A text run alone needs no bucket: it runs at its exact token count (the padding a bucket adds is pure waste);
 - `prefetch` reads the next batch (decode, resample, mel, and the sha256 the run record needs) in one worker
   thread while onnxruntime runs the current batch; the queue holds one batch, so at most two batches of mels
@@ -173,19 +172,18 @@ def _bucket(n_tokens: int, size: int = TOKEN_BUCKET) -> int:
 
 class EmbeddingStage:
     """Audio batch + metadata → the heads graph's inputs. `needs_masked`: whether the heads graph reads the
-    masked text embedding (when it does not, the masked pass is skipped and its input left at zeros).
-    `rows_per_run`: at most this many items per encoder call (1 for graphs whose rows share quantisation scales,
-    i.e. int8; None: the batch as given, texts `TEXT_ROWS_PER_RUN` at a time)."""
+    masked text embedding (when it does not, the masked pass is skipped and its input left at zeros). Each
+    encoder's `rows_per_run` (one item per call for int8 graphs) is honoured here too."""
 
     def __init__(self, audio_encoder: AudioEncoder, text_encoder: TextEncoder, needs_masked: bool,
-                 clock: StageClock, rows_per_run: int | None = None) -> None:
+                 clock: StageClock) -> None:
         self.audio_encoder = audio_encoder
         self.text_encoder = text_encoder
         self.needs_masked = needs_masked
         self.clock = clock
-        self.rows_per_run = rows_per_run
+        self.text_rows_per_run = min(text_encoder.rows_per_run or TEXT_ROWS_PER_RUN, TEXT_ROWS_PER_RUN)
         #: texts run alone need no shared shape: each at its exact token count
-        self.token_bucket = 1 if rows_per_run == 1 else TOKEN_BUCKET
+        self.token_bucket = 1 if self.text_rows_per_run == 1 else TOKEN_BUCKET
 
     def embed(self, batch: AudioBatch) -> Embeddings:
         clips, mels = batch.clips, batch.mels
@@ -199,12 +197,10 @@ class EmbeddingStage:
                 reasons[i] = "empty metadata"
         audio = np.zeros((n, EMBEDDING_DIM), dtype=np.float32)
         have = [i for i in range(n) if mels[i] is not None]
-        step = self.rows_per_run or max(len(have), 1)
-        for s in range(0, len(have), step):
-            part = have[s : s + step]
+        if have:
             with self.clock.stage("audio graph"):
-                audio[part] = self.audio_encoder.embed_mel(np.stack([mels[i][0] for i in part]),
-                                                           np.array([mels[i][1] for i in part], dtype=bool))
+                audio[have] = self.audio_encoder.embed_mel(np.stack([mels[i][0] for i in have]),
+                                                           np.array([mels[i][1] for i in have], dtype=bool))
         text = np.zeros((n, EMBEDDING_DIM), dtype=np.float32)
         masked = np.zeros((n, EMBEDDING_DIM), dtype=np.float32)
         idx = [i for i in range(n) if text_present[i]]
@@ -229,7 +225,7 @@ class EmbeddingStage:
         for j, t in enumerate(ids):
             groups.setdefault(_bucket(len(t), self.token_bucket), []).append(j)
         out: dict[str, np.ndarray] = {}
-        step = min(self.rows_per_run or TEXT_ROWS_PER_RUN, TEXT_ROWS_PER_RUN)
+        step = self.text_rows_per_run
         for length, members in sorted(groups.items()):
             for s in range(0, len(members), step):
                 part = members[s : s + step]

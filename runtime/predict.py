@@ -27,16 +27,13 @@ from .bundle import Bundle, load_bundle
 from .datasets import Clip
 from .defaults import DEFAULT_BATCH_SIZE
 from .embedding import MASKED_INPUT, AudioBatch, EmbeddingStage, StageClock, prefetch, read_audio, read_batch
-from .encoders import AudioEncoder, TextEncoder
+from .encoders import INT8_ROWS_PER_RUN, AudioEncoder, TextEncoder
 from .errors import BstError, BundleError
 from .session import Providers, make_session, session_provider
 from .taxonomy import CLASSES, CODE_TO_INDEX, CODES, PARENT_NAMES, parent_of
 from .layout import HEADS_INPUTS, HEADS_OUTPUTS, RANKER_INPUT, RANKER_PROBABILITIES
 
 TOP_K = 5
-#: int8 CLAP graphs quantise activations per call (one scale for all rows), so they run one item per call: an
-#: item's int8 embedding must not depend on its batch-mates (`embedding` module docstring)
-INT8_ROWS_PER_RUN = 1
 
 
 class RankedClass(NamedTuple):
@@ -123,9 +120,11 @@ class Predictor:
         self.int8 = bool(int8)
         audio = bundle.graph("audio_encoder", int8=int8)
         text = bundle.graph("text_encoder", int8=int8)
-        self.audio_encoder = AudioEncoder(bundle.path(audio.file), provider=providers, threads=threads)
+        self.audio_encoder = AudioEncoder(bundle.path(audio.file), provider=providers, threads=threads,
+                                          rows_per_run=_rows_per_run(audio.precision))
         self.text_encoder = TextEncoder(
-            bundle.path(text.file), bundle.path(m.text.tokenizer_file), provider=providers, threads=threads
+            bundle.path(text.file), bundle.path(m.text.tokenizer_file), provider=providers, threads=threads,
+            rows_per_run=_rows_per_run(text.precision),
         )
         self.heads = make_session(bundle.path(bundle.graph("heads").file), provider=providers, threads=threads)
         #: a pool whose families never read an input has a heads graph without it (the exporter prunes it)
@@ -316,8 +315,7 @@ class Predictor:
 
     # ---- evidence ---------------------------------------------------------------------------------------------
     def _embedding_stage(self, clock: StageClock) -> EmbeddingStage:
-        return EmbeddingStage(self.audio_encoder, self.text_encoder, MASKED_INPUT in self._heads_inputs, clock,
-                              rows_per_run=INT8_ROWS_PER_RUN if self.int8 else None)
+        return EmbeddingStage(self.audio_encoder, self.text_encoder, MASKED_INPUT in self._heads_inputs, clock)
 
     def _evidence(self, clips: Sequence[Clip], audio: AudioBatch | None = None,
                   clock: StageClock | None = None) -> _Evidence:
@@ -332,6 +330,11 @@ class Predictor:
                 list(HEADS_OUTPUTS), {k: v for k, v in feeds.items() if k in self._heads_inputs}
             )
         return _Evidence(emb.text, emb.audio_present, emb.text_present, emb.reasons, fam, pool)
+
+
+def _rows_per_run(precision: str) -> int | None:
+    """The manifest's precision of a graph decides how it is called: int8 graphs one item per call."""
+    return INT8_ROWS_PER_RUN if precision == "int8" else None
 
 
 def _recording_hashes(audio: Iterator[AudioBatch], hashes: dict[str, str | None]) -> Iterator[AudioBatch]:

@@ -44,12 +44,17 @@ README_START = "<!-- bench:predict:start -->"
 README_END = "<!-- bench:predict:end -->"
 #: issue 14's targets (steady state, side by side, same clips)
 TARGET_FP32_X, TARGET_INT8_X, TARGET_INT8_AGREE, TARGET_PEAK_SHARE = 3.0, 5.0, 0.97, 0.5
+#: issue 24's: int8 over fp32 on a CPU without VNNI/AMX, fp32's share of its graphs-alone bound
+TARGET_INT8_OVER_FP32, TARGET_BOUND_SHARE = 1.2, 0.95
+#: the int8 format bst-train exported before issue 24 ("today's" in its targets)
+LEGACY_FORMAT = "uint8-per-channel"
 ENGINES = ("torch chain", "bst-rt fp32", "bst-rt int8")
 
 _RUNTIME_CHILD = textwrap.dedent(
     """
     import json, resource, sys, time
     t0 = time.perf_counter()
+    import numpy as np
     from bst_rt.runtime.batch import RunOptions, run_predict
     eval_dir, out, bundle, threads, batch, int8 = sys.argv[1:7]
     first = []
@@ -63,6 +68,8 @@ _RUNTIME_CHILD = textwrap.dedent(
     print(json.dumps({"clips": res.record["rows"], "total_s": total, "first_s": first[0],
                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "labels": [p.label for p in res.predictions], "stages": res.record["stage_seconds"],
+                      "ids": [p.id for p in res.predictions],
+                      "margins": [float(np.diff(np.sort(p.probabilities)[-2:])[0]) for p in res.predictions],
                       "audio_clips": res.record["rows"] - no_audio}))
     """
 )
@@ -236,6 +243,64 @@ _GRAPH_FLOPS_CHILD = textwrap.dedent(
     """
 )
 
+_INT8_GRAPHS_CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    import numpy as np
+    from pathlib import Path
+    from bst_rt.runtime.audio import CHUNK_FRAMES, MEL_BINS, file_to_mel_fusion
+    from bst_rt.runtime.datasets import read_eval_package
+    from bst_rt.runtime.encoders import AudioEncoder, TextEncoder
+    kind, tokenizer, threads, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    graphs, eval_dirs = json.loads(sys.argv[5]), json.loads(sys.argv[6])
+    clips = [c for d in eval_dirs for c in read_eval_package(Path(d)).clips]
+    if kind == "audio":
+        encs = {f: AudioEncoder(p, "cpu", threads, rows_per_run=1) for f, p in graphs.items()}
+        rng = np.random.default_rng(0)  # timed input: dB-scaled random mel on the fusion path (a clip over 10 s)
+        mel = (rng.standard_normal((1, 4, CHUNK_FRAMES, MEL_BINS)) * 15.0 - 40.0).astype(np.float32)
+        call = lambda e: e.embed_mel(mel, np.ones(1, dtype=bool))
+        items = []
+        for c in clips:  # cosine inputs: every decodable clip of the sets, longest 12 first
+            try:
+                items.append(file_to_mel_fusion(c.audio_path))
+            except Exception:
+                pass
+        items = sorted(items, key=lambda m: -int(m[1]))[:12]
+        embed = lambda e: np.concatenate([e.embed_mel(m[None], np.array([lg])) for m, lg in items])
+    else:
+        encs = {f: TextEncoder(p, tokenizer, "cpu", threads, rows_per_run=1) for f, p in graphs.items()}
+        enc0 = next(iter(encs.values()))
+        ids, _ = enc0.tokenizer.encode_batch([" ".join(c.text for c in clips if c.text)])
+        ids = np.ascontiguousarray(ids[:, :32]); ids[0, -1] = 2  # 32 tokens ending in </s>
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        call = lambda e: e.session.run(None, feeds)
+        texts = sorted({c.text for c in clips if c.text})
+        embed = lambda e: e.embed(texts)
+    best = {f: float("inf") for f in encs}
+    for e in encs.values():
+        call(e)  # warm-up
+    for _ in range(rounds):  # interleaved: a passing load hits every format alike
+        for f, e in encs.items():
+            t0 = time.perf_counter(); call(e); best[f] = min(best[f], time.perf_counter() - t0)
+    emb = {f: embed(e) for f, e in encs.items()}
+    ref = emb["fp32"]
+    cos = {f: float(np.min(np.sum(v * ref, 1) / np.linalg.norm(v, axis=1) / np.linalg.norm(ref, axis=1)))
+           for f, v in emb.items()}
+    print(json.dumps({"ms": {f: 1e3 * t for f, t in best.items()}, "cosine_min": cos, "rows": len(ref),
+                      "rounds": rounds}))
+    """
+)
+
+_REQUANTIZE_CHILD = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from bst_rt.export.bundle import requantize_bundle
+    requantize_bundle(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], log=lambda m: None)
+    print("{}")
+    """
+)
+
 _DEMO_CHILD = textwrap.dedent(
     """
     import sys
@@ -310,6 +375,23 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def _cpu_flags_text() -> str:
+    from bst_rt.runtime.int8_format import describe_cpu
+
+    return describe_cpu()
+
+
+def _ort_version() -> str:
+    from importlib import metadata
+
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "not installed"
+
+
 # ---- inputs -----------------------------------------------------------------------------------------------------
 def default_real_audio() -> Path | None:
     """The shared real recordings: `<repo>/../shared` (the main checkout), `<repo>/shared` (a device machine's copy)
@@ -370,12 +452,13 @@ def build_real_eval(src: Path, dst: Path) -> Path:
 
 
 def _bundle_has_int8(bundle: Path) -> bool:
-    """The runtime's own answer (`Bundle.has_int8`); a missing or unreadable bundle has none."""
-    from bst_rt.runtime.bundle import load_bundle
+    """Int8 graphs in the format `bst-train export --int8` writes now (the runtime's `Bundle.has_int8` and
+    `Bundle.int8_format`); a missing or unreadable bundle has none."""
     from bst_rt.runtime.errors import BstError
+    from bst_rt.runtime.int8_format import DEFAULT_INT8_FORMAT
 
     try:
-        return load_bundle(bundle, verify=False).has_int8()
+        return _bundle_int8_format(bundle) == DEFAULT_INT8_FORMAT
     except BstError:
         return False
 
@@ -427,17 +510,139 @@ def _hardware(a: argparse.Namespace, bundle: Path, gflop: float) -> tuple[dict, 
     return peak, {**isolated, "gflops": gflop / (isolated["ms_per_clip"] / 1e3)}
 
 
+#: the weight formats the int8 table compares (bst_rt.runtime.int8_format.INT8_FORMATS), fp32 first
+INT8_TABLE_FORMATS = ("uint8-per-channel", "int8-7bit-per-tensor", "int8-7bit-per-channel", "int8-per-channel")
+
+
+def _bundle_int8_format(bundle: Path) -> str:
+    from bst_rt.runtime.bundle import load_bundle
+
+    b = load_bundle(bundle, verify=False)
+    spec = b.manifest.graphs.get("audio_encoder_int8")  # read as recorded: a format refused here is still measured
+    return b.int8_format(spec) if spec is not None else ""
+
+
+def _format_bundle(bundle: Path, work: Path, fmt: str) -> Path:
+    """The bench bundle with its int8 graphs in `fmt` (`bst_rt.export.bundle.requantize_bundle`; kept for reruns)."""
+    if _bundle_int8_format(bundle) == fmt:
+        return bundle
+    out = work / "int8-formats" / fmt
+    from bst_rt.runtime.errors import BstError
+    try:
+        if _bundle_int8_format(out) == fmt:
+            return out
+    except BstError:
+        pass
+    _child(_REQUANTIZE_CHILD, [bundle, out, fmt])
+    return out
+
+
+def int8_formats(a: argparse.Namespace, bundle: Path, sets: dict, eval_sets: dict, tmp: Path) -> dict:
+    """Each int8 weight format side by side on the machine at hand: every CLAP graph's ms a call (one thread, batch
+    1, best of interleaved calls), its min cosine to fp32 on the sets' own clips and texts, and the system-1 labels
+    of the whole runtime against the fp32 runtime's (flips with their fp32 margins); a format the runtime refuses on
+    this CPU gets graph figures only."""
+    from bst_rt.runtime.errors import BstError
+    from bst_rt.runtime.int8_format import check_int8_format
+
+    work = a.work.resolve()
+    bundles = {fmt: _format_bundle(bundle, work, fmt) for fmt in INT8_TABLE_FORMATS}
+    from bst_rt.runtime.encoders import AUDIO_GRAPH, AUDIO_INT8, TEXT_GRAPH, TEXT_INT8, TOKENIZER_FILE
+
+    graphs = {}
+    for kind, fp32, int8 in (("audio", AUDIO_GRAPH, AUDIO_INT8), ("text", TEXT_GRAPH, TEXT_INT8)):
+        files = {"fp32": str(bundle / fp32), **{f: str(b / int8) for f, b in bundles.items()}}
+        graphs[kind] = _child(_INT8_GRAPHS_CHILD, [kind, bundle / TOKENIZER_FILE, 1, a.format_rounds,
+                                                   json.dumps(files), json.dumps([str(d) for d in eval_sets.values()])])
+    shipped = _bundle_int8_format(bundle)
+    labels: dict = {}
+    for name, s in sets.items():
+        fp32 = s["rows"]["bst-rt fp32"]
+        labels[name] = {}
+        for fmt, b in bundles.items():
+            try:
+                check_int8_format(fmt, fmt)
+            except BstError as exc:
+                labels[name][fmt] = {"refused": str(exc).split(": ", 1)[-1]}
+                continue
+            r = s["rows"]["bst-rt int8"] if fmt == shipped else _child(
+                _RUNTIME_CHILD, [s["eval_dir"], tmp / f"int8-{fmt}.csv", b, a.threads, a.batch_size, 1])
+            same = sum(x == y for x, y in zip(r["labels"], fp32["labels"]))
+            flips = [(i, x, y, m) for i, x, y, m in zip(fp32["ids"], fp32["labels"], r["labels"], fp32["margins"])
+                     if x != y]
+            labels[name][fmt] = {"same": same, "agree": same / len(fp32["labels"]), "flips": flips,
+                                 "steady": _rates(r, a.batch_size)[1]}
+    return {"formats": list(INT8_TABLE_FORMATS), "graphs": graphs, "labels": labels, "shipped": shipped}
+
+
+def int8_table_lines(t: dict, sets: dict) -> list[str]:
+    """The int8 format table: graph speed and cosine per format, label agreement and steady clips/s per set."""
+    names = list(sets)
+    head = ("| format | audio ms a call | text ms a call (32 tokens) | audio cosine min | text cosine min | "
+            + " | ".join(f"labels = fp32, {n}" for n in names) + " | "
+            + " | ".join(f"steady clips/s, {n}" for n in names) + " |")
+    out = [head, "|" + "---|" * (5 + 2 * len(names))]
+    g = t["graphs"]
+    fp32_steady = {n: sets[n]["rows"]["bst-rt fp32"]["steady"] for n in names}
+    for fmt in ["fp32"] + t["formats"]:
+        def x(kind):
+            v = g[kind]["ms"][fmt]
+            return f"{v:.1f}" + ("" if fmt == "fp32" else f" ({g[kind]['ms']['fp32'] / v:.2f}x)")
+        cells = [x("audio"), x("text"), f"{g['audio']['cosine_min'][fmt]:.5f}", f"{g['text']['cosine_min'][fmt]:.5f}"]
+        agree, steady = [], []
+        for n in names:
+            if fmt == "fp32":
+                agree.append("reference"); steady.append(f"{fp32_steady[n]:.2f}")
+                continue
+            r = t["labels"][n][fmt]
+            if "refused" in r:
+                agree.append("refused on this CPU"); steady.append("-")
+            else:
+                agree.append(f"{r['agree']:.3f} ({r['same']}/{sets[n]['clips']})")
+                steady.append(f"{r['steady']:.2f} ({r['steady'] / fp32_steady[n]:.2f}x)")
+        mark = " (shipped)" if fmt == t["shipped"] else ""
+        out.append(f"| {fmt}{mark} | " + " | ".join(cells + agree + steady) + " |")
+    for n in names:
+        for fmt in t["formats"]:
+            r = t["labels"][n][fmt]
+            for i, x32, x8, m in r.get("flips", []):
+                out.append(f"flip, {fmt}, {n}: {i[:8]} {x32} -> {x8} (fp32 margin {m:.4f})")
+    return out
+
+
 # ---- reporting --------------------------------------------------------------------------------------------------
 def _met(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-def targets_lines(sets: dict, peak: dict, isolated: dict | None) -> list[str]:
-    """Issue 14's targets per set: value, target, met or missed and by how much."""
-    lines = []
+def targets_lines(sets: dict, peak: dict, isolated: dict | None, formats: dict | None = None,
+                  vnni: bool | None = None) -> list[str]:
+    """Issues 14 and 24's targets per set: value, target, met or missed and by how much. Issue 24's int8 speed
+    target depends on the CPU: >= 5x torch where VNNI/AMX exist, else >= 1.2x fp32 and no slower than uint8
+    weights (the format shipped before)."""
+    from bst_rt.runtime.int8_format import u8s8_saturates
+
+    vnni = (u8s8_saturates() is False) if vnni is None else vnni
+    lines = [f"this CPU {'has' if vnni else 'lacks'} VNNI/AMX: int8 speed target "
+             f"{'>= 5x torch' if vnni else f'>= {TARGET_INT8_OVER_FP32:.1f}x fp32 and no slower than uint8 weights'}"]
     for name, s in sets.items():
         fp32, int8 = s["rows"]["bst-rt fp32"], s["rows"]["bst-rt int8"]
         lines.append(f"{name}:")
+        if not vnni:
+            over = int8["steady"] / fp32["steady"]
+            lines.append(f"  int8 steady x fp32 = {over:.2f}x (target {TARGET_INT8_OVER_FP32:.1f}x): "
+                         f"{_met(over >= TARGET_INT8_OVER_FP32)} by {abs(over - TARGET_INT8_OVER_FP32):.2f}x")
+        if formats:
+            shipped = formats["labels"][name].get(formats["shipped"], {})
+            legacy = formats["labels"][name].get(LEGACY_FORMAT, {})
+            if "agree" in shipped:
+                lines.append(f"  int8 ({formats['shipped']}) labels = fp32: {shipped['agree']:.3f} (target >= "
+                             f"{TARGET_INT8_AGREE:.2f}): {_met(shipped['agree'] >= TARGET_INT8_AGREE)} by "
+                             f"{abs(shipped['agree'] - TARGET_INT8_AGREE):.3f}")
+            if "steady" in shipped and "steady" in legacy and formats["shipped"] != LEGACY_FORMAT:
+                ratio = shipped["steady"] / legacy["steady"]
+                lines.append(f"  int8 ({formats['shipped']}) steady x uint8 weights = {ratio:.2f}x (target >= 1.00x, "
+                             f"one run each, noisy): {_met(ratio >= 1.0)} by {abs(ratio - 1.0):.2f}x")
         for eng, r, target in (("fp32", fp32, TARGET_FP32_X), ("int8", int8, TARGET_INT8_X)):
             gap = r["steady_x"] - target
             lines.append(f"  {eng} steady x torch = {r['steady_x']:.2f}x (target {target:.0f}x): "
@@ -453,6 +658,9 @@ def targets_lines(sets: dict, peak: dict, isolated: dict | None) -> list[str]:
                          f"{_met(share >= TARGET_PEAK_SHARE)} by {abs(share - TARGET_PEAK_SHARE) * 100:.0f} points")
         if isolated and "stages" in fp32:
             lines.append("  " + ceiling_line(s, isolated))
+            share = fp32["steady_x"] / bound_x(s, isolated)
+            lines.append(f"  fp32 steady = {share:.0%} of that bound (target >= {TARGET_BOUND_SHARE:.0%}): "
+                         f"{_met(share >= TARGET_BOUND_SHARE)} by {abs(share - TARGET_BOUND_SHARE) * 100:.0f} points")
     if isolated:
         share = isolated["gflops"] / peak["gflops"]
         lines.append(f"fp32 audio graph alone (best of {isolated['runs']} runs x {len(isolated.get('passes_gflops', [1]))} "
@@ -464,6 +672,13 @@ def targets_lines(sets: dict, peak: dict, isolated: dict | None) -> list[str]:
                  f"runs after warm-up, over {len(peak['per_shape'])} shapes; passes before/after the sets: "
                  f"{', '.join(f'{g:.0f}' for g in peak.get('passes_gflops', [peak['gflops']]))} GFLOPS)")
     return lines
+
+
+def bound_x(s: dict, isolated: dict) -> float:
+    """The fp32 ratio to torch `ceiling_line` describes."""
+    fp32, ref = s["rows"]["bst-rt fp32"], s["rows"]["torch chain"]
+    graphs = (fp32["audio_clips"] * isolated["ms_per_clip"] / 1e3 + fp32["stages"].get("text graph", 0.0)) / s["clips"]
+    return (1.0 / ref["steady"]) / graphs
 
 
 def ceiling_line(s: dict, isolated: dict) -> str:
@@ -519,13 +734,19 @@ def stage_lines(s: dict) -> list[str]:
     return out
 
 
-def readme_block(*, machine: str, date: str, command: str, sets: dict, targets: list[str], extra: list[str]) -> str:
-    """The README's measured block: machine, date, command, one table per set with its per-stage seconds (what is
-    left to gain), the targets."""
+def readme_block(*, machine: str, date: str, command: str, sets: dict, targets: list[str], extra: list[str],
+                 int8_table: list[str] = ()) -> str:
+    """The README's measured block: machine (CPU flags included), date, command, one table per set with its
+    per-stage seconds (what is left to gain), the int8 format table, the targets."""
     out = [f"Machine: {machine}. Measured {date} by one run of:", "", "```bash", command, "```", ""]
     for name, s in sets.items():
         out += [f"**{name}** ({s['clips']} clips)", ""] + markdown_table(s) + ["", "```"] + stage_lines(s) + ["```", ""]
-    out += ["Targets of issue 14 (steady state, same clips, same run):", "", "```"] + targets + extra + ["```"]
+    if int8_table:
+        table = [line for line in int8_table if line.startswith("|")]
+        flips = [line for line in int8_table if not line.startswith("|")]
+        out += ["**int8 weight formats** (one thread, batch 1; cosines on the sets' clips and texts; labels: system 1 "
+                "vs the fp32 runtime)", ""] + table + ([""] + ["```"] + flips + ["```"] if flips else []) + [""]
+    out += ["Targets of issues 14 and 24 (steady state, same clips, same run):", "", "```"] + targets + extra + ["```"]
     return "\n".join(out)
 
 
@@ -566,6 +787,9 @@ def main() -> None:
     ap.add_argument("--peak-repeats", type=int, default=10, help="timed runs per MatMul shape (after warm-up)")
     ap.add_argument("--peak-seconds", type=float, default=2.0, help="and at least this long per MatMul shape")
     ap.add_argument("--graph-runs", type=int, default=10, help="timed runs of the isolated audio graph")
+    ap.add_argument("--format-rounds", type=int, default=20,
+                    help="interleaved timed calls per graph and int8 format in the int8 format table")
+    ap.add_argument("--skip-int8-formats", action="store_true", help="no int8 format table")
     ap.add_argument("--rt-venv", type=Path, default=None, help="existing runtime-only venv to measure")
     ap.add_argument("--torch-venv", type=Path, default=ROOT / ".venv")
     ap.add_argument("--skip-venv-size", action="store_true", help="do not build a runtime-only venv to size it")
@@ -605,6 +829,7 @@ def main() -> None:
         print(f"measuring {name}: {eval_dir}", flush=True)
         sets[name] = measure_set(eval_dir, a, bundle, run, tmp, gflop)
     hardware.append(_hardware(a, bundle, gflop))
+    formats = None if a.skip_int8_formats else int8_formats(a, bundle, sets, eval_sets, tmp)
     peak = max((h[0] for h in hardware), key=lambda p: p["gflops"])
     isolated = max((h[1] for h in hardware), key=lambda i: i["gflops"])
     peak["passes_gflops"] = [round(h[0]["gflops"], 1) for h in hardware]
@@ -617,7 +842,8 @@ def main() -> None:
         except (subprocess.CalledProcessError, OSError) as exc:
             print(f"installed size: skipped (runtime-only venv not built: {exc})")
 
-    machine = f"{_cpu_name()}, {os.cpu_count()} cores, 1-min load average {load_start:.1f} at the start, " \
+    machine = f"{_cpu_name()} ({_cpu_flags_text()}), onnxruntime {_ort_version()}, {os.cpu_count()} cores, " \
+              f"1-min load average {load_start:.1f} at the start, " \
               f"{os.getloadavg()[0]:.1f} at the end (each engine's 'load' column: as it ended, itself included); " \
               f"threads {a.threads}; batch {a.batch_size}"
     print(f"\nmachine: {machine}\ncommand: {command}")
@@ -633,17 +859,22 @@ def main() -> None:
     if sizes:
         extra.append(f"installed size: runtime-only venv {sizes['runtime venv']:.0f} MB, torch venv "
                      f"{sizes['torch venv']:.0f} MB (ratio {sizes['runtime venv'] / sizes['torch venv']:.3f})")
-    targets = targets_lines(sets, peak, isolated)
-    print("\ntargets (issue 14):\n" + "\n".join(targets + extra))
+    format_lines = int8_table_lines(formats, sets) if formats else []
+    if format_lines:
+        print(f"\nint8 weight formats (one thread, batch 1, best of {a.format_rounds} interleaved calls; cosines on "
+              "the sets' own clips and texts; labels: system 1, whole runtime vs its fp32 run):\n"
+              + "\n".join(format_lines))
+    targets = targets_lines(sets, peak, isolated, formats)
+    print("\ntargets (issues 14 and 24):\n" + "\n".join(targets + extra))
     if a.json:
         a.json.write_text(json.dumps({"machine": machine, "date": date, "command": command,
                                       "sets": {k: _without_labels(s) for k, s in sets.items()},
                                       "matmul_peak": peak, "audio_graph_isolated": isolated, "sizes_mb": sizes,
                                       "audio_graph_gflop_per_clip": flops,
-                                      "targets": targets}, indent=2))
+                                      "int8_formats": formats, "targets": targets}, indent=2))
     if a.readme:
         write_readme(ROOT / "README.md", readme_block(machine=machine, date=date, command=command, sets=sets,
-                                                     targets=targets, extra=extra))
+                                                     targets=targets, extra=extra, int8_table=format_lines))
         print(f"README.md: {README_START} block rewritten")
 
 

@@ -12,6 +12,7 @@ portable*.py.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ from bst_rt.runtime.batch import package_versions
 from bst_rt.runtime.bundle import sha256_file
 from bst_rt.runtime.errors import BstError
 from bst_rt.runtime.features import FEATURE_NAMES, NUM_FEATURES
+from bst_rt.runtime.int8_format import DEFAULT_INT8_FORMAT, INT8_FORMATS, LEGACY_INT8_FORMAT
 from bst_rt.runtime.layout import BUNDLE_CLASS_TEXT_FILE
 from bst_rt.runtime.manifest import (
     MANIFEST_NAME, SCHEMA_VERSION, AudioSpec, FileSpec, GraphSpec, HeadsSpec, Manifest, TensorSpec, TextSpec,
@@ -61,6 +63,7 @@ class ExportOptions:
     random_weights: bool = False
     seed: int = 0
     int8: bool = False
+    int8_format: str = DEFAULT_INT8_FORMAT  # bst_rt.runtime.int8_format.INT8_FORMATS
     data_dir: Path | None = None  # dev dataset whose embeddings validate the heads (default: the run's dev_root)
     force: bool = False
 
@@ -74,6 +77,8 @@ def export_bundle(run_dir: Path, out: Path, opts: ExportOptions = ExportOptions(
         raise BstError(f"{out}: exists; pass --force to replace it")
     if opts.clap_dir is None and not (opts.clap_ckpt or opts.random_weights):
         raise BstError("give --clap-ckpt PATH (the LAION-CLAP fusion checkpoint) or --random-weights (demo only)")
+    if opts.int8 and opts.int8_format not in INT8_FORMATS:
+        raise BstError(f"unknown int8 format {opts.int8_format!r}: choose one of {', '.join(INT8_FORMATS)}")
     run = load_run(run_dir)
     policies = load_systems(run_dir)
     staging = out.parent / f".{out.name}.staging-{os.getpid()}"
@@ -139,13 +144,15 @@ def _clap_graphs(staging: Path, opts: ExportOptions, log: Log) -> dict:
             _place(src / name, staging / name)
         parity = json.loads((src / "clap_parity.json").read_text(encoding="utf-8"))
         clap_module.check_parity(parity)  # measured when that folder was exported; the tolerances are re-checked here
+        if opts.int8 and parity.get("int8_format", LEGACY_INT8_FORMAT) != opts.int8_format:
+            parity = requantize_clap(staging, parity, opts.int8_format, log)
     else:
         from bst_rt.train.clap import load_clap
 
         log("building LAION-CLAP" + (" at RANDOM weights (demo only)" if opts.random_weights else ""))
         model = load_clap(opts.clap_ckpt, random_weights=opts.random_weights, seed=opts.seed,
                           tokenizer_dir=opts.tokenizer_dir)
-        parity = clap_module.export_clap(model, staging, int8=opts.int8)
+        parity = clap_module.export_clap(model, staging, int8=opts.int8, int8_format=opts.int8_format)
         (staging / "clap_parity.json").unlink(missing_ok=True)
     weights = {f"{name}_weights": _externalise_weights(staging, file)
                for name, file in (("audio_encoder", clap_module.AUDIO_GRAPH), ("text_encoder", clap_module.TEXT_GRAPH))}
@@ -158,13 +165,67 @@ def _clap_graphs(staging: Path, opts: ExportOptions, log: Log) -> dict:
                                      "max_abs_diff": {"text_embedding": parity["text_fp32_max_abs_diff"]}}),
     }
     if opts.int8:
-        for name, file, key in (("audio_encoder_int8", clap_module.AUDIO_INT8, "audio_int8_min_cosine"),
-                                ("text_encoder_int8", clap_module.TEXT_INT8, "text_int8_min_cosine")):
-            graphs[name] = _graph_spec(staging, name, file, clap_module.OPSET, "int8",
-                                       {"cosine_min": parity[key], "cosine_required": parity["int8_min_cosine_required"]})
+        graphs.update(int8_graph_specs(staging, parity))
     prov = parity.get("provenance", {})
     return {"graphs": graphs, "weights": weights, "tokenizer": clap_module.TOKENIZER_FILE, "provenance": prov,
             "random": prov.get("weights") == "random" or bool(prov.get("random_weights", opts.random_weights))}
+
+
+def requantize_clap(folder: Path, parity: dict, int8_format: str, log: Log) -> dict:
+    """The int8 graphs in `folder` quantised again from its fp32 ones in `int8_format`; their cosines measured
+    again (int8 against the fp32 graph beside it) and checked. Returns the updated parity record."""
+    from . import clap as clap_module
+
+    log(f"int8 CLAP graphs: quantising as {int8_format}")
+    for name in (clap_module.AUDIO_INT8, clap_module.TEXT_INT8):
+        (folder / name).unlink(missing_ok=True)  # may be a hard link into the CLAP graph folder: never write through
+    clap_module.quantize_clap_int8(folder, folder, int8_format)
+    parity = {**parity, **clap_module.measure_int8_cosines(folder, clap_module.PARITY_TEXTS),
+              "int8_format": int8_format}
+    clap_module.check_parity(parity)
+    return parity
+
+
+def requantize_bundle(bundle: Path, out: Path, int8_format: str, log: Log = print) -> Manifest:
+    """A copy of `bundle` (files hard-linked) whose int8 CLAP graphs are in `int8_format`: the bench's int8 format
+    table measures each format's labels through the runtime this way. Written in a staging folder, renamed."""
+    from bst_rt.runtime.bundle import load_bundle
+
+    src = load_bundle(Path(bundle))
+    out = Path(out)
+    staging = out.parent / f".{out.name}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        for spec in src.manifest.all_files():
+            _place(src.path(spec.file), staging / spec.file)
+        graphs = src.manifest.graphs
+        old = graphs["audio_encoder_int8"].parity if "audio_encoder_int8" in graphs else {}
+        parity = requantize_clap(staging, {"int8_min_cosine_required": old.get("cosine_required",
+                                                                                validate_module.INT8_MIN_COSINE)},
+                                 int8_format, log)
+        manifest = dataclasses.replace(src.manifest, graphs={**graphs, **int8_graph_specs(staging, parity)})
+        atomic_write_text(staging / MANIFEST_NAME, manifest.to_json())
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def int8_graph_specs(staging: Path, parity: dict) -> dict[str, GraphSpec]:
+    """The manifest entries of the two int8 CLAP graphs in `staging`, with their measured cosines and weight format
+    (`clap_parity.json` of a folder exported before formats were recorded: the legacy uint8 one)."""
+    from . import clap as clap_module
+
+    fmt = parity.get("int8_format", LEGACY_INT8_FORMAT)
+    return {name: _graph_spec(staging, name, file, clap_module.OPSET, "int8",
+                              {"cosine_min": parity[key], "cosine_required": parity["int8_min_cosine_required"]},
+                              int8_format=fmt)
+            for name, file, key in (("audio_encoder_int8", clap_module.AUDIO_INT8, "audio_int8_min_cosine"),
+                                    ("text_encoder_int8", clap_module.TEXT_INT8, "text_int8_min_cosine"))}
 
 
 def _externalise_weights(staging: Path, file: str) -> str:
@@ -280,12 +341,13 @@ def _tensor_specs(args) -> list[TensorSpec]:
     return [TensorSpec(a.name, str(a.type), [d if isinstance(d, int) else str(d) for d in a.shape]) for a in args]
 
 
-def _graph_spec(staging: Path, name: str, file: str, opset: int, precision: str, parity: dict) -> GraphSpec:
+def _graph_spec(staging: Path, name: str, file: str, opset: int, precision: str, parity: dict,
+                int8_format: str = "") -> GraphSpec:
     path = staging / file
     session = make_session(path, provider="cpu")
     return GraphSpec(name=name, file=file, sha256=sha256_file(path), size=path.stat().st_size, opset=opset,
                      precision=precision, inputs=_tensor_specs(session.get_inputs()),
-                     outputs=_tensor_specs(session.get_outputs()), parity=parity)
+                     outputs=_tensor_specs(session.get_outputs()), parity=parity, int8_format=int8_format)
 
 
 def _file_spec(staging: Path, file: str) -> FileSpec:

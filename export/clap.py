@@ -28,6 +28,7 @@ from bst_rt.runtime.audio import CHUNK_FRAMES, MEL_BINS
 from bst_rt.runtime.encoders import (AUDIO_GRAPH, AUDIO_INT8, AUDIO_OUTPUT, EMBEDDING_DIM, TEXT_GRAPH, TEXT_INT8,
                                   TEXT_OUTPUT, TOKENIZER_FILE)
 from bst_rt.runtime.errors import BstError
+from bst_rt.runtime.int8_format import DEFAULT_INT8_FORMAT, INT8_FORMATS
 from bst_rt.runtime.text import MAX_TOKENS
 
 from . import validate as validate_module
@@ -235,25 +236,30 @@ def save_tokenizer(model_or_dir, path: str | os.PathLike) -> Path:
     return path
 
 
-def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, per_channel: bool,
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, int8_format: str = DEFAULT_INT8_FORMAT,
                   op_types: Sequence[str] | None = None) -> Path:
-    """Dynamic int8 (weights int8, activations quantised at run time). Per-channel matters for the audio tower:
-    per-tensor drops its cosine to about 0.985; for the text tower it lifts the cosine from ~0.9991 to ~0.9995.
-    `op_types` None quantises onnxruntime's default set (MatMul, Gather, ...).
+    """Dynamic int8 (weights quantised here, activations as uint8 at run time) in one of
+    `bst_rt.runtime.int8_format.INT8_FORMATS`. `op_types` None quantises onnxruntime's default set (MatMul,
+    Gather, ...).
 
-    Weights are uint8 (U8U8), not int8: on x86 CPUs without VNNI (AVX2 only) onnxruntime's U8S8 kernels use
-    VPMADDUBSW, whose int16 saturation cost the random-weight towers their accuracy (measured on a 2-core AMD EPYC
-    with AVX2 only: min cosine to fp32 audio 0.9961 / text 0.9816 with int8 weights, 0.9998 / 0.9995 with uint8).
-    A bundle runs on CPUs its exporter never saw, so the graph must not depend on the deploying CPU's extensions."""
+    The default, int8 weights in 7 bits per output channel, cannot saturate onnxruntime's 16-bit pair sums on any
+    x86 CPU (full-range int8 weights did on AVX2 without VNNI: min cosine to fp32 text 0.9816 on a 2-core AMD EPYC)
+    and runs at U8S8 speed where VNNI/AMX exist; per channel keeps the audio tower's cosine (per tensor drops it
+    to about 0.985). A bundle runs on CPUs its exporter never saw, so the format must not depend on the deploying
+    CPU's extensions; `bench/predict.py` prints every format's speed and agreement on the machine at hand."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    fmt = INT8_FORMATS.get(int8_format)
+    if fmt is None:
+        raise BstError(f"unknown int8 format {int8_format!r}: choose one of {', '.join(INT8_FORMATS)}")
     dst = Path(dst)
     tmp = dst.with_name(f".{dst.name}.tmp")
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # its "consider pre-processing" advice is for static quantisation
     try:
-        quantize_dynamic(str(src), str(tmp), per_channel=per_channel, weight_type=QuantType.QUInt8,
+        quantize_dynamic(str(src), str(tmp), per_channel=fmt.per_channel, reduce_range=fmt.reduce_range,
+                         weight_type=QuantType.QUInt8 if fmt.weights == "uint8" else QuantType.QInt8,
                          op_types_to_quantize=list(op_types) if op_types else None)
     finally:
         root.setLevel(level)
@@ -281,12 +287,29 @@ def measure_parity(model, graph_dir: str | os.PathLike, texts: Sequence[str], ba
     text32 = validate_module.run_graph(graph_dir / TEXT_GRAPH, feeds_t)[TEXT_OUTPUT]
     out["audio_fp32_max_abs_diff"] = validate_module.max_abs_diff(audio32, ref_audio)
     out["text_fp32_max_abs_diff"] = validate_module.max_abs_diff(text32, ref_text)
+    out.update(measure_int8_cosines(graph_dir, texts, batch, (audio32, text32)))
+    return out
+
+
+def measure_int8_cosines(graph_dir: str | os.PathLike, texts: Sequence[str], batch: int = 3,
+                         fp32: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Min row cosine of each int8 graph present to the fp32 graph beside it, on measure_parity's inputs."""
+    from bst_rt.runtime.tokenizer import Tokenizer
+
+    graph_dir = Path(graph_dir)
+    mel, longer = random_mel(batch, seed=1)
+    ids, mask = Tokenizer.from_file(graph_dir / TOKENIZER_FILE).encode_batch(texts)
+    feeds_a, feeds_t = {"mel_fusion": mel, "longer": longer}, {"input_ids": ids, "attention_mask": mask}
+    if fp32 is None:
+        fp32 = (validate_module.run_graph(graph_dir / AUDIO_GRAPH, feeds_a)[AUDIO_OUTPUT],
+                validate_module.run_graph(graph_dir / TEXT_GRAPH, feeds_t)[TEXT_OUTPUT])
+    out = {}
     if (graph_dir / AUDIO_INT8).is_file():
         audio8 = validate_module.run_graph(graph_dir / AUDIO_INT8, feeds_a)[AUDIO_OUTPUT]
-        out["audio_int8_min_cosine"] = validate_module.cosine_agreement(audio8, audio32)
+        out["audio_int8_min_cosine"] = validate_module.cosine_agreement(audio8, fp32[0])
     if (graph_dir / TEXT_INT8).is_file():
         text8 = validate_module.run_graph(graph_dir / TEXT_INT8, feeds_t)[TEXT_OUTPUT]
-        out["text_int8_min_cosine"] = validate_module.cosine_agreement(text8, text32)
+        out["text_int8_min_cosine"] = validate_module.cosine_agreement(text8, fp32[1])
     return out
 
 
@@ -302,7 +325,16 @@ PARITY_TEXTS = ("a dog barks twice in a small room", "Solo piano. piano classica
                 "rain on a tin roof with distant thunder", "")
 
 
-def export_clap(model, out_dir: str | os.PathLike, *, int8: bool = True) -> dict:
+def quantize_clap_int8(src_dir: str | os.PathLike, dst_dir: str | os.PathLike,
+                       int8_format: str = DEFAULT_INT8_FORMAT) -> None:
+    """Both int8 graphs of a CLAP graph folder (or bundle) from its fp32 ones, in `int8_format`."""
+    src_dir, dst_dir = Path(src_dir), Path(dst_dir)
+    quantize_int8(src_dir / AUDIO_GRAPH, dst_dir / AUDIO_INT8, int8_format, op_types=AUDIO_INT8_OPS)
+    quantize_int8(src_dir / TEXT_GRAPH, dst_dir / TEXT_INT8, int8_format)
+
+
+def export_clap(model, out_dir: str | os.PathLike, *, int8: bool = True,
+                int8_format: str = DEFAULT_INT8_FORMAT) -> dict:
     """Audio + text graphs, tokenizer.json, int8 variants and `clap_parity.json`; returns the parity numbers."""
     from bst_rt.runtime.atomic import atomic_write_text
 
@@ -311,9 +343,10 @@ def export_clap(model, out_dir: str | os.PathLike, *, int8: bool = True) -> dict
     export_text_graph(model, out_dir / TEXT_GRAPH)
     save_tokenizer(model, out_dir / TOKENIZER_FILE)
     if int8:
-        quantize_int8(out_dir / AUDIO_GRAPH, out_dir / AUDIO_INT8, per_channel=True, op_types=AUDIO_INT8_OPS)
-        quantize_int8(out_dir / TEXT_GRAPH, out_dir / TEXT_INT8, per_channel=True)
+        quantize_clap_int8(out_dir, out_dir, int8_format)
     numbers = measure_parity(model, out_dir, PARITY_TEXTS)
+    if int8:
+        numbers["int8_format"] = int8_format
     numbers["embedding_dim"] = EMBEDDING_DIM
     numbers["provenance"] = model.bst_provenance.to_dict()
     atomic_write_text(out_dir / "clap_parity.json", json.dumps(numbers, indent=2))

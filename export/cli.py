@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from bst_rt.runtime.cliutil import guarded
+from bst_rt.runtime.int8_format import DEFAULT_INT8_FORMAT
 from bst_rt.train import cli as train_cli
 
 app = train_cli.new_app()
@@ -118,6 +119,10 @@ def export_cmd(
     tokenizer_dir: Annotated[Path | None, typer.Option(help="Real roberta-base tokenizer folder (vocab.json, merges.txt).")] = None,
     clap_dir: Annotated[Path | None, typer.Option(help="Reuse CLAP graphs already exported to this folder.")] = None,
     int8: Annotated[bool, typer.Option("--int8", help="Also ship int8 CLAP graphs.")] = False,
+    int8_format: Annotated[str, typer.Option(
+        help="Weight format of the int8 graphs (int8-7bit-per-channel: exact on every CPU, fastest on VNNI/AMX; "
+             "uint8-per-channel; int8-7bit-per-tensor; int8-per-channel: saturates on x86 without VNNI, refused "
+             "there by bst-rt).")] = DEFAULT_INT8_FORMAT,
     data: Annotated[Path | None, typer.Option(help="Dev dataset whose embeddings validate the heads (default: the run's).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of --random-weights.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle folder.")] = False,
@@ -129,7 +134,8 @@ def export_cmd(
         raise typer.BadParameter("give --clap-ckpt or --random-weights, not both")
     export_bundle(run, out, ExportOptions(clap_dir=clap_dir, clap_ckpt=clap_ckpt, tokenizer_dir=tokenizer_dir,
                                           random_weights=random_weights,
-                                          seed=seed, int8=int8, data_dir=data, force=force), log=typer.echo)
+                                          seed=seed, int8=int8, int8_format=int8_format, data_dir=data,
+                                          force=force), log=typer.echo)
 
 
 @app.command("demo")

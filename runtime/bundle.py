@@ -13,6 +13,7 @@ import numpy as np
 
 from .datasets import file_sha256
 from .errors import BundleError
+from .int8_format import LEGACY_INT8_FORMAT, check_int8_format
 from .layout import EMBEDDING_DIM
 
 from .manifest import MANIFEST_NAME, FileSpec, GraphSpec, Manifest, read_manifest
@@ -75,12 +76,22 @@ class Bundle:
         return self.root / name
 
     def graph(self, name: str, *, int8: bool = False) -> GraphSpec:
-        """The graph called `name` (its int8 variant when asked and present)."""
+        """The graph called `name` (its int8 variant when asked and present; refused in one line when its weight
+        format cannot run exactly on this CPU, `int8_format.check_int8_format`)."""
         if int8 and f"{name}_int8" in self.manifest.graphs:
-            return self.manifest.graphs[f"{name}_int8"]
+            spec = self.manifest.graphs[f"{name}_int8"]
+            check_int8_format(self.int8_format(spec), f"{self.root / MANIFEST_NAME}: graphs.{spec.name}")
+            return spec
         if name not in self.manifest.graphs:
             raise BundleError(f"{self.root / MANIFEST_NAME}: no graph {name!r} in this bundle")
         return self.manifest.graphs[name]
+
+    @staticmethod
+    def int8_format(spec: GraphSpec) -> str:
+        """The weight format of an int8 graph as recorded ("" for fp32)."""
+        if spec.precision != "int8":
+            return ""
+        return spec.int8_format or LEGACY_INT8_FORMAT
 
     def has_int8(self) -> bool:
         return any(g.precision == "int8" for g in self.manifest.graphs.values())

@@ -24,6 +24,8 @@ Provider = Literal["cpu", "cuda", "auto"]
 ProviderEntry = Union[str, Tuple[str, Mapping[str, Any]]]
 #: what callers may ask for: the CLI's 'cpu' | 'cuda' | 'auto', or onnxruntime's own `providers=[...]` list
 Providers = Union[Provider, Sequence[ProviderEntry]]
+#: onnxruntime's session key that converts int8 weights to uint8 at load on x86 (kOrtSessionOptionsAvx2PrecisionMode)
+X64_QUANT_PRECISION = "session.x64quantprecision"
 _ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 _SHORT_NAMES = {v: k for k, v in _ORT_NAMES.items()}
 
@@ -157,6 +159,9 @@ def make_session(path: str | os.PathLike, provider: Providers = "cpu", threads: 
     # each: steady 3.43 -> 3.82 clips/s and 26.3 -> 23.2 CPU-s with spinning off; under a second load the spinning
     # int8 runs fell to 1.6 clips/s, the non-spinning ones stayed at 2.9)
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # never let onnxruntime rewrite int8 weights to uint8 at load (its AVX2 "precision mode"): the bundle's int8
+    # format is chosen to be exact on every CPU (runtime/int8_format.py) and the rewrite would run another one
+    opts.add_session_config_entry(X64_QUANT_PRECISION, "0")
     try:
         session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as exc:

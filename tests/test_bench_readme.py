@@ -132,14 +132,25 @@ def test_demo_reexports_a_clap_folder_without_int8(tmp_path):
 
 def test_targets_say_met_or_missed_and_by_how_much(bench):
     def row(steady_x, agree, same):
-        return {"steady_x": steady_x, "agree": agree, "same": same, "audio_graph_ms_per_clip": 100.0,
-                "audio_graph_gflops": 60.0}
+        return {"steady_x": steady_x, "steady": steady_x * 0.5, "agree": agree, "same": same,
+                "audio_graph_ms_per_clip": 100.0, "audio_graph_gflops": 60.0}
 
     sets = {"real": {"clips": 14, "rows": {"torch chain": row(1.0, 1.0, 14), "bst-rt fp32": row(3.25, 1.0, 14),
                                            "bst-rt int8": row(4.5, 13 / 14, 13)}}}
     peak = {"gflops": 150.0, "shape": "2048x2048x2048", "per_shape": {"2048x2048x2048": 150.0}, "repeats": 10}
-    lines = bench.targets_lines(sets, peak, {"runs": 5, "batch": 4, "ms_per_clip": 80.0, "gflops": 90.0})
+    formats = {"shipped": "int8-7bit-per-channel", "labels": {"real": {
+        "int8-7bit-per-channel": {"agree": 1.0, "same": 14, "steady": 2.25, "flips": []},
+        "uint8-per-channel": {"agree": 13 / 14, "same": 13, "steady": 2.5, "flips": []}}}}
+    isolated = {"runs": 5, "batch": 4, "ms_per_clip": 80.0, "gflops": 90.0}
+    lines = bench.targets_lines(sets, peak, isolated, formats, vnni=False)
     text = "\n".join(lines)
+    assert "this CPU lacks VNNI/AMX: int8 speed target >= 1.2x fp32 and no slower than uint8 weights" in text
+    assert "int8 steady x fp32 = 1.38x (target 1.2x): met by 0.18x" in text  # 4.5 / 3.25
+    assert "int8 (int8-7bit-per-channel) labels = fp32: 1.000 (target >= 0.97): met by 0.030" in text
+    assert "int8 (int8-7bit-per-channel) steady x uint8 weights = 0.90x (target >= 1.00x, one run each, noisy): " \
+           "MISSED by 0.10x" in text
+    vnni = "\n".join(bench.targets_lines(sets, peak, isolated, formats, vnni=True))
+    assert "this CPU has VNNI/AMX: int8 speed target >= 5x torch" in vnni and "int8 steady x fp32" not in vnni
     assert "fp32 steady x torch = 3.25x (target 3x): met by 0.25x" in text
     assert "int8 steady x torch = 4.50x (target 5x): MISSED by 0.50x" in text
     assert "fp32 labels identical to torch: yes (14/14)" in text

@@ -9,6 +9,7 @@ import torch
 
 from bst_rt.export.clap import (AUDIO_GRAPH, AUDIO_INT8, GRAPH_TOLERANCE, INT8_MIN_COSINE, TEXT_GRAPH, TEXT_INT8,
                              TOKENIZER_FILE, BranchFreeAudio, TextGraph, random_mel)
+from bst_rt.runtime.int8_format import DEFAULT_INT8_FORMAT
 from bst_rt.runtime.session import make_session
 from bst_rt.runtime.tokenizer import Tokenizer
 
@@ -95,5 +96,6 @@ def test_parity_record_is_written(clap_graphs):
     record = json.loads((clap_graphs / "clap_parity.json").read_text())
     assert record["audio_fp32_max_abs_diff"] <= GRAPH_TOLERANCE and record["text_fp32_max_abs_diff"] <= GRAPH_TOLERANCE
     assert record["audio_int8_min_cosine"] >= INT8_MIN_COSINE and record["text_int8_min_cosine"] >= INT8_MIN_COSINE
+    assert record["int8_format"] == DEFAULT_INT8_FORMAT
     assert record["provenance"]["chunk_rule"] == "centre-of-thirds"
     assert record["provenance"]["tokenizer"] == "stand-in-bpe" and record["provenance"]["weights"] == "random"

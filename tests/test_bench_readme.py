@@ -157,3 +157,24 @@ def test_targets_say_met_or_missed_and_by_how_much(bench):
     assert "int8 label agreement = 0.929 (target >= 0.97): MISSED by 0.041" in text
     assert "40% of peak (target >= 50 %): MISSED by 10 points" in text  # in the run: 60 / 150
     assert "alone (best of 5 runs" in text and "60% of peak (target >= 50 %): met by 10 points" in text
+
+
+def test_int8_format_table_rows(bench):
+    """One row per format (fp32 first, the shipped one marked), agreement and steady rate per set, a refused format
+    said as such, and every flip with its fp32 margin."""
+    sets = {"real": {"clips": 14, "rows": {"bst-rt fp32": {"steady": 2.0}}}}
+    ms = {"fp32": 200.0, "uint8-per-channel": 100.0, "int8-7bit-per-channel": 50.0, "int8-per-channel": 40.0}
+    cos = {"fp32": 1.0, "uint8-per-channel": 0.9995, "int8-7bit-per-channel": 0.9987, "int8-per-channel": 0.98}
+    t = {"formats": ["uint8-per-channel", "int8-7bit-per-channel", "int8-per-channel"], "shipped": "int8-7bit-per-channel",
+         "graphs": {"audio": {"ms": ms, "cosine_min": cos}, "text": {"ms": ms, "cosine_min": cos}},
+         "labels": {"real": {"uint8-per-channel": {"agree": 1.0, "same": 14, "steady": 2.2, "flips": []},
+                             "int8-7bit-per-channel": {"agree": 13 / 14, "same": 13, "steady": 3.0,
+                                                       "flips": [("abcdef0123", "fx-a", "fx-b", 0.0123)]},
+                             "int8-per-channel": {"refused": "saturates here"}}}}
+    lines = bench.int8_table_lines(t, sets)
+    rows = [line for line in lines if line.startswith("| ")]
+    assert rows[1].startswith("| fp32 | 200.0 | 200.0 | 1.00000 | 1.00000 | reference | 2.00 |")
+    assert rows[3].startswith("| int8-7bit-per-channel (shipped) | 50.0 (4.00x) |")
+    assert "0.929 (13/14)" in rows[3] and "3.00 (1.50x)" in rows[3]
+    assert "refused on this CPU" in rows[4]
+    assert "flip, int8-7bit-per-channel, real: abcdef01 fx-a -> fx-b (fp32 margin 0.0123)" in lines

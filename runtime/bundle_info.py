@@ -48,7 +48,8 @@ def print_bundle_info(bundle: Bundle) -> None:
     for col in ("name", "file", "precision", "opset", "size", "sha256", "parity vs source"):
         graphs.add_column(col)
     for g in m.graphs.values():
-        graphs.add_row(g.name, g.file, g.precision, str(g.opset), _mb(g.size), g.sha256[:12], _parity_text(g.parity))
+        precision = f"int8 ({bundle.int8_format(g)})" if g.precision == "int8" else g.precision
+        graphs.add_row(g.name, g.file, precision, str(g.opset), _mb(g.size), g.sha256[:12], _parity_text(g.parity))
     console.print(graphs)
     files = Table(title="other files")
     for col in ("key", "file", "size", "sha256"):

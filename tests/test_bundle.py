@@ -112,6 +112,7 @@ def test_info_shows_verified_contents_and_refuses_tampering(bundle, tmp_path):
     result = CliRunner().invoke(app, ["info", str(bundle)], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "verified" in result.output and "RANDOM" in result.output and "primary" in result.output
+    assert "int8 (int8-7bit-per-channel)" in result.output  # the int8 graphs' weight format
     # the held-out override rates `bst-train rank` measured travel in the manifest and are shown
     m = load_bundle(bundle).manifest
     for sid in ("1", "2"):

@@ -121,3 +121,21 @@ def test_a_bundle_refuses_its_int8_graphs_when_their_format_is_unsafe_here(bundl
     assert other.graph("audio_encoder").precision == "fp32"
     legacy = dataclasses.replace(spec, int8_format="")  # a manifest before 1.2: its exporter wrote uint8 weights
     assert Bundle.int8_format(legacy) == LEGACY_INT8_FORMAT
+
+
+def test_requantize_bundle_writes_a_verified_copy_in_another_format(bundle, tmp_path):
+    """The bench's format table runs each format through the runtime via `requantize_bundle`: a verified bundle whose
+    int8 graphs are new files in the asked format, every other file shared, cosines measured again."""
+    from bst_rt.export.bundle import requantize_bundle
+    from bst_rt.runtime.bundle import load_bundle
+
+    out = tmp_path / "uint8"
+    requantize_bundle(bundle, out, "uint8-per-channel", log=lambda _: None)
+    src, b = load_bundle(bundle), load_bundle(out)  # verifies every size and sha256
+    for name in ("audio_encoder_int8", "text_encoder_int8"):
+        spec = b.manifest.graphs[name]
+        assert spec.int8_format == "uint8-per-channel" and spec.sha256 != src.manifest.graphs[name].sha256
+        assert spec.parity["cosine_min"] >= spec.parity["cosine_required"]
+        print(f"{name}: uint8-per-channel min cosine {spec.parity['cosine_min']:.5f}, shipped "
+              f"{src.manifest.graphs[name].int8_format} {src.manifest.graphs[name].parity['cosine_min']:.5f}")
+    assert b.manifest.graphs["heads"] == src.manifest.graphs["heads"] and b.manifest.bundle_id == src.manifest.bundle_id

@@ -204,7 +204,9 @@ def requantize_bundle(bundle: Path, out: Path, int8_format: str, log: Log = prin
         parity = requantize_clap(staging, {"int8_min_cosine_required": old.get("cosine_required",
                                                                                 validate_module.INT8_MIN_COSINE)},
                                  int8_format, log)
-        manifest = dataclasses.replace(src.manifest, graphs={**graphs, **int8_graph_specs(staging, parity)})
+        # a new id: a run journal of the source bundle must not resume with other int8 graphs
+        manifest = dataclasses.replace(src.manifest, graphs={**graphs, **int8_graph_specs(staging, parity)},
+                                       bundle_id=f"{src.manifest.bundle_id}+{int8_format}")
         atomic_write_text(staging / MANIFEST_NAME, manifest.to_json())
         if out.exists():
             shutil.rmtree(out)

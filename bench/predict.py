@@ -260,12 +260,12 @@ _INT8_GRAPHS_CHILD = textwrap.dedent(
         mel = (rng.standard_normal((1, 4, CHUNK_FRAMES, MEL_BINS)) * 15.0 - 40.0).astype(np.float32)
         call = lambda e: e.embed_mel(mel, np.ones(1, dtype=bool))
         items = []
-        for c in clips:  # cosine inputs: every decodable clip of the sets, longest 12 first
+        for c in clips:  # cosine inputs: 12 decodable clips of the sets, those on the fusion path (over 10 s) first
             try:
                 items.append(file_to_mel_fusion(c.audio_path))
             except Exception:
                 pass
-        items = sorted(items, key=lambda m: -int(m[1]))[:12]
+        items = sorted(items, key=lambda m: not m[1])[:12]
         embed = lambda e: np.concatenate([e.embed_mel(m[None], np.array([lg])) for m, lg in items])
     else:
         encs = {f: TextEncoder(p, tokenizer, "cpu", threads, rows_per_run=1) for f, p in graphs.items()}

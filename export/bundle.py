@@ -217,7 +217,8 @@ def _validation_embeddings(run, opts: ExportOptions) -> tuple[np.ndarray, np.nda
 
 
 def _heads_spec(staging, heads, run, layout, audio, text, masked, source) -> GraphSpec:
-    from bst_rt.train.run import family_probs, load_fold_models
+    from bst_rt.train.models import family_probs
+    from bst_rt.train.run import load_fold_models
 
     feeds = dict(zip(heads_module.INPUT_NAMES, (audio, text, masked)))
     record = validate_module.validate_graph("heads", staging / HEADS_FILE, feeds,
@@ -228,7 +229,7 @@ def _heads_spec(staging, heads, run, layout, audio, text, masked, source) -> Gra
     fused = heads_module.torch_heads(heads, audio, text, masked)[0]
     chain = {f: family_probs(load_fold_models(run, f), audio, text, masked) for f in layout.families}
     wrapper_err = max(float(np.abs(fused[:, i] - chain[f]).max()) for i, f in enumerate(layout.families))
-    validate_module.check_close("heads (wrapper vs train.run.family_probs)", {"x": np.array([wrapper_err])}, {"x": np.zeros(1)},
+    validate_module.check_close("heads (wrapper vs train.models.family_probs)", {"x": np.array([wrapper_err])}, {"x": np.zeros(1)},
                     validate_module.TOLERANCES["heads"])
     record.update(batch_1=one["max_abs_diff"], wrapper_vs_family_probs=wrapper_err, inputs=source)
     return _graph_spec(staging, "heads", HEADS_FILE, heads_module.OPSET, "fp32", record)

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bst_rt.runtime.errors import BstError
 from bst_rt.runtime.metrics import hierarchical_f1
 from bst_rt.runtime.policy import weighted_sum
 
-from .run import ENSEMBLE_JSON, write_json
+from .run import ENSEMBLE_JSON, Run, write_json
 
 
 def hf_of(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -144,7 +145,7 @@ def screen_families(registry: dict, collapse_share: float = COLLAPSE_SHARE, far_
 NOT_CLEAN = "takes BSD35k-CS uploader labels as clean (seed Table 1: they are not); trained and reported, never pooled"
 
 
-def not_pooled(run) -> dict[str, str]:
+def not_pooled(run: Run) -> dict[str, str]:
     """Done families that no pool may hold, with the reason: abnormal (`excluded`) or trained on CS labels as clean."""
     out = {}
     for f in run.families:
@@ -156,13 +157,13 @@ def not_pooled(run) -> dict[str, str]:
     return out
 
 
-def pool_candidates(run) -> list[str]:
+def pool_candidates(run: Run) -> list[str]:
     """Families the ensemble selection may use."""
     barred = not_pooled(run)
     return [f for f in run.families if f not in barred]
 
 
-def why_no_pool(run) -> str | None:
+def why_no_pool(run: Run) -> str | None:
     """One line saying why a run has no ensemble (None when it can have one)."""
     if pool_candidates(run):
         return None
@@ -181,10 +182,8 @@ def why_no_pool(run) -> str | None:
     return f"every trained family is barred from the pools ({reasons})"
 
 
-def check_pools(run, pools: dict) -> None:
+def check_pools(run: Run, pools: dict) -> None:
     """Refuse pools (e.g. an ensemble.json from an older version) that hold a family no pool may hold."""
-    from bst_rt.runtime.errors import BstError
-
     barred = not_pooled(run)
     for name, pool in pools.items():
         bad = sorted(f for f, w in pool["weights"].items() if float(w) > 0 and f in barred)
@@ -193,11 +192,11 @@ def check_pools(run, pools: dict) -> None:
                            "run `bst-train train` again on this run to reselect the pools")
 
 
-def write_ensembles(run, pools: dict[str, PoolSpec] | None = None, oofs: dict[str, dict] | None = None) -> dict:
+def write_ensembles(run: Run, pools: dict[str, PoolSpec] | None = None, oofs: dict[str, dict] | None = None) -> dict:
     """Select every pool on the run's calibrated OOF probabilities and write RUN/ensemble.json. `oofs`: OOF tables
     the caller holds (the training loop, which just wrote them); the others are read from the run folder."""
     pools = pools or POOLS
-    families = run.selectable()
+    families = pool_candidates(run)
     barred = not_pooled(run)
     if not families:
         doc = {"objective": "none", "no_pool": why_no_pool(run), "not_pooled": barred, "pools": {}}

@@ -57,7 +57,7 @@ def train(data: Path, out: Path, *, cs: Path | None = None, families: list[str] 
 
 
 def report(run_dir: Path, echo: Echo = print) -> None:
-    """`bst-train report`: the per-family table, exclusions, ensembles and the seed's figures beside them."""
+    """`bst-train report`: the per-family table, exclusions, ensembles and the seed system's figures beside them."""
     echo(format_report(run_dir))
 
 

@@ -1,5 +1,5 @@
-"""Development-as-evaluation (docs/method.md, "Development as evaluation"): the development set goes through the frozen chain label-blind, and labels
-are read only once every prediction exists.
+"""Development-as-evaluation (docs/method.md, "Development as evaluation"): the development set goes through the
+frozen chain label-blind, and labels are read only once every prediction exists.
 
 The chain is anything with `predict(clips) -> {system_id: SystemOutput}`; it receives clips whose `label` is None
 (`label_free`). `TorchChain` is the training-side chain (fold checkpoints -> calibrated family probabilities ->

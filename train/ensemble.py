@@ -1,4 +1,4 @@
-"""Ensemble selection on calibrated out-of-fold probabilities (seed report §2.4, eq. 2).
+"""Ensemble selection on calibrated out-of-fold probabilities (docs/method.md, "Eq. 2").
 
 Greedy forward selection with replacement (Caruana et al. 2004): start from the best single family, repeatedly add
 the family whose inclusion gives the highest hF, and keep the best bag seen. Weights = counts / bag size, so they
@@ -119,8 +119,8 @@ FAR_BELOW = 0.15  # absolute validation hF below the pool median
 def screen_families(registry: dict, collapse_share: float = COLLAPSE_SHARE, far_below: float = FAR_BELOW) -> None:
     """Mark abnormal done families `excluded` (with the reason) so no pool selects them; the report shows why.
 
-    Judged on validation behaviour only (seed §2.1): training loss, and each fold's inner validation split
-    (`val_finite`, `val_top_class_share`, `val_hF`). Test-fold scores are what the report and the ensemble
+    Judged on validation behaviour only (docs/method.md, "Abnormal families"): training loss, and each fold's inner
+    validation split (`val_finite`, `val_top_class_share`, `val_hF`). Test-fold scores are what the report and the ensemble
     selection measure; letting them also decide exclusion would select on the figures we then report. A family
     entry without validation figures (not in this call, written by an older version) keeps its verdict."""
     done = {f: e for f, e in registry["families"].items() if e["status"] == "done" and "val_hF_mean" in e}
@@ -142,7 +142,7 @@ def screen_families(registry: dict, collapse_share: float = COLLAPSE_SHARE, far_
         e["excluded"] = "; ".join(reasons) or None
 
 
-NOT_CLEAN = "takes BSD35k-CS uploader labels as clean (seed Table 1: they are not); trained and reported, never pooled"
+NOT_CLEAN = "takes BSD35k-CS uploader labels as clean (they are not clean); trained and reported, never pooled"
 
 
 def not_pooled(run: Run) -> dict[str, str]:

@@ -103,7 +103,7 @@ def test_ray_run_equals_the_sequential_run_bit_for_bit(sequential_run, tmp_path)
     assert len(rec.done) == 20
     _assert_same_run(first, tmp_path / "ray")
     again = _train(tmp_path / "ray")  # resumes from the run folder: nothing left to train, no Ray needed
-    assert again["trained"] == []
+    assert again.trained == []
 
 
 def _pairs(run: Path) -> list[tuple[str, int]]:

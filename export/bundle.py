@@ -211,13 +211,19 @@ def requantize_bundle(bundle: Path, out: Path, int8_format: str, log: Log = prin
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
+        # quantised first, then the rest hard-linked: onnx refuses to read external weights (the fp32 graphs'
+        # .data files) that have more than one hard link
+        log(f"int8 CLAP graphs: quantising as {int8_format}")
+        clap_module.quantize_clap_int8(src.root, staging, int8_format)
         for spec in src.manifest.all_files():
-            _place(src.path(spec.file), staging / spec.file)
+            if spec.file not in (clap_module.AUDIO_INT8, clap_module.TEXT_INT8):
+                _place(src.path(spec.file), staging / spec.file)
         graphs = src.manifest.graphs
         old = graphs["audio_encoder_int8"].parity if "audio_encoder_int8" in graphs else {}
-        parity = requantize_clap(staging, {"int8_min_cosine_required": old.get("cosine_required",
-                                                                                validate_module.INT8_MIN_COSINE)},
-                                 int8_format, log)
+        parity = {"int8_min_cosine_required": old.get("cosine_required", validate_module.INT8_MIN_COSINE),
+                  **clap_module.measure_int8_cosines(staging, clap_module.PARITY_TEXTS), "int8_format": int8_format}
+        validate_module.check_limits("int8 CLAP graphs", parity, {}, {
+            "audio_int8_min_cosine": validate_module.INT8_MIN_COSINE, "text_int8_min_cosine": validate_module.INT8_MIN_COSINE})
         # a new id: a run journal of the source bundle must not resume with other int8 graphs
         manifest = dataclasses.replace(src.manifest, graphs={**graphs, **int8_graph_specs(staging, parity)},
                                        bundle_id=f"{src.manifest.bundle_id}+{int8_format}")

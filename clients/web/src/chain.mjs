@@ -118,20 +118,27 @@ export class Chain {
 
   /** Open every graph a system needs (the page's load step; timed by the bench). */
   async load(system, int8) {
-    const names = ["frontend", "audio_encoder", "text_encoder", "heads", this.manifest.portable.decision_graphs[system]];
+    const names = [...(this.manifest.graphs.resample ? ["resample"] : []), "frontend", "audio_encoder", "text_encoder", "heads", this.manifest.portable.decision_graphs[system]];
     await Promise.all(names.map((n) => this.session(n, int8 && (n === "audio_encoder" || n === "text_encoder"))));
     await this.tokenize(["warm"]);
   }
 
   /**
-   * One clip: `wave` (Float32Array at the chain's rate, mono) or null with `audioReason` (why there is no audio),
+   * One clip: `wave` (mono Float32Array at the file's own `sampleRate`) or null with `audioReason` (why not),
    * and its metadata. Returns label index and code, score, the top-5 of the distribution the decision came from
    * (the system's pool, or the fallback family's, as the Python runtime's Prediction.top_k) and the fallback reason.
    */
-  async classify({ wave, audioReason = null, title = "", tags = "", description = "" }, system, int8) {
+  async classify({ wave, sampleRate, audioReason = null, title = "", tags = "", description = "" }, system, int8) {
     const ort = this.ort, m = this.manifest;
-    const haveAudio = !!(wave && wave.length > 0);
+    let haveAudio = !!(wave && wave.length > 0);
     const audio = new Float32Array(DIM);
+    if (haveAudio) {
+      wave = await this.to48k(wave, sampleRate);
+      if (!wave) {
+        haveAudio = false;
+        audioReason = `undecodable audio: sample rate ${sampleRate} Hz; this bundle's chain takes ${this.rate} Hz`;
+      }
+    }
     if (haveAudio) {
       const frontend = await this.session("frontend");
       const mel = await frontend.run({ waveform: new ort.Tensor("float32", wave, [wave.length]),
@@ -169,6 +176,16 @@ export class Chain {
     const probs = this.distribution(h, system, haveAudio, !!text);
     return { label, code: m.classes[label], score: Math.min(1, Math.max(0, Number(d.score.data[0]))),
              top: topK(probs, m.classes, TOP_K), fallback };
+  }
+
+  /** The bundle's `resample` graph takes any rate to the chain's; a bundle without one takes its own rate only
+   *  (null for another rate: the clip falls back as undecodable, never resampled by a second, different method). */
+  async to48k(wave, sampleRate) {
+    if (!this.manifest.graphs.resample) return sampleRate === this.rate ? wave : null;
+    const g = await this.session("resample");
+    const out = await g.run({ waveform: new this.ort.Tensor("float32", wave, [wave.length]),
+                              sample_rate: new this.ort.Tensor("int64", BigInt64Array.from([BigInt(sampleRate)]), []) });
+    return out[g.outputNames[0]].data;
   }
 
   /** The 23-class distribution the decision started from: the system's pool row, or the fallback family's. */

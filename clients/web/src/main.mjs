@@ -3,7 +3,7 @@
 import * as ort from "onnxruntime-web/wasm";
 import { BundleRefused, Chain, checkManifest, graphSpec, hasInt8, systems } from "./chain.mjs";
 import { AUDIO_SUFFIXES, readSidecar, stemOf, suffixOf, toCsv } from "./csv.mjs";
-import { decodeWav } from "./wav.mjs";
+import { decodeAudio } from "./wav.mjs";
 
 const BUNDLE = "bundle/";
 const $ = (id) => document.getElementById(id);
@@ -120,9 +120,8 @@ function metadataFor(id) {
 async function decode(file) {
   if (file.size === 0) return { wave: null, reason: "zero-byte audio" };
   try {
-    const { rate, wave } = decodeWav(new Uint8Array(await file.arrayBuffer()));
-    if (rate !== chain.rate) throw new Error(`sample rate ${rate} Hz; this bundle's chain takes ${chain.rate} Hz`);
-    return { wave, reason: null };
+    const { sampleRate, wave } = await decodeAudio(new Uint8Array(await file.arrayBuffer()), file.name);
+    return { wave, sampleRate, reason: null };
   } catch (err) {
     return { wave: null, reason: `undecodable audio: ${err.message}` };
   }
@@ -165,10 +164,10 @@ async function classifyAll(files) {
     for (const [k, file] of files.entries()) {
       say(`classifying ${k + 1} of ${files.length}: ${pathOf(file)}`);
       const t0 = performance.now();
-      const { wave, reason } = await decode(file);
+      const { wave, sampleRate, reason } = await decode(file);
       const id = stemOf(file.name);
-      const r = await chain.classify({ wave, audioReason: reason, ...metadataFor(id) }, system, int8);
-      state.timings.clips.push({ file: pathOf(file), ms: performance.now() - t0, seconds: wave ? wave.length / chain.rate : 0 });
+      const r = await chain.classify({ wave, sampleRate, audioReason: reason, ...metadataFor(id) }, system, int8);
+      state.timings.clips.push({ file: pathOf(file), ms: performance.now() - t0, seconds: wave ? wave.length / sampleRate : 0 });
       const cls = taxonomy[r.label];
       rows.push({ file: pathOf(file), id, label: r.code, class_name: cls.name, parent: cls.parent,
                   parent_name: cls.parent_name, score: r.score, top: r.top, fallback: r.fallback });

@@ -1,7 +1,8 @@
 // WAV decoding without Node-only API (DataView over the file's bytes): PCM 8/16/24/32-bit and IEEE float 32/64
 // (also WAVE_FORMAT_EXTENSIBLE), scaled as libsndfile scales them; mono = the float32 mean over channels.
 
-export function decodeWav(bytes) {
+/** Interim (until the shared clients/node/decode.mjs lands): the same interface, `{sampleRate, wave}`, WAV only. */
+export async function decodeAudio(bytes, name = "audio") {
   const buf = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
   if (buf.length === 0) throw new Error("file is empty (0 bytes)");
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
@@ -40,5 +41,5 @@ export function decodeWav(bytes) {
     }
     mono[t] = channels === 1 ? s : Math.fround(s / channels);
   }
-  return { rate, wave: mono };
+  return { sampleRate: rate, wave: mono };
 }

@@ -146,22 +146,33 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
 
+class Server(ThreadingHTTPServer):
+    """A browser that leaves mid-download resets its connection: that is not an error of the server's."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 def make_server(bundle_dir: Path, page_dir: Path | None = None, port: int = DEFAULT_PORT,
-                quiet: bool = False) -> ThreadingHTTPServer:
+                quiet: bool = False) -> Server:
     """A server bound to 127.0.0.1 (port 0: any free one) for a bundle that passed its hash and contract checks."""
     bundle = load_bundle(Path(bundle_dir))
     check_servable(bundle)
     page = resolve_page_dir(page_dir)
     handler = partial(Handler, page=page, routes=bundle_routes(bundle), quiet=quiet)
     try:
-        server = ThreadingHTTPServer((HOST, port), handler)
+        server = Server((HOST, port), handler)
     except OSError as exc:
         raise DataError(f"cannot listen on {HOST}:{port}: {exc.strerror or exc} (pick another --port)") from None
-    server.daemon_threads = True
     return server
 
 
-def url_of(server: ThreadingHTTPServer) -> str:
+def url_of(server: Server) -> str:
     return f"http://{HOST}:{server.server_address[1]}/"
 
 

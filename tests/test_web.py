@@ -1,8 +1,10 @@
 """The browser client (issue 23): `bst-rt web` serves the page and one verified bundle on 127.0.0.1, and the page,
 driven in the system Chromium, classifies dropped files as `bst-rt classify` does.
 
-Tolerance (the portable chain's, docs/portable.md): identical labels, score <= 1e-5; the top-5 bars' probabilities
-<= 1e-4 (they are shown with 2 decimals). The browser tests skip, saying why, where Chromium, node or the built page
+Tolerance: identical labels always. fp32 graphs: the portable chain's (docs/portable.md), score <= 1e-5, top-3
+probabilities <= 1e-4. int8 graphs: score and probabilities <= 5e-3, because onnxruntime-web's WASM integer
+kernels (MatMulInteger after DynamicQuantizeLinear) are not the native x86 ones (measured 1.3e-3 on the test bundle;
+fp32 measured 5.1e-7). The browser tests skip, saying why, where Chromium, node or the built page
 is absent; CI installs all three (.ci/run)."""
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from bst_rt.runtime import audio as audio_module
+from bst_rt.runtime.classify import to_csv
 from bst_rt.runtime.cli import app
 from bst_rt.runtime.taxonomy import CODES
 
@@ -33,7 +36,7 @@ PAGE = WEB / "dist"
 DRIVER = WEB / "test" / "drive.mjs"
 CHROMIUM = Path(os.environ.get("BST_CHROMIUM", "/usr/bin/chromium"))
 REAL_CLIPS = Path("/work/shared/audio/librosa-data")
-SCORE_TOL, PROB_TOL = 1e-5, 1e-4
+TOLERANCE = {"fp32": (1e-5, 1e-4), "int8": (5e-3, 5e-3)}  # (score, top-3 probability)
 
 
 def _need_browser() -> None:
@@ -207,15 +210,17 @@ def dropped(synth_corpus, tmp_path_factory) -> dict:
     return {"files": files, "sidecar": sidecar}
 
 
-def _classify_csv(bundle: Path, files, sidecar: Path, system: str, int8: bool) -> dict[str, dict]:
-    args = ["classify", *map(str, files), "--sidecar", str(sidecar), "--csv", "--bundle", str(bundle),
+def _classify(bundle: Path, files, sidecar: Path, system: str, int8: bool) -> list[dict]:
+    args = ["classify", *map(str, files), "--sidecar", str(sidecar), "--json", "--bundle", str(bundle),
             "--system", system, "--provider", "cpu", "--threads", "1"] + (["--int8"] if int8 else [])
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    return {r["id"]: r for r in csv.DictReader(io.StringIO(result.stdout))}
+    return json.loads(result.stdout)
 
 
-def _compare(page_rows: list[dict], py: dict[str, dict]) -> tuple[float, float]:
+def _compare(page_rows: list[dict], py: dict[str, dict], prob_tol: float) -> tuple[float, float]:
+    """Max score and top-3 probability differences; labels, names and fallback kinds must be identical, and the
+    top-3 classes too except where two of them are closer than the tolerance (their order is then a tie)."""
     assert sorted(r["id"] for r in page_rows) == sorted(py)
     score_err = prob_err = 0.0
     for r in page_rows:
@@ -223,10 +228,12 @@ def _compare(page_rows: list[dict], py: dict[str, dict]) -> tuple[float, float]:
         assert (r["label"], r["class_name"], r["parent"], r["parent_name"]) == (
             ref["label"], ref["class_name"], ref["parent"], ref["parent_name"]), r["id"]
         assert bool(r["fallback"]) == bool(ref["fallback"]), (r["id"], r["fallback"], ref["fallback"])
-        score_err = max(score_err, abs(r["score"] - float(ref["score"])))
-        ref_top = [t.split(":") for t in ref["top_3"].split()]
-        assert [t["code"] for t in r["top"][:3]] == [c for c, _ in ref_top], r["id"]
-        prob_err = max(prob_err, max(abs(t["probability"] - float(p)) for t, (_, p) in zip(r["top"], ref_top)))
+        score_err = max(score_err, abs(r["score"] - ref["score"]))
+        ours, theirs = r["top"][:3], ref["top_3"]
+        prob_err = max(prob_err, max(abs(a["probability"] - b["score"]) for a, b in zip(ours, theirs)))
+        for k, (a, b) in enumerate(zip(ours, theirs)):
+            tie = any(abs(b["score"] - o["score"]) <= 2 * prob_tol for j, o in enumerate(ref["top_3"]) if j != k)
+            assert a["code"] == b["label"] or tie, (r["id"], ours, theirs)
     return score_err, prob_err
 
 
@@ -234,7 +241,8 @@ def _compare(page_rows: list[dict], py: dict[str, dict]) -> tuple[float, float]:
 def test_page_in_chromium_gives_bst_rt_classify_rows(bundle, dropped, tmp_path, system, precision):
     _need_browser()
     files, sidecar = dropped["files"], dropped["sidecar"]
-    py = _classify_csv(bundle, files, sidecar, system, precision == "int8")
+    py_rows = _classify(bundle, files, sidecar, system, precision == "int8")
+    py = {r["id"]: r for r in py_rows}
     shot = os.environ.get("BST_WEB_SCREENSHOT") if system == "1" else None
     with _serving(bundle) as (url, _):
         out = _drive(url, "--files", *map(str, files), str(sidecar), "--system", system, "--precision", precision,
@@ -242,20 +250,23 @@ def test_page_in_chromium_gives_bst_rt_classify_rows(bundle, dropped, tmp_path, 
     assert out["refused"] is None, out
     assert out["isolated"] is True  # COOP/COEP took effect: onnxruntime-web may use threads
     assert any(p.startswith("int8 (download") for p in out["precisions"]), out["precisions"]
-    score_err, prob_err = _compare(out["rows"], py)
+    score_tol, prob_tol = TOLERANCE[precision]
+    score_err, prob_err = _compare(out["rows"], py, prob_tol)
     fallbacks = {r["id"]: r["fallback"] for r in out["rows"] if r["fallback"]}
     assert fallbacks["empty"] == "zero-byte audio" and fallbacks["broken"].startswith("undecodable audio")
     clip_ms = [c["ms"] for c in out["timings"]["clips"]]
     print(f"\nsystem {system} {precision}: {len(out['rows'])} files, labels equal {len(out['rows'])}/{len(py)}; "
-          f"score max abs diff {score_err:.2g} (tol {SCORE_TOL:g}), top-3 probability {prob_err:.2g} (tol {PROB_TOL:g}); "
+          f"score max abs diff {score_err:.2g} (tol {score_tol:g}), top-3 probability {prob_err:.2g} (tol {prob_tol:g}); "
           f"page load {out['timings']['loadMs'] / 1000:.1f} s, per clip median {np.median(clip_ms) / 1000:.2f} s")
-    assert score_err <= SCORE_TOL and prob_err <= PROB_TOL
+    assert score_err <= score_tol and prob_err <= prob_tol
     # "download CSV" is `bst-rt classify --csv`: same columns, same labels and 6-decimal scores row for row
     with open(tmp_path / "page.csv", encoding="utf-8", newline="") as fh:
         page_csv = list(csv.DictReader(fh))
-    assert list(page_csv[0]) == list(next(iter(py.values())))
-    assert {r["id"]: r["label"] for r in page_csv} == {k: v["label"] for k, v in py.items()}
-    assert max(abs(float(r["score"]) - float(py[r["id"]]["score"])) for r in page_csv) <= SCORE_TOL + 1e-6
+    expected = list(csv.DictReader(io.StringIO(to_csv(py_rows))))
+    assert list(page_csv[0]) == list(expected[0])
+    ref_csv = {r["id"]: r for r in expected}
+    assert {r["id"]: r["label"] for r in page_csv} == {k: v["label"] for k, v in ref_csv.items()}
+    assert max(abs(float(r["score"]) - float(ref_csv[r["id"]]["score"])) for r in page_csv) <= score_tol + 1e-6
 
 
 def test_page_refuses_a_tampered_missing_or_foreign_bundle_in_one_line(bundle, tmp_path):

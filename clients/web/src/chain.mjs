@@ -23,6 +23,23 @@ export function hasInt8(manifest) {
   return Object.values(manifest.graphs || {}).some((g) => g.precision === "int8");
 }
 
+/** The weights file(s) of a graph saved with external data (`<file>.data`, listed in `manifest.files`). */
+export function externalFiles(manifest, spec) {
+  return Object.values(manifest.files || {}).filter((f) => f.file === `${spec.file}.data`);
+}
+
+/** Bytes a choice downloads (from the manifest's recorded sizes): the graphs of one system at that precision, the
+ *  tokenizer and the encoders' external weights. */
+export function downloadBytes(manifest, system, int8) {
+  const p = manifest.portable;
+  const graphs = [...(manifest.graphs.resample ? ["resample"] : []), "frontend", "heads", p.decision_graphs[system]]
+    .map((n) => graphSpec(manifest, n, false))
+    .concat(["audio_encoder", "text_encoder"].map((n) => graphSpec(manifest, n, int8)));
+  const files = graphs.flatMap((g) => [g, ...externalFiles(manifest, g)]);
+  const tok = Object.values(manifest.files || {}).find((f) => f.file === manifest.text.tokenizer_file);
+  return files.concat(tok ? [tok] : []).reduce((n, f) => n + (f.size || 0), 0);
+}
+
 /** Refuse a manifest this client cannot run, in one line (contract, systems, graphs it names). */
 export function checkManifest(manifest) {
   if (!manifest || typeof manifest !== "object" || !manifest.schema_version) {
@@ -100,7 +117,9 @@ export class Chain {
       this.sessions.set(spec.file, (async () => {
         this.onStatus(`loading ${spec.file}`);
         const bytes = await this.verified(spec.file, spec.sha256);
-        return this.ort.InferenceSession.create(bytes, this.sessionOptions);
+        const externalData = await Promise.all(externalFiles(this.manifest, spec).map(async (f) => (
+          { path: f.file, data: await this.verified(f.file, f.sha256) })));
+        return this.ort.InferenceSession.create(bytes, { ...this.sessionOptions, ...(externalData.length ? { externalData } : {}) });
       })());
     }
     return this.sessions.get(spec.file);

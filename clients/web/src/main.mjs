@@ -1,7 +1,7 @@
 // The page: load the bundle served beside it (`bst-rt web`), take dropped files / a folder / a sidecar CSV, run the
 // portable chain on each file in this browser (nothing is uploaded) and show the `bst-rt classify` columns.
 import * as ort from "onnxruntime-web/wasm";
-import { BundleRefused, Chain, checkManifest, graphSpec, hasInt8, systems } from "./chain.mjs";
+import { BundleRefused, Chain, checkManifest, downloadBytes, hasInt8, systems } from "./chain.mjs";
 import { AUDIO_SUFFIXES, readSidecar, stemOf, suffixOf, toCsv } from "./csv.mjs";
 import { decodeAudio } from "./wav.mjs";
 
@@ -23,6 +23,7 @@ function refuse(message) {
 }
 
 function say(message) {
+  if (state.refused) return;  // downloads still running in parallel must not overwrite the refusal
   const el = $("status");
   el.textContent = message;
   el.className = "";
@@ -59,23 +60,6 @@ async function readBundleFile(name) {
 
 const mb = (n) => `${(n / 1e6).toFixed(n < 1e7 ? 1 : 0)} MB`;
 
-async function sizeOf(file) {
-  const res = await fetch(BUNDLE + file, { method: "HEAD" });
-  return res.ok ? Number(res.headers.get("Content-Length")) || 0 : 0;
-}
-
-/** Download size of what a choice loads: the shared graphs + the two encoders of that precision + one decision graph. */
-async function downloadSizes(manifest) {
-  const files = (int8) => new Set(["frontend", "heads", manifest.portable.decision_graphs[systems(manifest)[0]]]
-    .map((n) => graphSpec(manifest, n, false).file)
-    .concat(["audio_encoder", "text_encoder"].map((n) => graphSpec(manifest, n, int8).file), [manifest.text.tokenizer_file]));
-  const sizes = {};
-  for (const int8 of hasInt8(manifest) ? [true, false] : [false]) {
-    sizes[int8 ? "int8" : "fp32"] = (await Promise.all([...files(int8)].map(sizeOf))).reduce((a, b) => a + b, 0);
-  }
-  return sizes;
-}
-
 let chain = null, taxonomy = null;
 
 async function init() {
@@ -89,10 +73,10 @@ async function init() {
     }
     chain = new Chain(ort, manifest, readBundleFile, { onStatus: say });
     for (const s of systems(manifest)) $("system").add(new Option(`system ${s}: ${manifest.systems[s]?.name ?? ""}`, s));
-    const sizes = await downloadSizes(manifest);
+    const first = systems(manifest)[0];
     $("precision").innerHTML = "";
-    if (sizes.int8 !== undefined) $("precision").add(new Option(`int8 (download ${mb(sizes.int8)})`, "int8"));
-    $("precision").add(new Option(`fp32 (download ${mb(sizes.fp32)})`, "fp32"));
+    if (hasInt8(manifest)) $("precision").add(new Option(`int8 (download ${mb(downloadBytes(manifest, first, true))})`, "int8"));
+    $("precision").add(new Option(`fp32 (download ${mb(downloadBytes(manifest, first, false))})`, "fp32"));
     $("bundle").textContent = `bundle ${manifest.bundle_id} · ${ort.env.wasm.numThreads} WASM thread(s)` +
       (self.crossOriginIsolated ? "" : " (page not cross-origin isolated)");
     await loadChoice();

@@ -66,7 +66,7 @@ def main() -> None:
                  "--system", args.system, "--precision", args.precision]
         if args.screenshot:
             args.screenshot.parent.mkdir(parents=True, exist_ok=True)
-            drive += ["--screenshot", str(args.screenshot)]
+            drive += ["--screenshot", str(args.screenshot.resolve())]
         proc = subprocess.run(drive, capture_output=True, text=True, cwd=WEB)
     finally:
         server.shutdown()

@@ -45,7 +45,7 @@ try {
   const settled = () => page.waitForFunction(() => window.bst && (window.bst.ready || window.bst.refused), null, { timeout: ms });
   await settled();
   for (const [id, value] of [["system", o.system], ["precision", o.precision]]) {
-    if (value && !(await page.evaluate(() => window.bst.refused))) {
+    if (value && !(await page.evaluate(() => window.bst.refused)) && (await page.inputValue(`#${id}`)) !== value) {
       await page.selectOption(`#${id}`, value);
       await page.waitForFunction(() => !window.bst.ready || window.bst.refused, null, { timeout: 5000 }).catch(() => {});
       await settled();

@@ -241,6 +241,8 @@ def _compare(page_rows: list[dict], py: dict[str, dict], prob_tol: float) -> tup
 def test_page_in_chromium_gives_bst_rt_classify_rows(bundle, dropped, tmp_path, system, precision):
     _need_browser()
     files, sidecar = dropped["files"], dropped["sidecar"]
+    if precision == "fp32":  # the fp32 encoders are slow in WASM: a few real clips and both traps keep the test short
+        files = files[:4] + files[-2:]
     py_rows = _classify(bundle, files, sidecar, system, precision == "int8")
     py = {r["id"]: r for r in py_rows}
     shot = os.environ.get("BST_WEB_SCREENSHOT") if system == "1" else None

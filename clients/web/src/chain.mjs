@@ -5,7 +5,9 @@
 import { Tokenizer } from "@huggingface/tokenizers";
 import { maskClassWords, metadataText } from "../../node/text.mjs";
 
-export const CONTRACT = "bst-portable-v1";
+/** Contracts this chain runs: v1 takes 48 kHz samples; v2 (schema 1.2) adds the `resample` graph, fed the file's
+ *  own rate. */
+export const CONTRACTS = ["bst-portable-v1", "bst-portable-v2"];
 export const TOP_K = 5;
 const DIM = 512;
 
@@ -47,10 +49,11 @@ export function checkManifest(manifest) {
   }
   const p = manifest.portable;
   if (!p || !p.contract) throw new BundleRefused("manifest.json: no portable section (re-export the bundle with bst-train export)");
-  if (p.contract !== CONTRACT) {
-    throw new BundleRefused(`manifest.json: portable contract ${p.contract}, this page runs ${CONTRACT}`);
+  if (!CONTRACTS.includes(p.contract)) {
+    throw new BundleRefused(`manifest.json: portable contract ${p.contract}, this page runs ${CONTRACTS.join(" or ")}`);
   }
-  for (const name of ["frontend", "audio_encoder", "text_encoder", "heads", ...Object.values(p.decision_graphs)]) {
+  const resample = p.contract === "bst-portable-v1" ? [] : ["resample"];
+  for (const name of [...resample, "frontend", "audio_encoder", "text_encoder", "heads", ...Object.values(p.decision_graphs)]) {
     graphSpec(manifest, name, false);
   }
   return manifest;

@@ -22,7 +22,7 @@ import importlib
 #: public name -> the module that defines it
 _EXPORTS = {
     "Predictor": "predict", "Prediction": "predict", "RankedClass": "predict",
-    "Clip": "datasets",
+    "Clip": "clip",
     "load_bundle": "bundle",
     "CLASSES": "taxonomy", "CODES": "taxonomy", "PARENT_NAMES": "taxonomy", "BstClass": "taxonomy",
     "DEFAULT_BATCH_SIZE": "defaults",

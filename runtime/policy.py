@@ -25,7 +25,7 @@ import numpy as np
 
 from .atomic import atomic_write_text
 from .errors import BstError
-from .features import CandidateFeatures, candidate_features, stack_features
+from .candidate_features import CandidateFeatures, candidate_features, stack_features
 from .taxonomy import NUM_CLASSES, PARENT_INDEX
 
 SYSTEMS_SCHEMA = "bst-systems-v1"

@@ -13,23 +13,40 @@ import functools
 import os
 import sys
 import warnings
+from enum import Enum
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence, Tuple, Union
 
 from .errors import BstError
 
-Provider = Literal["cpu", "cuda", "auto"]
+
+
+class Provider(str, Enum):
+    """The named choices (`bst-rt --provider`, `bst-train export/embed --provider`, `Predictor.load`): 'auto' picks
+    CUDA only when it really works. A str enum, so the plain strings 'cpu' | 'cuda' | 'auto' are the same values."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 #: one onnxruntime provider as onnxruntime spells it: a name, or (name, provider options) e.g. a device id
 ProviderEntry = Union[str, Tuple[str, Mapping[str, Any]]]
 #: what callers may ask for: the CLI's 'cpu' | 'cuda' | 'auto', or onnxruntime's own `providers=[...]` list
-Providers = Union[Provider, Sequence[ProviderEntry]]
+Providers = Union[Provider, Literal["cpu", "cuda", "auto"], Sequence[ProviderEntry]]
 _ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 _SHORT_NAMES = {v: k for k, v in _ORT_NAMES.items()}
 
 
 class ProviderError(BstError):
     """The execution provider asked for is not available or was not used."""
+
+
+def overall_provider(providers: Mapping[str, str]) -> str:
+    """The one provider every graph runs on ('cuda', 'cpu', ...), or 'mixed' when graphs (or workers) differ."""
+    used = set(providers.values())
+    return used.pop() if len(used) == 1 else "mixed"
 
 
 def session_provider(session) -> str:

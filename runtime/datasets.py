@@ -1,6 +1,6 @@
 """Readers for the BSD10k / BSD35k-CS development layouts, the evaluation package and label files.
 
-Layouts are the task reference's (§2). Ids come from CSV text and are never trusted as paths: `safe_child` is the
+Layouts: docs/task.md §1. Ids come from CSV text and are never trusted as paths: `safe_child` is the
 only way an id becomes a file name. Errors name the file, the data row (1 = first row after the header), the
 physical line and the reason.
 

@@ -281,6 +281,9 @@ class RaySource:
                 yield {n: [chunk[n][i] for i in range(n_clips)] for n in systems}
         self.providers = _merge_providers([json.loads(w)["providers"] for w in sorted(self._workers)])
 
+    def close(self) -> None:
+        """Nothing to release: the actors end with the dataset, the Ray connection stays for the process."""
+
     def record_extras(self) -> dict[str, Any]:
         o = self._options
         return {"ray": {

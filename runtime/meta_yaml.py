@@ -1,6 +1,6 @@
 """The DCASE `<label>.meta.yaml` beside `<label>.output.csv`, filled from the bundle: what `--meta-yaml` writes.
 
-Sections follow the task's template (../shared/reference/dcase2026-task1.md §4): `submission` (label, name,
+Sections follow the task's template (docs/task.md §2): `submission` (label, name,
 abbreviation, authors), `system` (description fields, external data, complexity with total parameters) and `results`
 (development hP/hR/hF overall and per class, as fractions). Results are the ones export recorded in the manifest
 for this system: development-as-evaluation (Table 3 columns too) and the nested-CV estimate; nothing is re-measured.

@@ -1,8 +1,8 @@
 """The deployable systems: `SystemPolicy` (what a system runs) and THE decision function, `decide_items`.
 
 evidence (ensemble + family distributions, text embedding, modality flags) -> per-item fallback switch ->
-candidate features (`features.candidate_features`) -> ranker scores (a callable: the bundle's ranker.onnx at
-runtime, the sklearn model in training, out-of-fold scores in tuning) -> seed eq. 3 -> label and score:
+candidate features (`candidate_features.candidate_features`) -> ranker scores (a callable: the bundle's ranker.onnx at
+runtime, the sklearn model in training, out-of-fold scores in tuning) -> eq. 3 (docs/task.md §4) -> label and score:
 
     y = y_r  if  s_r - s_b > tau  and  parentSafe(y_r, y_b)  else  y_b,
     parentSafe = same parent, or (s_r - s_b > cross_parent_tau and s_r >= cross_parent_min_score).

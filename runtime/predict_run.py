@@ -136,7 +136,7 @@ class PredictionSource(Protocol):
     batch of `clips` at a time (every system for the same clips, batches in any order); `hashes` may be filled with
     the audio sha256 it took while reading (id -> sha256 or None) and `clock` with its stage times. Once it is
     exhausted, `providers` are the providers that really ran (per graph) and `record_extras()` what the run record
-    adds."""
+    adds; `close()` releases what `start` opened."""
 
     providers: dict[str, str]
 
@@ -146,6 +146,8 @@ class PredictionSource(Protocol):
                     clock: StageClock) -> Iterator[dict[int, list[Prediction]]]: ...
 
     def record_extras(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
 
 
 class LocalSource:
@@ -162,19 +164,22 @@ class LocalSource:
         with clock.stage("bundle check + sessions"):
             self._predictor = Predictor.load(self._bundle, system=systems[0], provider=opts.provider,
                                              threads=opts.threads, int8=opts.int8)
+        self.providers = self._predictor.all_providers  # what really runs, also when nothing is left to predict
 
     def predictions(self, clips: Sequence[Clip], systems: Sequence[int], hashes: dict[str, str | None],
                     clock: StageClock) -> Iterator[dict[int, list[Prediction]]]:
         if self._predictor is None:
             raise BstError("LocalSource.predictions before start()")
-        with self._predictor as predictor:
-            size = self._opts.batch_size
-            batches = (clips[start:start + size] for start in range(0, len(clips), size))
-            self.providers = predictor.all_providers
-            yield from predictor.predict_systems_stream(batches, systems, hashes, clock)
+        size = self._opts.batch_size
+        batches = (clips[start:start + size] for start in range(0, len(clips), size))
+        yield from self._predictor.predict_systems_stream(batches, systems, hashes, clock)
 
     def record_extras(self) -> dict[str, Any]:
         return {}
+
+    def close(self) -> None:
+        if self._predictor is not None:
+            self._predictor.close()
 
 
 def system_output(out: Path, system: int) -> Path:
@@ -227,7 +232,10 @@ def _run(opts: RunOptions, outputs: Callable[[Bundle], dict[int, Path]], progres
     prep = _prepare(opts, outputs)
     source = _source(prep.bundle, prep.bundle_dir, opts)
     source.start(list(prep.outs), prep.clock)
-    first_s, hashes = _predict(prep, source, progress)
+    try:
+        first_s, hashes = _predict(prep, source, progress)
+    finally:
+        source.close()
     elapsed = time.perf_counter() - prep.started
     return _finish(opts, prep, source, first_s, hashes, elapsed)
 

@@ -44,9 +44,10 @@ class ProviderError(BstError):
 
 
 def overall_provider(providers: Mapping[str, str]) -> str:
-    """The one provider every graph runs on ('cuda', 'cpu', ...), or 'mixed' when graphs (or workers) differ."""
+    """The one provider every graph runs on ('cuda', 'cpu', ...), 'mixed' when graphs (or workers) differ, 'none'
+    when nothing ran (a resumed Ray run with nothing left to predict)."""
     used = set(providers.values())
-    return used.pop() if len(used) == 1 else "mixed"
+    return used.pop() if len(used) == 1 else "mixed" if used else "none"
 
 
 def session_provider(session) -> str:
@@ -169,10 +170,8 @@ def make_session(path: str | os.PathLike, provider: Providers = "cpu", threads: 
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    # onnxruntime's workers spin after each parallel section by default; here they competed with the audio prefetch
-    # thread and the decision code for the same cores (2-core EPYC, synthetic package, fp32, 3 interleaved runs
-    # each: steady 3.43 -> 3.82 clips/s and 26.3 -> 23.2 CPU-s with spinning off; under a second load the spinning
-    # int8 runs fell to 1.6 clips/s, the non-spinning ones stayed at 2.9)
+    # onnxruntime's workers spin after each parallel section by default; they then compete with the audio prefetch
+    # thread and the decision code for the same cores (bench/predict.py measures the difference)
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)

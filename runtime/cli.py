@@ -4,13 +4,15 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional, TypeVar
 
 import typer
 
 from .cliutil import guarded  # noqa: F401  (commands use @guarded)
 from .defaults import DEFAULT_BATCH_SIZE
 from .session import Provider
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="bst-rt",
@@ -191,7 +193,7 @@ def predict(
     _print_predict_summary(record, record_path(out))
 
 
-def _with_progress(work):
+def _with_progress(work: Callable[[Callable[[int, int], None]], T]) -> T:
     """Run `work(progress)` with a progress bar on stderr (stdout stays for results). The bar appears only at the
     first progress call, which comes after the package is read, the bundle verified and the sessions loaded; until
     then a transient status line says what is happening, so a refused run never leaves a stale `0/?` behind."""

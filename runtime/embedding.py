@@ -57,7 +57,7 @@ class StageClock:
             self.seconds[name] += seconds
 
     @contextmanager
-    def stage(self, name: str):
+    def stage(self, name: str) -> Iterator[None]:
         t0 = time.perf_counter()
         try:
             yield
@@ -134,7 +134,7 @@ def prefetch(batches: Iterable[Sequence[Clip]], clock: StageClock, hash_files: b
     stop = threading.Event()
     done = object()
 
-    def put(item) -> bool:
+    def put(item: object) -> bool:
         while not stop.is_set():
             try:
                 q.put(item, timeout=0.1)

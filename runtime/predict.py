@@ -80,7 +80,8 @@ class Prediction:
                                 bool(rec["overridden"]))
 
 
-def _make_prediction(item_id, label_index, score, probs, fallback, overridden) -> Prediction:
+def _make_prediction(item_id: str, label_index: int, score: float, probs: np.ndarray, fallback: str | None,
+                     overridden: bool) -> Prediction:
     order = np.argsort(-probs, kind="stable")[:TOP_K]
     code = CODES[label_index]
     parent = parent_of(code)
@@ -176,7 +177,7 @@ class Predictor:
     def __enter__(self) -> "Predictor":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _check_open(self) -> None:

@@ -50,7 +50,7 @@ def overall_provider(providers: Mapping[str, str]) -> str:
     return used.pop() if len(used) == 1 else "mixed" if used else "none"
 
 
-def session_provider(session) -> str:
+def session_provider(session: Any) -> str:
     """The provider the session's graph actually runs on first: 'cuda', 'cpu', or onnxruntime's name for any
     other (e.g. 'TensorrtExecutionProvider')."""
     first = session.get_providers()[0]
@@ -90,7 +90,7 @@ def warn_if_both_ort_wheels() -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def import_onnxruntime():
+def import_onnxruntime() -> Any:
     """The onnxruntime module, or a one-line BstError saying which extra to install."""
     warn_if_both_ort_wheels()
     try:
@@ -101,7 +101,7 @@ def import_onnxruntime():
 
 
 @functools.lru_cache(maxsize=1)
-def _preload_cuda_libraries(ort) -> None:
+def _preload_cuda_libraries(ort: Any) -> None:
     """Let onnxruntime-gpu find pip-installed CUDA/cuDNN (nvidia-* wheels) before a CUDA session is created.
 
     `preload_dlls` exists from onnxruntime 1.21; it prints its own notes on stdout, which must stay clean for `--json`
@@ -153,7 +153,7 @@ def resolve_providers(spec: Providers, available: Sequence[str], known: Sequence
     return entries, [n for n in names if n != _ORT_NAMES["cpu"]], False
 
 
-def make_session(path: str | os.PathLike, provider: Providers = "cpu", threads: int | None = None):
+def make_session(path: str | os.PathLike, provider: Providers = "cpu", threads: int | None = None) -> Any:
     """An InferenceSession on `provider` ('cpu' | 'cuda' | 'auto', or onnxruntime's `providers` list);
     `threads` caps intra-op threads (None: onnxruntime's default). Raises ProviderError when a provider asked
     for is not really in use (`session.get_providers()`); 'auto' only warns when CUDA falls back."""

@@ -2,7 +2,7 @@
 
 evidence (ensemble + family distributions, text embedding, modality flags) -> per-item fallback switch ->
 candidate features (`candidate_features.candidate_features`) -> ranker scores (a callable: the bundle's ranker.onnx at
-runtime, the sklearn model in training, out-of-fold scores in tuning) -> eq. 3 (docs/task.md §4) -> label and score:
+runtime, the sklearn model in training, out-of-fold scores in tuning) -> eq. 3 (docs/method.md) -> label and score:
 
     y = y_r  if  s_r - s_b > tau  and  parentSafe(y_r, y_b)  else  y_b,
     parentSafe = same parent, or (s_r - s_b > cross_parent_tau and s_r >= cross_parent_min_score).

@@ -1,0 +1,113 @@
+"""THE portable resampler: any source rate -> 48 kHz by an exact rational polyphase Kaiser-windowed sinc.
+
+The bundle's `resample` graph (`bst_rt.export.portable_resample`) computes exactly this design from the rate it is
+fed, so a client in any language resamples by running a graph instead of reproducing soxr (docs/portable.md).
+This module holds the design once (the graph builder reads its constants) and a numpy twin used by the tests as
+the design's reference.
+
+Design: for a rate `sr`, L / M = 48000 / sr in lowest terms (the gcd is built only from 48000's primes 2, 3, 5,
+so the graph needs no loop). Output sample j sits at input position j * M / L; its value is
+sum_i x[i] h(pos - i), h(t) = 2 fc sinc(2 fc t) kaiser(t / half), with the cutoff fc = `CUTOFF` of the lower
+rate's Nyquist (soxr HQ's half-amplitude point) and `HALF_WIDTH` lower-rate samples each side (the Kaiser rule for
+`ATTENUATION_DB` over soxr HQ's transition width). Samples outside the clip are zeros, as soxr's flushed stream.
+The L phases of h are a [L, W] table, so the filtering is a strided dot product (a Conv in the graph).
+Output length: librosa's rule `ceil(n * 48000 / sr)`. 48 kHz passes through untouched.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+TARGET_RATE_HZ = 48000
+#: the passband's half-amplitude point, as a fraction of the lower of the two rates' Nyquist frequencies
+CUTOFF = 0.955
+#: Kaiser window parameters: stopband attenuation and half length in samples of the lower rate
+ATTENUATION_DB = 120.0
+HALF_WIDTH = 112
+KAISER_BETA = 0.1102 * (ATTENUATION_DB - 8.7)
+#: terms of the I0 power series (beta <= 12.3: the 30th term is below 1e-17 of the sum)
+I0_TERMS = 30
+#: prime powers dividing 48000 = 2^7 * 3 * 5^3, for the loop-free gcd
+GCD_FACTORS = ((2, 7), (3, 1), (5, 3))
+#: the phase table may hold at most this many taps (L * W); rates that would need more are refused
+MAX_TABLE = 1 << 24
+RESAMPLER = f"polyphase-kaiser-sinc cutoff={CUTOFF} half_width={HALF_WIDTH} beta={KAISER_BETA:.4f}"
+
+
+def gcd48k(rate: int) -> int:
+    """gcd(48000, rate) from 48000's prime powers (the graph computes it the same way)."""
+    g = 1
+    for p, k in GCD_FACTORS:
+        for e in range(1, k + 1):
+            if rate % p ** e == 0:
+                g *= p
+    return g
+
+
+def _i0(x: np.ndarray) -> np.ndarray:
+    """Modified Bessel I0 by its power series, term by term as the graph does it."""
+    q = (x / 2.0) ** 2
+    term = np.ones_like(x)
+    total = np.ones_like(x)
+    for k in range(1, I0_TERMS):
+        term = term * q / float(k * k)
+        total = total + term
+    return total
+
+
+def table_shape(rate: int) -> tuple[int, int, int, int]:
+    """(L, M, D, W): phases, input hop, left padding and taps per phase for `rate`."""
+    g = gcd48k(rate)
+    up, down = TARGET_RATE_HZ // g, rate // g
+    scale = min(1.0, TARGET_RATE_HZ / rate)
+    pad = int(math.ceil(HALF_WIDTH / scale))
+    width = (up - 1) * down // up + 2 * pad + 2
+    return up, down, pad, width
+
+
+def phase_table(rate: int) -> np.ndarray:
+    """[L, W] float32: row p holds the taps of output phase p, aligned to its input window."""
+    up, down, pad, width = table_shape(rate)
+    if up * width > MAX_TABLE:
+        raise ValueError(f"sample rate {rate} Hz needs a {up}x{width} resampling table (over {MAX_TABLE} taps)")
+    scale = min(1.0, TARGET_RATE_HZ / rate)
+    fc = CUTOFF * 0.5 * scale
+    half = HALF_WIDTH / scale
+    p = np.arange(up, dtype=np.int64)[:, None]
+    off = (p * down) // up
+    frac = ((p * down) % up).astype(np.float64) / up
+    d = np.arange(width, dtype=np.int64)[None, :] - off - pad
+    t = frac - d.astype(np.float64)
+    r = np.minimum(np.abs(t) / half, 1.0)
+    window = _i0(KAISER_BETA * np.sqrt(1.0 - r * r)) / _i0(np.float64(KAISER_BETA))
+    arg = 2.0 * fc * t
+    sinc = np.where(arg == 0.0, 1.0, np.sin(np.pi * arg) / np.where(arg == 0.0, 1.0, np.pi * arg))
+    h = np.where(np.abs(t) < half, 2.0 * fc * sinc * window, 0.0)
+    return h.astype(np.float32)
+
+
+def output_length(n: int, rate: int) -> int:
+    """librosa's rule in float64, as `bst_rt.runtime.audio.length_rule`."""
+    return int(np.ceil(n * (float(TARGET_RATE_HZ) / rate)))
+
+
+def resample(wave: np.ndarray, rate: int) -> np.ndarray:
+    """The design applied to a whole mono float32 waveform (the graph's reference)."""
+    x = np.asarray(wave, dtype=np.float32)
+    if rate == TARGET_RATE_HZ:
+        return x.copy()
+    up, down, pad, width = table_shape(rate)
+    h = phase_table(rate)
+    n_out = output_length(x.shape[0], rate)
+    nq = -(-n_out // up)
+    need = (nq - 1) * down + width
+    xpad = np.zeros(max(need, pad + x.shape[0]), np.float32)
+    xpad[pad:pad + x.shape[0]] = x
+    out = np.empty((nq, up), np.float32)
+    step = max(1, (1 << 22) // width)
+    for q0 in range(0, nq, step):
+        q1 = min(nq, q0 + step)
+        frames = np.lib.stride_tricks.sliding_window_view(xpad[q0 * down:(q1 - 1) * down + width], width)[::down]
+        out[q0:q1] = frames @ h.T
+    return out.reshape(-1)[:n_out]

@@ -16,6 +16,7 @@ from . import audio
 from .errors import BundleError
 from .features import FEATURE_NAMES
 from .manifest import MANIFEST_NAME, Manifest
+from .portable import CONTRACT as PORTABLE_CONTRACT
 from .text import MAX_TOKENS, TEMPLATE_VERSION
 
 #: the mel front end this runtime computes (runtime/audio.py), as export records it in `audio.mel`
@@ -53,6 +54,8 @@ def check_manifest_contract(manifest: Manifest, root: Path) -> None:
     unknown_mel = sorted(set(manifest.audio.mel) - set(RUNTIME_MEL))
     if unknown_mel:
         _refuse(source, "audio.mel", f"keys {unknown_mel}", f"keys {sorted(RUNTIME_MEL)}")
+    if manifest.portable and manifest.portable.get("contract") != PORTABLE_CONTRACT:
+        _refuse(source, "portable.contract", manifest.portable.get("contract"), PORTABLE_CONTRACT)
     if manifest.ranker:
         names = manifest.ranker.get("feature_names")
         if list(names or []) != list(FEATURE_NAMES):

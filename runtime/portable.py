@@ -6,19 +6,25 @@ Torch-free like the rest of `bst_rt.runtime`: onnxruntime sessions only.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .audio import SAMPLE_RATE_HZ
-from .bundle import Bundle
+from .audio import SAMPLE_RATE_HZ, SOURCE_RATE_RANGE_HZ
 from .errors import BundleError
 from .layout import EMBEDDING_DIM, HEADS_INPUTS, HEADS_OUTPUTS
+from .resample import RESAMPLER
 from .session import make_session
 from .text import CLASS_WORDS, MAX_TOKENS, TEMPLATE_VERSION, mask_class_words
 from .tokenizer import MAX_TEXT_CHARS, Tokenizer
 
-CONTRACT = "bst-portable-v1"
+if TYPE_CHECKING:  # bundle.py imports manifest_contract, which reads CONTRACT from here
+    from .bundle import Bundle
+
+#: v2: the caller hands samples at their own rate to the `resample` graph (v1 asked it to reproduce soxr)
+CONTRACT = "bst-portable-v2"
+RESAMPLE_GRAPH = "resample"
+RESAMPLE_FILE = "resample.onnx"
 FRONTEND_GRAPH = "frontend"
 FRONTEND_FILE = "frontend.onnx"
 #: characters `mask_class_words` strips from both ends of a word before looking it up
@@ -38,9 +44,10 @@ def portable_section(systems: Sequence[str], heads_inputs: Sequence[str]) -> dic
         "caller_audio": {
             "decode": "the file's samples as float32 in [-1, 1] (16-bit PCM: sample / 32768, as libsndfile does)",
             "mono": "mean over channels, in float32",
+            "non_finite": "NaN -> 0, +inf -> 1, -inf -> -1",
+            "source_rate_hz": list(SOURCE_RATE_RANGE_HZ),
+            "resample": f"inside the {RESAMPLE_GRAPH} graph ({RESAMPLER}); feed the file's own rate",
             "sample_rate_hz": SAMPLE_RATE_HZ,
-            "resample": "to 48 kHz with soxr HQ, output length ceil(n * 48000 / source_rate); none at 48 kHz",
-            "non_finite": "NaN -> 0, +inf -> 1, -inf -> -1 before resampling",
             "int16_round_trip": "inside the frontend graph (idempotent: a caller may also do it)",
             "no_audio": "missing, empty or undecodable audio: skip frontend and audio_encoder; audio_present = false,"
                         " audio_embedding = zeros",
@@ -59,8 +66,11 @@ def portable_section(systems: Sequence[str], heads_inputs: Sequence[str]) -> dic
             "no_text": "empty template: skip the text encoder; text_present = false, embeddings = zeros",
         },
         "steps": [
+            {"graph": RESAMPLE_GRAPH, "per": "clip",
+             "feeds": {"waveform": "caller_audio: mono float32 [samples] at the file's own rate",
+                       "sample_rate": "int64 scalar: the file's rate in Hz"}},
             {"graph": FRONTEND_GRAPH, "per": "clip",
-             "feeds": {"waveform": "caller_audio: 48 kHz mono float32 [samples]", "length": "int64 scalar: samples"}},
+             "feeds": {"waveform": "resample.waveform_48k", "length": "int64 scalar: its sample count"}},
             {"graph": "audio_encoder", "per": "batch",
              "feeds": {"mel_fusion": "frontend.mel_fusion, clips concatenated on axis 0",
                        "longer": "frontend.longer, concatenated"}},
@@ -81,11 +91,12 @@ def portable_section(systems: Sequence[str], heads_inputs: Sequence[str]) -> dic
 class PortableChain:
     """A bundle's graphs run as a foreign client would run them (no numpy front end, features or policy code)."""
 
-    def __init__(self, bundle: Bundle, system: int, threads: int | None = 1) -> None:
+    def __init__(self, bundle: "Bundle", system: int, threads: int | None = 1) -> None:
         m = bundle.manifest
         if not getattr(m, "portable", None):
             raise BundleError(f"{bundle.root}: no portable graphs in this bundle (re-export with this bst-train export)")
         run = lambda name: make_session(bundle.path(bundle.graph(name).file), provider="cpu", threads=threads)
+        self.resample = run(RESAMPLE_GRAPH)
         self.frontend = run(FRONTEND_GRAPH)
         self.audio = run("audio_encoder")
         self.text = run("text_encoder")
@@ -95,22 +106,29 @@ class PortableChain:
         self._heads_inputs = [i.name for i in self.heads.get_inputs()]
         self._decision_inputs = {i.name for i in self.decision.get_inputs()}
 
-    def mel(self, wave: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One 48 kHz mono waveform -> (mel_fusion [1, 4, 1001, 64], longer [1])."""
+    def to_48k(self, wave: np.ndarray, rate: int) -> np.ndarray:
+        """Mono samples at `rate` -> 48 kHz, through the bundle's resample graph."""
         wave = np.ascontiguousarray(wave, dtype=np.float32)
+        return self.resample.run(None, {"waveform": wave, "sample_rate": np.array(rate, np.int64)})[0]
+
+    def mel(self, wave: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+        """One mono waveform at `rate` -> (mel_fusion [1, 4, 1001, 64], longer [1])."""
+        wave = self.to_48k(wave, rate)
         return tuple(self.frontend.run(None, {"waveform": wave, "length": np.array(wave.shape[0], np.int64)}))
 
     def _text(self, texts: list[str]) -> np.ndarray:
         ids, mask = self.tokenizer.encode_batch(texts)
         return self.text.run(None, {"input_ids": ids, "attention_mask": mask})[0]
 
-    def predict(self, waves: Sequence[np.ndarray | None], texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(label index [n], score [n]) for n items; a None waveform is missing audio, '' empty metadata."""
+    def predict(self, waves: Sequence[tuple[np.ndarray, int] | None],
+                texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(label index [n], score [n]) for n items; `waves[i]` is (mono samples, their rate) as decoded, None for
+        missing audio; '' is empty metadata."""
         n = len(texts)
         audio = np.zeros((n, EMBEDDING_DIM), np.float32)
-        have = [i for i in range(n) if waves[i] is not None and len(waves[i]) > 0]
+        have = [i for i in range(n) if waves[i] is not None and len(waves[i][0]) > 0]
         if have:
-            mels = [self.mel(waves[i]) for i in have]
+            mels = [self.mel(*waves[i]) for i in have]
             audio[have] = self.audio.run(None, {"mel_fusion": np.concatenate([m for m, _ in mels]),
                                                 "longer": np.concatenate([lg for _, lg in mels])})[0]
         text, masked = np.zeros((n, EMBEDDING_DIM), np.float32), np.zeros((n, EMBEDDING_DIM), np.float32)

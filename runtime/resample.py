@@ -2,8 +2,8 @@
 
 The bundle's `resample` graph (`bst_rt.export.portable_resample`) computes exactly this design from the rate it is
 fed, so a client in any language resamples by running a graph instead of reproducing soxr (docs/portable.md).
-This module holds the design once (the graph builder reads its constants) and a numpy twin used by the tests as
-the design's reference.
+This module holds the design once (the graph builder reads its constants) and its numpy twin, which the Python
+runtime streams every file through (`bst_rt.runtime.audio`), so every client resamples with the one design.
 
 Design: for a rate `sr`, L / M = 48000 / sr in lowest terms (the gcd is built only from 48000's primes 2, 3, 5,
 so the graph needs no loop). Output sample j sits at input position j * M / L; its value is
@@ -15,9 +15,12 @@ Output length: librosa's rule `ceil(n * 48000 / sr)`. 48 kHz passes through unto
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
+
+from .errors import AudioError
 
 TARGET_RATE_HZ = 48000
 #: the passband's half-amplitude point, as a fraction of the lower of the two rates' Nyquist frequencies
@@ -66,11 +69,12 @@ def table_shape(rate: int) -> tuple[int, int, int, int]:
     return up, down, pad, width
 
 
+@functools.lru_cache(maxsize=16)
 def phase_table(rate: int) -> np.ndarray:
     """[L, W] float32: row p holds the taps of output phase p, aligned to its input window."""
     up, down, pad, width = table_shape(rate)
     if up * width > MAX_TABLE:
-        raise ValueError(f"sample rate {rate} Hz needs a {up}x{width} resampling table (over {MAX_TABLE} taps)")
+        raise AudioError(f"sample rate {rate} Hz needs a {up}x{width} resampling table (over {MAX_TABLE} taps)")
     scale = min(1.0, TARGET_RATE_HZ / rate)
     fc = CUTOFF * 0.5 * scale
     half = HALF_WIDTH / scale
@@ -92,22 +96,57 @@ def output_length(n: int, rate: int) -> int:
     return int(np.ceil(n * (float(TARGET_RATE_HZ) / rate)))
 
 
+class StreamResampler:
+    """The design applied block by block (`bst_rt.runtime.audio` streams files through it): it keeps only the
+    input samples the next output rows need, so memory stays bounded for long files, and gives the same samples
+    as one call on the whole waveform (the same rows, the same products)."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = int(rate)
+        self.up, self.down, pad, self.width = table_shape(self.rate)
+        self.h_t = np.ascontiguousarray(phase_table(self.rate).T)  # [W, L]
+        self._buf = np.zeros(pad, np.float32)  # padded-input samples [self._base, self._base + len(self._buf))
+        self._base = 0
+        self._q = 0  # next output row (of L samples)
+        self._n_in = 0
+        self._rows_per_product = max(1, (1 << 22) // self.width)
+
+    def _rows(self, q0: int, q1: int) -> np.ndarray:
+        parts = []
+        for a in range(q0, q1, self._rows_per_product):
+            b = min(q1, a + self._rows_per_product)
+            lo = a * self.down - self._base
+            seg = self._buf[lo:lo + (b - a - 1) * self.down + self.width]
+            frames = np.lib.stride_tricks.sliding_window_view(seg, self.width)[::self.down]
+            parts.append((frames @ self.h_t).reshape(-1))
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    def feed(self, x: np.ndarray, last: bool = False) -> np.ndarray:
+        """48 kHz samples made computable by `x`; with `last`, the rest, up to librosa's output length."""
+        x = np.asarray(x, dtype=np.float32)
+        self._buf = np.concatenate([self._buf, x])
+        self._n_in += x.shape[0]
+        avail = self._base + self._buf.shape[0]
+        if last:
+            n_out = output_length(self._n_in, self.rate)
+            q_end = -(-n_out // self.up)
+            need = (q_end - 1) * self.down + self.width
+            if need > avail:
+                self._buf = np.concatenate([self._buf, np.zeros(need - avail, np.float32)])
+        else:
+            q_end = (avail - self.width) // self.down + 1 if avail >= self.width else 0
+        q_end = max(q_end, self._q)
+        out = self._rows(self._q, q_end)
+        if last:
+            out = out[:max(0, output_length(self._n_in, self.rate) - self._q * self.up)]
+        drop = q_end * self.down - self._base
+        self._buf, self._base, self._q = self._buf[drop:].copy(), self._base + drop, q_end
+        return out
+
+
 def resample(wave: np.ndarray, rate: int) -> np.ndarray:
-    """The design applied to a whole mono float32 waveform (the graph's reference)."""
+    """The design applied to a whole mono float32 waveform (one feed of the streaming path)."""
     x = np.asarray(wave, dtype=np.float32)
     if rate == TARGET_RATE_HZ:
         return x.copy()
-    up, down, pad, width = table_shape(rate)
-    h = phase_table(rate)
-    n_out = output_length(x.shape[0], rate)
-    nq = -(-n_out // up)
-    need = (nq - 1) * down + width
-    xpad = np.zeros(max(need, pad + x.shape[0]), np.float32)
-    xpad[pad:pad + x.shape[0]] = x
-    out = np.empty((nq, up), np.float32)
-    step = max(1, (1 << 22) // width)
-    for q0 in range(0, nq, step):
-        q1 = min(nq, q0 + step)
-        frames = np.lib.stride_tricks.sliding_window_view(xpad[q0 * down:(q1 - 1) * down + width], width)[::down]
-        out[q0:q1] = frames @ h.T
-    return out.reshape(-1)[:n_out]
+    return StreamResampler(rate).feed(x, last=True)

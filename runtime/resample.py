@@ -98,28 +98,27 @@ def output_length(n: int, rate: int) -> int:
 
 class StreamResampler:
     """The design applied block by block (`bst_rt.runtime.audio` streams files through it): it keeps only the
-    input samples the next output rows need, so memory stays bounded for long files, and gives the same samples
-    as one call on the whole waveform (the same rows, the same products)."""
+    input samples the next output rows need, so memory stays bounded for long files.
+
+    The products run in chunks of a fixed number of rows at fixed positions (row k * R onwards, the last chunk
+    zero-padded), because BLAS may sum a row differently in a call of another size: so the output is bit-identical
+    however the input is cut into feeds (a file read in blocks, the same samples in memory, one call)."""
 
     def __init__(self, rate: int) -> None:
         self.rate = int(rate)
         self.up, self.down, pad, self.width = table_shape(self.rate)
         self.h_t = np.ascontiguousarray(phase_table(self.rate).T)  # [W, L]
+        self.chunk = max(1, (1 << 22) // self.width)  # rows per product, fixed for the rate
         self._buf = np.zeros(pad, np.float32)  # padded-input samples [self._base, self._base + len(self._buf))
         self._base = 0
-        self._q = 0  # next output row (of L samples)
+        self._q = 0  # next output row (of L samples); always a multiple of `chunk`
         self._n_in = 0
-        self._rows_per_product = max(1, (1 << 22) // self.width)
 
-    def _rows(self, q0: int, q1: int) -> np.ndarray:
-        parts = []
-        for a in range(q0, q1, self._rows_per_product):
-            b = min(q1, a + self._rows_per_product)
-            lo = a * self.down - self._base
-            seg = self._buf[lo:lo + (b - a - 1) * self.down + self.width]
-            frames = np.lib.stride_tricks.sliding_window_view(seg, self.width)[::self.down]
-            parts.append((frames @ self.h_t).reshape(-1))
-        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    def _product(self, q0: int) -> np.ndarray:
+        lo = q0 * self.down - self._base
+        seg = self._buf[lo:lo + (self.chunk - 1) * self.down + self.width]
+        frames = np.lib.stride_tricks.sliding_window_view(seg, self.width)[::self.down]
+        return (np.ascontiguousarray(frames) @ self.h_t).reshape(-1)  # BLAS needs rows that do not overlap
 
     def feed(self, x: np.ndarray, last: bool = False) -> np.ndarray:
         """48 kHz samples made computable by `x`; with `last`, the rest, up to librosa's output length."""
@@ -129,14 +128,17 @@ class StreamResampler:
         avail = self._base + self._buf.shape[0]
         if last:
             n_out = output_length(self._n_in, self.rate)
-            q_end = -(-n_out // self.up)
+            rows = -(-n_out // self.up)
+            q_end = -(-rows // self.chunk) * self.chunk
             need = (q_end - 1) * self.down + self.width
             if need > avail:
                 self._buf = np.concatenate([self._buf, np.zeros(need - avail, np.float32)])
         else:
-            q_end = (avail - self.width) // self.down + 1 if avail >= self.width else 0
+            ready = (avail - self.width) // self.down + 1 if avail >= self.width else 0
+            q_end = ready // self.chunk * self.chunk
         q_end = max(q_end, self._q)
-        out = self._rows(self._q, q_end)
+        parts = [self._product(q0) for q0 in range(self._q, q_end, self.chunk)]
+        out = np.concatenate(parts) if parts else np.zeros(0, np.float32)
         if last:
             out = out[:max(0, output_length(self._n_in, self.rate) - self._q * self.up)]
         drop = q_end * self.down - self._base

@@ -218,3 +218,12 @@ def test_node_client_and_bst_rt_predict_agree_on_every_format(bundle, real_cuts,
     print("\nformat  rows  real labels equal  score max abs diff  PCM max abs diff (libsndfile vs npm)  fallbacks")
     for fmt, n, same, n_real, err, pcm, fb in report:
         print(f"{fmt:7s}{n:5d}  {same:>7d}/{n_real:<10d}  {err:18.2e}  {pcm:20.2e}                {fb}")
+
+
+def test_decode_module_uses_no_node_only_api():
+    """The browser client imports clients/node/decode.mjs too: bytes in, samples out, no fs / Buffer / process."""
+    source = (NODE_CLIENT / "decode.mjs").read_text(encoding="utf-8")
+    code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("//"))
+    for banned in ('"node:', "'node:", "require(", "Buffer", "process.", "__dirname"):
+        assert banned not in code, banned
+    assert "export async function decodeAudio(bytes, name" in code

@@ -3,10 +3,10 @@
     waveform f32 [samples], sample_rate i64 [] -> waveform_48k f32 [ceil(samples * 48000 / sample_rate)]
 
 At 48 kHz an `If` passes the samples through untouched. Otherwise the graph builds the design's [L, W] phase
-table from the rate (loop-free gcd over 48000's prime powers, Kaiser window by its I0 series, float64, cast to
-float32 as the numpy twin does), and filters with one Conv: the zero-padded waveform is cut into rows of M
-samples ([1, 1, rows, M]) and the table into [L, 1, ceil(W / M), M] kernels, so a stride-1 2-D convolution is the
-stride-M polyphase dot product (ONNX Conv strides are attributes, fixed at build time; the rate is a feed).
+table from the rate (loop-free gcd over 48000's prime powers, Kaiser window by its I0 series, float64) and
+filters as the numpy twin does: the zero-padded waveform cut into rows of M samples, a `Loop` over the W / M
+blocks adding [rows, M] x [M, L] MatMuls in float64, one rounding to float32 at the end (ONNX Conv would need its
+stride, the rate-dependent M, as a build-time attribute, and runs in float32 only).
 """
 from __future__ import annotations
 
@@ -46,6 +46,8 @@ def _resample_branch() -> onnx.GraphProto:
             gcd = g.op("Mul", gcd, g.op("Where", hit, c(p), c(1)))
     up = g.op("Div", c(design.TARGET_RATE_HZ), gcd)
     down = g.op("Div", sr, gcd)
+    k = g.op("Max", c(1), g.op("Div", g.op("Sub", g.op("Add", c(design.MIN_HOP), down), c(1)), down))  # MIN_HOP
+    up, down = g.op("Mul", up, k), g.op("Mul", down, k)
     ratio = g.op("Div", c(float(design.TARGET_RATE_HZ), np.float64), g.op("Cast", sr, to=D))
     scale = g.op("Min", ratio, c(1.0, np.float64))
     half = g.op("Div", c(float(design.HALF_WIDTH), np.float64), scale)
@@ -73,8 +75,8 @@ def _resample_branch() -> onnx.GraphProto:
     sinc = g.op("Where", zero, c(1.0, np.float64),
                 g.op("Div", g.op("Sin", pi_arg), g.op("Where", zero, c(1.0, np.float64), pi_arg)))
     h = g.op("Where", g.op("Less", at, half), g.op("Mul", g.op("Mul", two_fc, sinc), window), c(0.0, np.float64))
-    kernel = g.op("Reshape", g.op("Cast", h, to=F), g.op("Concat", g.op("Reshape", up, c([1])), c([1]),
-                                                         g.op("Reshape", blocks, c([1])), g.op("Reshape", down, c([1])), axis=0))
+    taps3 = g.op("Transpose", g.op("Reshape", h, g.op("Concat", g.op("Reshape", up, c([1])), g.op("Reshape", blocks, c([1])),
+                                                      g.op("Reshape", down, c([1])), axis=0)), perm=[1, 2, 0])  # [B, M, L]
     # the waveform, zero-padded and cut into rows of M samples
     n = g.op("Shape", "waveform")
     n_out = g.op("Cast", g.op("Ceil", g.op("Mul", g.op("Cast", n, to=D), ratio)), to=I64)  # [1]
@@ -85,15 +87,32 @@ def _resample_branch() -> onnx.GraphProto:
     xpad = g.op("Pad", "waveform", g.op("Concat", g.op("Reshape", pad, c([1])), right, axis=0), c(0.0, np.float32),
                 mode="constant")
     xpad = g.op("Slice", xpad, c([0]), g.op("Mul", rows, down), c([0]))
-    grid = g.op("Reshape", xpad, g.op("Concat", c([1, 1]), rows, g.op("Reshape", down, c([1])), axis=0))
-    conv = g.op("Conv", grid, kernel)  # [1, L, nq, 1]
-    flat = g.op("Reshape", g.op("Transpose", g.op("Squeeze", conv, c([0, 3])), perm=[1, 0]), c([-1]))
+    grid = g.op("Cast", g.op("Reshape", xpad, g.op("Concat", rows, g.op("Reshape", down, c([1])), axis=0)), to=D)
+    acc0 = g.op("ConstantOfShape", g.op("Concat", nq, g.op("Reshape", up, c([1])), axis=0),
+                value=helper.make_tensor("zero", D, [1], [0.0]))
+    # body: acc += grid[b : b + nq] @ taps3[b]
+    body = _G()
+    body._n = 1_000_000  # names unique across the scopes (a subgraph may not shadow an outer name)
+    start = body.op("Unsqueeze", "b", body.const([0], np.int64))
+    block = body.op("Slice", grid, start, body.op("Add", start, nq), body.const([0], np.int64))
+    tap = body.op("Gather", taps3, "b", axis=0)
+    body.op("Identity", "cond_in", name="cond_out")
+    body.op("Add", "acc_in", body.op("MatMul", block, tap), name="acc_out")
+    body_graph = helper.make_graph(
+        body.nodes, "block_product",
+        [helper.make_tensor_value_info("b", I64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", D, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, None), helper.make_tensor_value_info("acc_out", D, None)],
+        body.inits)
+    acc = g.op("Loop", blocks, c(True, np.bool_), acc0, body=body_graph)
+    flat = g.op("Cast", g.op("Reshape", acc, c([-1])), to=F)
     g.op("Slice", flat, c([0]), n_out, c([0]), name="resampled")
     return helper.make_graph(g.nodes, "resample", [], [helper.make_tensor_value_info("resampled", F, None)], g.inits)
 
 
 def build_resample() -> onnx.ModelProto:
     g = _G()
+    g._n = 2_000_000
     is48 = g.op("Equal", "sample_rate", g.const(design.TARGET_RATE_HZ, np.int64))
     ident = helper.make_graph([helper.make_node("Identity", ["waveform"], ["same"])], "passthrough", [],
                               [helper.make_tensor_value_info("same", F, None)])

@@ -10,7 +10,9 @@ so the graph needs no loop). Output sample j sits at input position j * M / L; i
 sum_i x[i] h(pos - i), h(t) = 2 fc sinc(2 fc t) kaiser(t / half), with the cutoff fc = `CUTOFF` of the lower
 rate's Nyquist (soxr HQ's half-amplitude point) and `HALF_WIDTH` lower-rate samples each side (the Kaiser rule for
 `ATTENUATION_DB` over soxr HQ's transition width). Samples outside the clip are zeros, as soxr's flushed stream.
-The L phases of h are a [L, W] table, so the filtering is a strided dot product (a Conv in the graph).
+The L phases of h are a [L, W] table (W a whole number of hops M), so the filtering is a sum of W / M matrix
+products of [rows, M] blocks of the padded input with [M, L] slices of the table, in float64 (a Loop of MatMuls
+in the graph).
 Output length: librosa's rule `ceil(n * 48000 / sr)`. 48 kHz passes through untouched.
 """
 from __future__ import annotations
@@ -35,6 +37,9 @@ I0_TERMS = 30
 GCD_FACTORS = ((2, 7), (3, 1), (5, 3))
 #: the phase table may hold at most this many taps (L * W); rates that would need more are refused
 MAX_TABLE = 1 << 24
+#: the input hop M is raised to at least this (L and M scaled by the same k: the same phases, repeated), so a
+#: 96 kHz source (M = 2) sums a few [rows, 64] products instead of hundreds of [rows, 2] ones
+MIN_HOP = 64
 RESAMPLER = f"polyphase-kaiser-sinc cutoff={CUTOFF} half_width={HALF_WIDTH} beta={KAISER_BETA:.4f}"
 
 
@@ -60,18 +65,21 @@ def _i0(x: np.ndarray) -> np.ndarray:
 
 
 def table_shape(rate: int) -> tuple[int, int, int, int]:
-    """(L, M, D, W): phases, input hop, left padding and taps per phase for `rate`."""
+    """(L, M, D, W): phases, input hop, left padding and taps per phase for `rate`; W is a whole number of hops
+    (the taps past the filter's support are zeros), so the filter is a sum of W / M products of [rows, M] blocks."""
     g = gcd48k(rate)
     up, down = TARGET_RATE_HZ // g, rate // g
+    k = max(1, -(-MIN_HOP // down))
+    up, down = up * k, down * k
     scale = min(1.0, TARGET_RATE_HZ / rate)
     pad = int(math.ceil(HALF_WIDTH / scale))
-    width = (up - 1) * down // up + 2 * pad + 2
-    return up, down, pad, width
+    support = (up - 1) * down // up + 2 * pad + 2
+    return up, down, pad, -(-support // down) * down
 
 
 @functools.lru_cache(maxsize=16)
 def phase_table(rate: int) -> np.ndarray:
-    """[L, W] float32: row p holds the taps of output phase p, aligned to its input window."""
+    """[L, W] float64: row p holds the taps of output phase p, aligned to its input window."""
     up, down, pad, width = table_shape(rate)
     if up * width > MAX_TABLE:
         raise AudioError(f"sample rate {rate} Hz needs a {up}x{width} resampling table (over {MAX_TABLE} taps)")
@@ -87,8 +95,7 @@ def phase_table(rate: int) -> np.ndarray:
     window = _i0(KAISER_BETA * np.sqrt(1.0 - r * r)) / _i0(np.float64(KAISER_BETA))
     arg = 2.0 * fc * t
     sinc = np.where(arg == 0.0, 1.0, np.sin(np.pi * arg) / np.where(arg == 0.0, 1.0, np.pi * arg))
-    h = np.where(np.abs(t) < half, 2.0 * fc * sinc * window, 0.0)
-    return h.astype(np.float32)
+    return np.where(np.abs(t) < half, 2.0 * fc * sinc * window, 0.0)
 
 
 def output_length(n: int, rate: int) -> int:
@@ -100,25 +107,31 @@ class StreamResampler:
     """The design applied block by block (`bst_rt.runtime.audio` streams files through it): it keeps only the
     input samples the next output rows need, so memory stays bounded for long files.
 
-    The products run in chunks of a fixed number of rows at fixed positions (row k * R onwards, the last chunk
-    zero-padded), because BLAS may sum a row differently in a call of another size: so the output is bit-identical
-    however the input is cut into feeds (a file read in blocks, the same samples in memory, one call)."""
+    Sums run in float64 and are rounded to float32 once, as in the graph, so a different summation order (BLAS
+    here, onnxruntime's MatMul there) almost never changes a float32 sample, and the int16 round trip that follows
+    sees the same numbers in every client. Products run in chunks of a fixed number of rows at fixed positions (the
+    last chunk zero-padded), so the output is bit-identical however the input is cut into feeds."""
 
     def __init__(self, rate: int) -> None:
         self.rate = int(rate)
         self.up, self.down, pad, self.width = table_shape(self.rate)
-        self.h_t = np.ascontiguousarray(phase_table(self.rate).T)  # [W, L]
-        self.chunk = max(1, (1 << 22) // self.width)  # rows per product, fixed for the rate
-        self._buf = np.zeros(pad, np.float32)  # padded-input samples [self._base, self._base + len(self._buf))
+        self.blocks = self.width // self.down
+        table = phase_table(self.rate).reshape(self.up, self.blocks, self.down)
+        self.taps = np.ascontiguousarray(table.transpose(1, 2, 0))  # [W / M, M, L]: block b's [M, L] product
+        self.chunk = max(1, (1 << 21) // self.width)  # rows per product, fixed for the rate
+        self._buf = np.zeros(pad, np.float32)  # padded-input samples [self._base, ...), self._base = self._q * M
         self._base = 0
         self._q = 0  # next output row (of L samples); always a multiple of `chunk`
         self._n_in = 0
 
     def _product(self, q0: int) -> np.ndarray:
         lo = q0 * self.down - self._base
-        seg = self._buf[lo:lo + (self.chunk - 1) * self.down + self.width]
-        frames = np.lib.stride_tricks.sliding_window_view(seg, self.width)[::self.down]
-        return (np.ascontiguousarray(frames) @ self.h_t).reshape(-1)  # BLAS needs rows that do not overlap
+        rows = self._buf[lo:lo + (self.chunk + self.blocks - 1) * self.down].astype(np.float64)
+        rows = rows.reshape(-1, self.down)
+        acc = rows[0:self.chunk] @ self.taps[0]
+        for b in range(1, self.blocks):
+            acc += rows[b:b + self.chunk] @ self.taps[b]
+        return acc.reshape(-1).astype(np.float32)
 
     def feed(self, x: np.ndarray, last: bool = False) -> np.ndarray:
         """48 kHz samples made computable by `x`; with `last`, the rest, up to librosa's output length."""
@@ -130,7 +143,7 @@ class StreamResampler:
             n_out = output_length(self._n_in, self.rate)
             rows = -(-n_out // self.up)
             q_end = -(-rows // self.chunk) * self.chunk
-            need = (q_end - 1) * self.down + self.width
+            need = (q_end + self.blocks - 1) * self.down
             if need > avail:
                 self._buf = np.concatenate([self._buf, np.zeros(need - avail, np.float32)])
         else:

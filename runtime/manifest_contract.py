@@ -15,8 +15,8 @@ from typing import Any
 from . import audio
 from .errors import BundleError
 from .features import FEATURE_NAMES
+from .layout import PORTABLE_CONTRACT
 from .manifest import MANIFEST_NAME, Manifest
-from .portable import CONTRACT as PORTABLE_CONTRACT
 from .text import MAX_TOKENS, TEMPLATE_VERSION
 
 #: the mel front end this runtime computes (runtime/audio.py), as export records it in `audio.mel`

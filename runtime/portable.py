@@ -6,24 +6,22 @@ Torch-free like the rest of `bst_rt.runtime`: onnxruntime sessions only.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from .audio import SAMPLE_RATE_HZ, SOURCE_RATE_RANGE_HZ
+from .bundle import Bundle
 from .errors import BundleError
-from .layout import EMBEDDING_DIM, HEADS_INPUTS, HEADS_OUTPUTS
+from .layout import EMBEDDING_DIM, HEADS_INPUTS, HEADS_OUTPUTS, PORTABLE_CONTRACT
 from . import resample as resample_design
 from .resample import RESAMPLER
 from .session import make_session
 from .text import CLASS_WORDS, MAX_TOKENS, TEMPLATE_VERSION, mask_class_words
 from .tokenizer import MAX_TEXT_CHARS, Tokenizer
 
-if TYPE_CHECKING:  # bundle.py imports manifest_contract, which reads CONTRACT from here
-    from .bundle import Bundle
 
-#: v2: the caller hands samples at their own rate to the `resample` graph (v1 asked it to reproduce soxr)
-CONTRACT = "bst-portable-v2"
+CONTRACT = PORTABLE_CONTRACT
 RESAMPLE_GRAPH = "resample"
 RESAMPLE_FILE = "resample.onnx"
 FRONTEND_GRAPH = "frontend"
@@ -98,7 +96,7 @@ def portable_section(systems: Sequence[str], heads_inputs: Sequence[str]) -> dic
 class PortableChain:
     """A bundle's graphs run as a foreign client would run them (no numpy front end, features or policy code)."""
 
-    def __init__(self, bundle: "Bundle", system: int, threads: int | None = 1) -> None:
+    def __init__(self, bundle: Bundle, system: int, threads: int | None = 1) -> None:
         m = bundle.manifest
         if not getattr(m, "portable", None):
             raise BundleError(f"{bundle.root}: no portable graphs in this bundle (re-export with this bst-train export)")

@@ -16,7 +16,7 @@ from .errors import BundleError
 
 MANIFEST_NAME = "manifest.json"
 #: major.minor; a reader refuses another major, accepts any minor of its own major
-SCHEMA_VERSION = "1.1"  # 1.1: optional `portable` section (docs/portable.md)
+SCHEMA_VERSION = "1.2"  # 1.1: optional `portable` section (docs/portable.md); 1.2: portable contract v2 (resample graph)
 
 
 @dataclass(frozen=True)

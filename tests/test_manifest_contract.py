@@ -43,6 +43,7 @@ CONTRACT_EDITS = [
     ("audio.mel.mel_bins", 128),
     ("audio.mel.f_max_hz", 16000.0),
     ("ranker.feature_names", ["ensemble_prob", "rank"]),
+    ("portable.contract", "bst-portable-v1"),  # v1 asked the caller for soxr; v2 resamples in the bundle
 ]
 
 

@@ -188,12 +188,15 @@ def _check_record(features: Path, provenance: dict, *, existing: bool, log: Call
     """Refuse to mix embeddings of two encoders in one features/ folder; record ours on first write."""
     from bst_rt.runtime.atomic import atomic_write_text
 
-    ours = {k: provenance.get(k) for k in _IDENTITY_KEYS}
+    from bst_rt.runtime.resample import RESAMPLER
+
+    # the audio these embeddings saw: the one resampler every client uses (embeddings made with soxr are refused)
+    ours = {**{k: provenance.get(k) for k in _IDENTITY_KEYS}, "resampler": RESAMPLER}
     path = features / RECORD_FILE
     if path.is_file():
-        theirs = {k: json.loads(path.read_text(encoding="utf-8")).get("encoder", {}).get(k) for k in _IDENTITY_KEYS}
+        theirs = {k: json.loads(path.read_text(encoding="utf-8")).get("encoder", {}).get(k) for k in ours}
         if theirs != ours:
-            diff = ", ".join(f"{k}: {theirs[k]} there vs {ours[k]} now" for k in _IDENTITY_KEYS if theirs[k] != ours[k])
+            diff = ", ".join(f"{k}: {theirs[k]} there vs {ours[k]} now" for k in ours if theirs[k] != ours[k])
             raise BstError(f"{features}: embeddings there were made by another CLAP encoder ({diff}); "
                            "embed into a fresh copy of the dataset or delete its features/ folder")
         return

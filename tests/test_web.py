@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 from typer.testing import CliRunner
 
 from bst_rt.runtime import audio as audio_module
@@ -169,8 +170,8 @@ def test_cli_refuses_a_tampered_bundle_a_foreign_contract_and_an_unbuilt_page_in
 # ---- the page in Chromium -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def dropped(synth_corpus, tmp_path_factory) -> dict:
-    """Files to drop: the shared real recordings (as 48 kHz float WAV of what the runtime decodes: the bundle's
-    chain takes 48 kHz until it resamples itself), synthetic evaluation clips, a zero-byte and a broken file, and a
+    """Files to drop: the shared real recordings (Ogg at their own rate, 44.1 kHz 16-bit WAV and FLAC: the page
+    decodes them and the bundle resamples), synthetic evaluation clips, a zero-byte and a broken file, and a
     sidecar CSV giving some of them metadata."""
     from bst_rt.runtime.datasets import read_eval_package
 
@@ -180,8 +181,15 @@ def dropped(synth_corpus, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("web_drop")
     files, meta = [], []
     for k, path in enumerate(real):
-        dst = root / f"{path.stem}.wav"
-        sf.write(dst, audio_module.load_audio(path), audio_module.SAMPLE_RATE_HZ, subtype="FLOAT")
+        # as users have them: the Ogg file itself at its own rate, 44.1 kHz 16-bit WAV (the task's format), FLAC
+        if k % 3 == 0:
+            dst = root / path.name
+            shutil.copy2(path, dst)
+        else:
+            samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
+            wave = soxr.resample(samples, rate, 44100, quality="HQ")
+            dst = root / f"{path.stem}{'.wav' if k % 3 == 1 else '.flac'}"
+            sf.write(dst, np.clip(wave, -1, 1), 44100, subtype="PCM_16")
         files.append(dst)
         txt = path.with_suffix(".txt")
         if k % 3:
@@ -191,7 +199,7 @@ def dropped(synth_corpus, tmp_path_factory) -> dict:
     taken = 0
     for clip in synth:
         info = sf.info(str(clip.audio_path)) if clip.audio_path.stat().st_size else None
-        if info is None or info.samplerate != audio_module.SAMPLE_RATE_HZ or taken >= 4:
+        if info is None or taken >= 4:
             continue
         dst = root / f"synth-{clip.id[:8]}.wav"
         shutil.copy2(clip.audio_path, dst)

@@ -9,12 +9,13 @@
 // under a .wav name still decodes); the name only appears in messages. Samples are scaled as libsndfile scales them
 // (integer PCM: s / 2^(bits-1), 8-bit unsigned: (s - 128) / 128), NaN -> 0, +-inf -> +-1, and mixed to mono as the
 // mean over channels in float32 (sequential sum, then one division, as numpy's mean over a few channels).
-import wavefilePkg from "wavefile";
+import * as wavefilePkg from "wavefile";
 import { FLACDecoder } from "@wasm-audio-decoders/flac";
 import { MPEGDecoder } from "mpg123-decoder";
 import { OggVorbisDecoder } from "@wasm-audio-decoders/ogg-vorbis";
 
-const { WaveFile } = wavefilePkg;
+// Node loads wavefile's CommonJS build (its exports under `default`), a bundler its ES module (named exports)
+const { WaveFile } = wavefilePkg.WaveFile ? wavefilePkg : wavefilePkg.default;
 
 /** Suffixes the Python runtime accepts (bst_rt.runtime.datasets.AUDIO_SUFFIXES); AIFF has no npm decoder here. */
 export const AUDIO_SUFFIXES = [".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"];

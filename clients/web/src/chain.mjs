@@ -7,7 +7,7 @@ import { maskClassWords, metadataText } from "../../node/text.mjs";
 
 /** Contracts this chain runs: v1 takes 48 kHz samples; v2 (schema 1.2) adds the `resample` graph, fed the file's
  *  own rate. */
-export const CONTRACTS = ["bst-portable-v1", "bst-portable-v2"];
+export const CONTRACTS = ["bst-portable-v2"];
 export const TOP_K = 5;
 const DIM = 512;
 

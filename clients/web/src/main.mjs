@@ -3,7 +3,7 @@
 import * as ort from "onnxruntime-web/wasm";
 import { BundleRefused, Chain, checkManifest, downloadBytes, hasInt8, systems } from "./chain.mjs";
 import { AUDIO_SUFFIXES, readSidecar, stemOf, suffixOf, toCsv } from "./csv.mjs";
-import { decodeAudio } from "./wav.mjs";
+import { decodeAudio } from "../../node/decode.mjs";
 
 const BUNDLE = "bundle/";
 const $ = (id) => document.getElementById(id);

@@ -90,6 +90,9 @@ def _pools(plt, doc: dict, out: Path, source: str) -> str:
         ax.set_xticks(range(len(fams)), fams, rotation=60, ha="right", fontsize=6)
         ax.set_ylim(0, 1.0)
         ax.set_title(f"{name}: weights (dashed: group caps){' caps relaxed' if p['caps_relaxed'] else ''}")
+    from matplotlib.patches import Patch
+
+    axes[0].legend(handles=[Patch(color=colour[g], label=f"group {g}") for g in groups], fontsize=6, frameon=False)
     ax = axes[-1]
     names = list(pools)
     x = np.arange(len(names))

@@ -199,7 +199,9 @@ def test_pool_report_carries_the_run_folders_numbers(ranked_run, tmp_path: Path)
     result = CliRunner().invoke(app, ["report", str(ranked_run.run), "--html", str(out)])
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "report.json").read_text())
-    check_page(out, doc, POOL_FIGURES)
+    has_dev_eval = (ranked_run.run / "dev_eval.json").is_file()
+    check_page(out, doc, POOL_FIGURES + (("dev_eval",) if has_dev_eval else ()))
+    assert (doc["dev_eval"] is not None) == has_dev_eval
     # the document against the run's own files, read here
     registry = json.loads((ranked_run.run / "registry.json").read_text())
     ensembles = json.loads((ranked_run.run / "ensemble.json").read_text())["pools"]
@@ -218,3 +220,7 @@ def test_pool_report_carries_the_run_folders_numbers(ranked_run, tmp_path: Path)
         assert r["tau_per_fold"] == [f[f"system{sid}"]["tau"] for f in meta["nested_cv"]["per_fold"]]
         fixed = sum(p["fixed"] for p in meta["nested_cv"][f"system{sid}"]["changed_pairs"])
         assert fixed == meta["nested_cv"][f"system{sid}"]["fixed"] == r["fixed"]
+    if has_dev_eval:
+        dev_eval = json.loads((ranked_run.run / "dev_eval.json").read_text())
+        for sid, row in dev_eval["systems"].items():
+            assert doc["dev_eval"]["systems"][sid]["hF"] == row["hF"]

@@ -168,7 +168,7 @@ def _curves(plt, doc: dict, out: Path, source: str) -> str:
     fig.supylabel("validation accuracy")
     fig.suptitle(f"Validation figure per epoch — {source}", fontsize=8)
     saved = save_figure(fig, out, "curves")
-    rows = [[h.text(f), h.text(k), h.num(s.get("best_epoch"), f"families.{f}.folds.{k}.best_epoch"),
+    rows = [[h.text(f), h.text(f"fold {k}"), h.num(s.get("best_epoch"), f"families.{f}.folds.{k}.best_epoch"),
              h.num(s.get("epochs_run"), f"families.{f}.folds.{k}.epochs_run")]
             for f in fams for k, s in doc["families"][f]["folds"].items()]
     return h.section("Training curves", h.figure(saved, "validation accuracy per epoch"),
@@ -212,12 +212,12 @@ def _ranker(plt, doc: dict, out: Path, source: str) -> str:
     ax.set_title("system 1: items changed by class pair (nested)")
     fig.suptitle(f"Re-ranker — {source}", fontsize=8)
     saved = save_figure(fig, out, "ranker")
-    rows = [[h.text(s)] + [h.num(v[k], f"ranker.systems.{s}.{k}") for k in
+    rows = [[h.text(f"system {s}")] + [h.num(v[k], f"ranker.systems.{s}.{k}") for k in
                            ("hF", "heldout_override_rate", "nested_override_rate", "max_override_share", "fixed",
                             "broken")]
             + [h.num(t, f"ranker.systems.{s}.tau_per_fold.{i}", percent=False) for i, t in enumerate(v["tau_per_fold"])]
             for s, v in systems.items()]
-    pair_rows = [[h.text(s), h.text(p["from"]), h.text(p["to"])]
+    pair_rows = [[h.text(f"system {s}"), h.text(p["from"]), h.text(p["to"])]
                  + [h.num(p[k], f"ranker.systems.{s}.changed_pairs.{j}.{k}") for k in ("n", "fixed", "broken")]
                  for s, v in systems.items() for j, p in enumerate(v["changed_pairs"] or [])]
     return h.section("Re-ranker", h.figure(saved, "override rates, τ per fold, fixed / broken pairs"),
@@ -242,7 +242,7 @@ def _dev_eval(plt, doc: dict, out: Path, source: str) -> str:
     ax.legend(fontsize=6, frameon=False)
     ax.set_title(f"Development-as-evaluation ({d['items']} clips) — {source}", fontsize=7)
     saved = save_figure(fig, out, "dev_eval")
-    rows = [[h.text(s)] + [h.num(v[c], f"dev_eval.systems.{s}.{c}") for c in (*TABLE3_COLUMNS, "override_share",
+    rows = [[h.text(f"system {s}")] + [h.num(v[c], f"dev_eval.systems.{s}.{c}") for c in (*TABLE3_COLUMNS, "override_share",
                                                                               "nested_hF")]
             for s, v in systems.items()]
     return h.section("Development-as-evaluation", h.figure(saved, "fold-respecting vs nested"),

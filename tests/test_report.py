@@ -224,3 +224,19 @@ def test_pool_report_carries_the_run_folders_numbers(ranked_run, tmp_path: Path)
         dev_eval = json.loads((ranked_run.run / "dev_eval.json").read_text())
         for sid, row in dev_eval["systems"].items():
             assert doc["dev_eval"]["systems"][sid]["hF"] == row["hF"]
+
+
+def test_readme_pictures_are_report_figures_the_script_copies() -> None:
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("readme_figures", root / "bench" / "readme_figures.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    made_by = {"report-eval": EVAL_FIGURES, "report-pool": POOL_FIGURES}
+    for folder, name, target in script.COPIES:
+        assert name.removesuffix(".png") in made_by[folder]
+        assert f"](docs/img/{target})" in readme
+        w, h = _png_size((root / "docs" / "img" / target).read_bytes())
+        assert w >= 400 and h >= 250

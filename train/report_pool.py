@@ -194,6 +194,7 @@ def _ranker(plt, doc: dict, out: Path, source: str) -> str:
     for j, s in enumerate(systems):
         taus = systems[s]["tau_per_fold"]
         ax.plot(range(len(taus)), taus, "o-", color=OKABE_ITO[j], label=f"system {s}")
+    ax.set_xticks(range(max(len(v["tau_per_fold"]) for v in systems.values())))
     ax.set_xlabel("nested outer fold")
     ax.set_title("τ chosen per nested fold")
     ax.legend(fontsize=6, frameon=False)

@@ -30,7 +30,8 @@ def main() -> int:
         return 1
     bin_dir = Path(sys.executable).parent
     subprocess.run([str(bin_dir / "bst-rt"), "evaluate", *map(str, csvs), "--labels",
-                    str(work / "corpus" / "eval_labels.csv"), "--report", str(work / "report-eval")], check=True)
+                    str(work / "corpus" / "eval_labels.csv"), "--report", str(work / "report-eval")],
+                   check=True, stdout=subprocess.DEVNULL)
     subprocess.run([str(bin_dir / "bst-train"), "report", str(work / "run"), "--html", str(work / "report-pool")],
                    check=True, stdout=subprocess.DEVNULL)
     IMG.mkdir(parents=True, exist_ok=True)

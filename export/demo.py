@@ -20,7 +20,7 @@ Log = Callable[[str], None]
 
 #: a small pool: the official baseline, two diversity families, plus the runtime's two fallbacks (always trained)
 DEMO_FAMILIES = ("baseline", "class-word-masked", "metadata-dropout")
-#: small heads, few epochs (the training defaults are the official baseline's; see bst_rt.train.pool.QUICK_OVERRIDES)
+#: small heads, few epochs (the training defaults are the official baseline's; see bst_rt.train.members.QUICK_OVERRIDES)
 DEMO_EPOCHS = 20
 
 
@@ -53,8 +53,10 @@ def run_demo(opts: DemoOptions = DemoOptions(), log: Log = print) -> dict:
     from bst_rt.synth.corpus import write_corpus
     from bst_rt.train.clap import load_clap
     from bst_rt.train.embed import embed_dataset
-    from bst_rt.train.pool import QUICK_OVERRIDES, run_pool
-    from bst_rt.train.systems import RankOptions, rank_run
+    from bst_rt.train.members import QUICK_OVERRIDES
+    from bst_rt.train.pool import run_pool
+    from bst_rt.train.rank import rank_run
+    from bst_rt.train.systems import RankOptions
 
     from .bundle import ExportOptions, export_bundle
     from .clap import export_clap

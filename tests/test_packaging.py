@@ -171,7 +171,7 @@ def test_atomic_write_fsyncs_the_folder_after_the_rename(tmp_path: Path, monkeyp
     assert (tmp_path / "out.csv").read_text() == "a,b\n"
 
 
-@pytest.mark.parametrize("module", ["bst_rt.runtime.cli", "bst_rt.export.cli", "bst_rt.train.cli"])
+@pytest.mark.parametrize("module", ["bst_rt.runtime.cli", "bst_rt.export.cli"])
 def test_both_clis_have_version_and_short_help(module: str) -> None:
     import importlib
     from importlib import metadata

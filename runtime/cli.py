@@ -342,3 +342,21 @@ def classify(
         typer.echo(classify_module.to_csv(rows), nl=False)
     else:
         classify_module.print_table(rows)
+
+
+# --- web (the browser client on 127.0.0.1) --------------------------------------------------------------------------
+@app.command()
+@guarded
+def web(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder (hash checked before serving).")],
+    *,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0: any free one).")] = 8000,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
+    page: Annotated[
+        Optional[Path], typer.Option(help="Built page folder; default $BST_WEB_PAGE, else clients/web/dist.")
+    ] = None,
+) -> None:
+    """Serve the browser page and the bundle on 127.0.0.1: drop sound files, classify them in the browser."""
+    from .web import serve
+
+    serve(bundle, page, port, open_browser, log=lambda line: typer.echo(line, err=True))

@@ -184,12 +184,15 @@ def train_cmd(
 @guarded
 def report_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run folder written by `bst-train train`.")],
+    html: Annotated[Path | None, typer.Option(
+        help="Also write DIR/report.html (self-contained) with the figures as PNG + SVG; needs the [report] extra.")
+    ] = None,
 ) -> None:
     """Per-family hF (mean ± std over folds), exclusions, best single model, ensembles, and the seed system's
     reported figures beside them."""
     from bst_rt.train.commands import report
 
-    report(run_dir, echo=typer.echo)
+    report(run_dir, html=html, echo=typer.echo)
 
 
 @app.command("rank")

@@ -82,23 +82,40 @@ def validate(
 @app.command()
 @guarded
 def evaluate(
-    submission: Annotated[Path, typer.Argument(help="Submission CSV to score.")],
+    submissions: Annotated[list[Path], typer.Argument(help="Submission CSV(s) to score (several: e.g. the four "
+                                                           "systems, compared side by side).")],
     *,
     labels: Annotated[Path, typer.Option(help="Labels CSV: an id column (id, anonymous_id or sound_id) and class.")],
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
     convention: Annotated[
         Convention, typer.Option(help="Never-predicted true classes: drop (official) or zero (stricter).")
     ] = Convention.drop,
+    report: Annotated[Optional[Path], typer.Option(
+        help="Also write DIR/report.html (self-contained) and the figures as PNG + SVG; needs the [report] extra.")
+    ] = None,
 ) -> None:
-    """Score a submission with the task metric (macro hierarchical P/R/F and accuracies)."""
+    """Score submissions with the task metric (macro hierarchical P/R/F, accuracies, confusion counts)."""
     from .datasets import read_labels
-    from .submission import score_submission
+    from .report_data import evaluation_documents
 
-    metrics = score_submission(submission, read_labels(labels), convention=convention.value)
+    if report is not None:
+        from .report_figures import pyplot
+
+        pyplot()  # the missing extra is one line before any scoring
+    doc = evaluation_documents(submissions, read_labels(labels), labels_path=labels, convention=convention.value)
+    if report is not None:
+        from .report_eval import write_evaluation_report
+
+        written = write_evaluation_report(doc, report)
+        typer.echo(f"wrote {written} (figures as PNG and SVG beside it)", err=json_output)
     if json_output:
-        typer.echo(json.dumps(metrics))
+        single = {k: v for k, v in doc["systems"][0].items() if k not in ("name", "file")}
+        typer.echo(json.dumps(single if len(doc["systems"]) == 1 else doc))
         return
-    _print_metric_tables(metrics)
+    for system in doc["systems"]:
+        if len(doc["systems"]) > 1:
+            typer.echo(f"== {system['name']} ({system['file']})")
+        _print_metric_tables(system)
 
 
 def _print_metric_tables(metrics: dict) -> None:

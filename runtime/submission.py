@@ -158,8 +158,8 @@ def read_submission(path: Path) -> list[tuple[str, str, float]]:
     return [(c[0].strip(), c[1].strip(), float(c[2])) for _, c in rows]
 
 
-def score_submission(path: Path, labels: Mapping[str, str], *, convention: str = "drop") -> dict[str, Any]:
-    """`evaluate_predictions` of a submission against id -> code labels; every labelled id must be predicted once."""
+def aligned_predictions(path: Path, labels: Mapping[str, str]) -> tuple[list[str], list[str], list[str]]:
+    """(ids, true codes, predicted codes) in the labels' order; every labelled id must be predicted once."""
     rows = read_submission(path)
     predicted = {clip_id: code for clip_id, code, _ in rows}
     absent = [i for i in labels if i not in predicted]
@@ -170,4 +170,10 @@ def score_submission(path: Path, labels: Mapping[str, str], *, convention: str =
     if extra:
         raise SubmissionError(f"{path}: {len(extra)} id(s) are not in the labels file (first: {', '.join(extra[:5])})")
     ids = list(labels)
-    return evaluate_predictions([labels[i] for i in ids], [predicted[i] for i in ids], convention=convention)
+    return ids, [labels[i] for i in ids], [predicted[i] for i in ids]
+
+
+def score_submission(path: Path, labels: Mapping[str, str], *, convention: str = "drop") -> dict[str, Any]:
+    """`evaluate_predictions` of a submission against id -> code labels; every labelled id must be predicted once."""
+    _, truth, predicted = aligned_predictions(path, labels)
+    return evaluate_predictions(truth, predicted, convention=convention)

@@ -46,7 +46,7 @@ def run_demo(opts: DemoOptions = DemoOptions(), log: Log = print) -> dict:
     """Returns the evaluation metrics and where the outputs are."""
     import warnings
 
-    from bst_rt.runtime.batch import RunOptions, run_predict_systems
+    from bst_rt.runtime.predict_run import RunOptions, run_predict_systems
     from bst_rt.runtime.bundle import record_default_bundle
     from bst_rt.runtime.datasets import read_labels
     from bst_rt.runtime.submission import score_submission
@@ -98,19 +98,41 @@ def run_demo(opts: DemoOptions = DemoOptions(), log: Log = print) -> dict:
     csvs = {}
     pattern = work / "system{system}.output.csv"
     _stage(log, f"bst-rt predict {corpus / 'eval'} --system all -o {pattern} (one pass of the encoders)", t0)
-    runs = run_predict_systems(RunOptions(corpus / "eval", pattern, bundle=opts.bundle, system="all",
+    runs = run_predict_systems(RunOptions(eval_dir=corpus / "eval", out=pattern, bundle=opts.bundle, system="all",
                                           provider="cpu", threads=opts.threads, force=True))
     for system, res in runs.items():
         results[system] = score_submission(res.out, read_labels(corpus / "eval_labels.csv"))
         results[system]["fallbacks"] = res.record["fallbacks"]
         csvs[system] = res.out
-    summary = {"bundle": str(opts.bundle), "default_bundle_record": str(record) if record else None, "csv": {k: str(v) for k, v in csvs.items()},
+    _stage(log, f"reports: bst-rt evaluate --report, bst-train report --html -> {work}", t0)
+    reports = write_demo_reports(work, run, list(csvs.values()), corpus / "eval_labels.csv", log)
+    summary = {"reports": reports, "bundle": str(opts.bundle), "default_bundle_record": str(record) if record else None, "csv": {k: str(v) for k, v in csvs.items()},
                "eval_dir": str(corpus / "eval"), "labels": str(corpus / "eval_labels.csv"),
                "elapsed_s": round(time.perf_counter() - t0, 1),
                "metrics": {s: {k: r[k] for k in ("hF", "accuracy", "parent_accuracy", "cross_parent_error")}
                            for s, r in results.items()}}
     (work / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def write_demo_reports(work: Path, run: Path, csvs: list[Path], labels: Path, log: Log = print) -> dict:
+    """The evaluation report of the demo's CSVs (`bst-rt evaluate A B C D --report`) and the pool report of its run
+    (`bst-train report RUN --html`), under `work`; without the [report] extra, one line says so and none is written."""
+    from bst_rt.runtime.datasets import read_labels
+    from bst_rt.runtime.errors import BstError
+    from bst_rt.runtime.report_data import evaluation_documents
+    from bst_rt.runtime.report_eval import write_evaluation_report
+    from bst_rt.runtime.report_figures import pyplot
+    from bst_rt.train.report_pool import write_pool_report
+
+    try:
+        pyplot()
+    except BstError as exc:
+        log(f"  reports not written: {exc}")
+        return {}
+    doc = evaluation_documents(csvs, read_labels(labels), labels_path=labels)
+    return {"evaluation": str(write_evaluation_report(doc, work / "report-eval")),
+            "pool": str(write_pool_report(run, work / "report-pool"))}
 
 
 def _has_int8(clap_dir: Path) -> bool:
@@ -138,4 +160,6 @@ def format_summary(summary: dict) -> str:
               f"try:    bst-rt predict {summary['eval_dir']} -o my.csv && "
               f"bst-rt evaluate my.csv --labels {summary['labels']}",
               f"took {summary['elapsed_s']:.0f} s"]
+    for kind, path in summary.get("reports", {}).items():
+        lines.append(f"{kind} report: {path}")
     return "\n".join(lines)

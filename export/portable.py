@@ -1,4 +1,4 @@
-"""Adds the portable graphs to a bundle being exported: the front end and one decision graph per system, each
+"""Adds the portable graphs to a bundle being exported: the resampler, the front end and one decision graph per system, each
 validated against the numpy code it replaces before it is listed (parity recorded in the manifest).
 
 Reference of the decision graph: the runtime's per-item decision (`policy.item_evidence` for fallbacks,
@@ -13,16 +13,19 @@ from typing import Callable, Sequence
 import numpy as np
 import onnx
 
-from bst_rt.runtime import audio
+from bst_rt.runtime import audio, resample
 from bst_rt.runtime import policy as policy_module
 from bst_rt.runtime.errors import BstError
-from bst_rt.runtime.portable import FRONTEND_FILE, FRONTEND_GRAPH, decision_graph
+from bst_rt.runtime.portable import FRONTEND_FILE, FRONTEND_GRAPH, RESAMPLE_FILE, RESAMPLE_GRAPH, decision_graph
 from bst_rt.runtime.session import make_session
 
 from . import portable_decision
-from . import portable_frontend
+from . import portable_frontend, portable_resample
 
 FRONTEND_TOLERANCE = 1e-4  # max abs diff of the log-mel (dB); measured 0 or one float32 ulp
+RESAMPLE_TOLERANCE = 1e-5  # max abs diff of the 48 kHz samples vs the numpy design (float32 sums of ~400 taps)
+#: rates the resampler is validated on at export (48 kHz must come back bit-identical)
+RESAMPLE_RATES = (8000, 11025, 16000, 22050, 32000, 44100, 48000, 96000, 192000)
 DECISION_TOLERANCE = 1e-6  # max abs diff of the score; labels must be identical
 #: seeded waveforms the front end is validated on at export: short, exactly 10 s, 1 frame over, 25 s
 FRONTEND_LENGTHS = (9_600, audio.CLIP_SAMPLES, audio.CLIP_SAMPLES + 480, 25 * audio.SAMPLE_RATE_HZ)
@@ -84,17 +87,40 @@ def decision_parity(path: Path, policy, families, pools, fam, pool, text, audio_
             "overrides": int(ref.overridden.sum()), "items": int(len(label))}
 
 
+def resample_parity(path: Path, seed: int = 0) -> dict:
+    """Max abs diff between the resample graph and `bst_rt.runtime.resample.resample` on 1.5 s of seeded noise per
+    rate; 48 kHz must pass through bit for bit."""
+    s = make_session(path, provider="cpu")
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for rate in RESAMPLE_RATES:
+        x = (0.3 * rng.standard_normal(rate * 3 // 2 + 7)).astype(np.float32)
+        got = s.run(None, {"waveform": x, "sample_rate": np.array(rate, np.int64)})[0]
+        ref = resample.resample(x, rate)
+        if got.shape != ref.shape or (rate == resample.TARGET_RATE_HZ and not np.array_equal(got, x)):
+            raise BstError(f"resample graph at {rate} Hz: {got.shape[0]} samples, the design gives {ref.shape[0]}"
+                           " (48 kHz must pass through unchanged)")
+        worst = max(worst, float(np.abs(got - ref).max()))
+    if worst > RESAMPLE_TOLERANCE:
+        raise BstError(f"resample graph: max abs diff {worst:.3g} (tolerance {RESAMPLE_TOLERANCE})")
+    return {"tolerance": RESAMPLE_TOLERANCE, "max_abs_diff": {"waveform_48k": worst}, "design": resample.RESAMPLER,
+            "inputs": f"1.5 s of seeded noise at {', '.join(map(str, RESAMPLE_RATES))} Hz"}
+
+
 def add_portable_graphs(staging: Path, policies: Sequence[policy_module.SystemPolicy], families: Sequence[str],
                         pools: Sequence[str], class_text: np.ndarray, ranker_file: str | None,
                         heads_outputs: tuple[np.ndarray, np.ndarray], text: np.ndarray,
                         graph_spec: Callable[..., object], positive_column: int = 1) -> dict:
-    """Write frontend.onnx and decision_system_<N>.onnx into `staging`; return their manifest GraphSpecs.
+    """Write resample.onnx, frontend.onnx and decision_system_<N>.onnx into `staging`; return their GraphSpecs.
 
     `heads_outputs` (family_probs, pool_probs) and `text` are the export's validation items; every 5th item is
     validated as audio-missing and every 7th as metadata-empty so the fallback paths are checked too.
     """
     staging = Path(staging)
     graphs = {}
+    portable_resample.export_resample(staging / RESAMPLE_FILE)
+    graphs[RESAMPLE_GRAPH] = graph_spec(staging, RESAMPLE_GRAPH, RESAMPLE_FILE, portable_frontend.OPSET, "fp32",
+                                        resample_parity(staging / RESAMPLE_FILE))
     portable_frontend.export_frontend(staging / FRONTEND_FILE)
     graphs[FRONTEND_GRAPH] = graph_spec(staging, FRONTEND_GRAPH, FRONTEND_FILE, portable_frontend.OPSET, "fp32",
                                         frontend_parity(staging / FRONTEND_FILE, validation_waveforms()))

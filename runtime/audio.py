@@ -1,7 +1,8 @@
 """Audio front end of the CLAP fusion encoder, in numpy: what laion-clap does between a file and `mel_fusion`.
 
-decode (soundfile, in blocks) -> mono (channel mean) -> soxr HQ to 48 kHz with librosa's length rule
-(`ceil(n * 48000 / sr)`) -> int16 round trip -> repeat-pad to 10 s, or, for longer clips, the fusion input:
+decode (soundfile, in blocks) -> mono (channel mean) -> 48 kHz by the bundle's resampler design
+(`bst_rt.runtime.resample`, the same math as the portable `resample` graph, so every client resamples alike; 48 kHz
+passes through) with librosa's length rule (`ceil(n * 48000 / sr)`) -> int16 round trip -> repeat-pad to 10 s, or, for longer clips, the fusion input:
 the whole-clip mel shrunk to 1001 frames (antialiased bilinear, as torchvision's Resize) plus three 1001-frame
 chunks picked by `CHUNK_RULE`. laion-clap picks the chunks at random; a deployable pipeline must not, so the
 torch reference (`bst_rt.train.clap`) patches laion's choice to this same rule.
@@ -18,8 +19,8 @@ smear NaN over the resampler's filter length); a header rate outside `SOURCE_RAT
 header would make 48000 output samples of every input sample).
 
 In-memory audio (`samples_to_mel_fusion`, behind `Predictor.predict_waveform`) goes through the same block loop
-as a file, so both give bit-identical fusion inputs. The module stays one file (~380 lines) on purpose: decode,
-streaming mel and chunk rule are one contract with laion-clap whose pieces must change together.
+as a file, so both give bit-identical fusion inputs. Decode, streaming mel and chunk rule live together because
+they are one contract with laion-clap whose pieces must change together.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .errors import AudioError
+from .resample import StreamResampler
 
 SAMPLE_RATE_HZ = 48000
 CLIP_SAMPLES = 480000
@@ -57,10 +59,8 @@ _PREALLOC_MAX_FRAMES = 3 * 3600 * SAMPLE_RATE_HZ // HOP_SAMPLES
 
 
 # ---------------------------------------------------------------------------------------------- decoding
-def _resample_stream(source_rate: int):
-    import soxr
-
-    return soxr.ResampleStream(source_rate, SAMPLE_RATE_HZ, 1, dtype="float32", quality="HQ")
+def _resample_stream(source_rate: int) -> StreamResampler:
+    return StreamResampler(source_rate)
 
 
 def quantize_int16(wave: np.ndarray) -> np.ndarray:
@@ -100,7 +100,7 @@ def _blocks_to_int16(blocks: Iterable[np.ndarray], block_frames: int, rate: int,
             block = np.nan_to_num(block, nan=0.0, posinf=1.0, neginf=-1.0)
         mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
         n_in += mono.shape[0]
-        out = mono if stream is None else stream.resample_chunk(np.ascontiguousarray(mono), last=last)
+        out = mono if stream is None else stream.feed(mono, last=last)
         if out.size:
             sink(quantize_int16(out))
         if last:
@@ -144,7 +144,7 @@ def _decode_blocks(path: Path, sink: Callable[[np.ndarray], None],
 def samples_to_mel_fusion(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, bool]:
     """The fusion input of audio already in memory: `samples` [frames] (mono) or [frames, channels] as soundfile
     returns it, any numeric dtype (integers are scaled to [-1, 1] as libsndfile does), any supported rate. It takes
-    the very path a file takes (channel mean, block-wise soxr, int16 round trip, streaming mel), so a waveform and
+    the very path a file takes (channel mean, block-wise resampling, int16 round trip, streaming mel), so a waveform and
     the same samples written to a float WAV give the same `mel_fusion`."""
     wave = np.asarray(samples)
     if wave.ndim == 1:

@@ -1,15 +1,18 @@
-"""`bst-rt`: the torch-free command line (predict, info, validate, evaluate)."""
+"""`bst-rt`: the torch-free command line (predict, info, classify, validate, evaluate)."""
 from __future__ import annotations
 
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional, TypeVar
 
 import typer
 
 from .cliutil import guarded  # noqa: F401  (commands use @guarded)
 from .defaults import DEFAULT_BATCH_SIZE
+from .session import Provider
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="bst-rt",
@@ -79,23 +82,40 @@ def validate(
 @app.command()
 @guarded
 def evaluate(
-    submission: Annotated[Path, typer.Argument(help="Submission CSV to score.")],
+    submissions: Annotated[list[Path], typer.Argument(help="Submission CSV(s) to score (several: e.g. the four "
+                                                           "systems, compared side by side).")],
     *,
     labels: Annotated[Path, typer.Option(help="Labels CSV: an id column (id, anonymous_id or sound_id) and class.")],
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
     convention: Annotated[
         Convention, typer.Option(help="Never-predicted true classes: drop (official) or zero (stricter).")
     ] = Convention.drop,
+    report: Annotated[Optional[Path], typer.Option(
+        help="Also write DIR/report.html (self-contained) and the figures as PNG + SVG; needs the [report] extra.")
+    ] = None,
 ) -> None:
-    """Score a submission with the task metric (macro hierarchical P/R/F and accuracies)."""
+    """Score submissions with the task metric (macro hierarchical P/R/F, accuracies, confusion counts)."""
     from .datasets import read_labels
-    from .submission import score_submission
+    from .report_data import evaluation_documents
 
-    metrics = score_submission(submission, read_labels(labels), convention=convention.value)
+    if report is not None:
+        from .report_figures import pyplot
+
+        pyplot()  # the missing extra is one line before any scoring
+    doc = evaluation_documents(submissions, read_labels(labels), labels_path=labels, convention=convention.value)
+    if report is not None:
+        from .report_eval import write_evaluation_report
+
+        written = write_evaluation_report(doc, report)
+        typer.echo(f"wrote {written} (figures as PNG and SVG beside it)", err=json_output)
     if json_output:
-        typer.echo(json.dumps(metrics))
+        single = {k: v for k, v in doc["systems"][0].items() if k not in ("name", "file")}
+        typer.echo(json.dumps(single if len(doc["systems"]) == 1 else doc))
         return
-    _print_metric_tables(metrics)
+    for system in doc["systems"]:
+        if len(doc["systems"]) > 1:
+            typer.echo(f"== {system['name']} ({system['file']})")
+        _print_metric_tables(system)
 
 
 def _print_metric_tables(metrics: dict) -> None:
@@ -128,12 +148,6 @@ def _print_metric_tables(metrics: dict) -> None:
 
 
 # --- predict / info (bundles) -------------------------------------------------------------------------------------
-class Provider(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
 @app.command()
 @guarded
 def predict(
@@ -166,37 +180,37 @@ def predict(
     ] = False,
     ray: Annotated[
         Optional[str], typer.Option(help="Spread the clips over a Ray cluster: 'auto' (running cluster, else a local "
-                                         "one) or its ADDRESS. Needs the [ray] extra; same CSV as a local run.")
+                                         "one) or its ADDRESS. Needs the [ray] extra; the same CSV, run record and "
+                                         "--resume as a local run.")
     ] = None,
     ray_concurrency: Annotated[int, typer.Option(min=1, help="--ray: predictor actors (one Predictor each).")] = 1,
     ray_gpus_per_actor: Annotated[float, typer.Option(min=0.0, help="--ray: GPUs per actor (CUDA).")] = 0.0,
 ) -> None:
     """Predict every clip of an evaluation package into a validated submission CSV, with a run record beside it."""
-    from .batch import RunOptions, record_path, run_predict, run_predict_systems
     from .errors import BstError
+    from .predict_run import RunOptions, record_path, run_predict, run_predict_systems
 
     if system not in ("1", "2", "3", "4", "all"):
         raise BstError(f"--system must be 1, 2, 3, 4 or all, got {system!r}")
-    if ray is not None and system == "all":
-        raise BstError("--ray predicts one system per run: give --system 1, 2, 3 or 4")
-    opts = RunOptions(eval_dir, out, bundle, system if system == "all" else int(system), provider.value, threads,
-                      batch_size, int8, resume, force, meta_yaml, check_overlap, metadata,
-                      strict_metadata=strict_metadata, authors=tuple(author or ()), institution=institution)
+    ray_options = None
+    if ray is not None:
+        from .distributed import RayOptions
+
+        ray_options = RayOptions(address=ray, concurrency=ray_concurrency, num_gpus=ray_gpus_per_actor)
+    opts = RunOptions(eval_dir=eval_dir, out=out, bundle=bundle, system=system if system == "all" else int(system),
+                      provider=provider.value, threads=threads, batch_size=batch_size, int8=int8, resume=resume,
+                      force=force, meta_yaml=meta_yaml, check_overlap=check_overlap, metadata=metadata,
+                      strict_metadata=strict_metadata, authors=tuple(author or ()), institution=institution,
+                      ray=ray_options)
     if system == "all":
         for res in _with_progress(lambda progress: run_predict_systems(opts, progress)).values():
             _print_predict_summary(res.record, record_path(res.out))
         return
-    if ray is not None:
-        from .distributed import RayOptions, run_predict_ray
-
-        ray_opts = RayOptions(address=ray, concurrency=ray_concurrency, num_gpus=ray_gpus_per_actor)
-        record = _with_progress(lambda progress: run_predict_ray(opts, ray_opts, progress)).record
-    else:
-        record = _with_progress(lambda progress: run_predict(opts, progress)).record
+    record = _with_progress(lambda progress: run_predict(opts, progress)).record
     _print_predict_summary(record, record_path(out))
 
 
-def _with_progress(work):
+def _with_progress(work: Callable[[Callable[[int, int], None]], T]) -> T:
     """Run `work(progress)` with a progress bar on stderr (stdout stays for results). The bar appears only at the
     first progress call, which comes after the package is read, the bundle verified and the sessions loaded; until
     then a transient status line says what is happening, so a refused run never leaves a stale `0/?` behind."""
@@ -328,3 +342,21 @@ def classify(
         typer.echo(classify_module.to_csv(rows), nl=False)
     else:
         classify_module.print_table(rows)
+
+
+# --- web (the browser client on 127.0.0.1) --------------------------------------------------------------------------
+@app.command()
+@guarded
+def web(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder (hash checked before serving).")],
+    *,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0: any free one).")] = 8000,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
+    page: Annotated[
+        Optional[Path], typer.Option(help="Built page folder; default $BST_WEB_PAGE, else clients/web/dist.")
+    ] = None,
+) -> None:
+    """Serve the browser page and the bundle on 127.0.0.1: drop sound files, classify them in the browser."""
+    from .web import serve
+
+    serve(bundle, page, port, open_browser, log=lambda line: typer.echo(line, err=True))

@@ -46,7 +46,7 @@ INT8_FORMATS = {f.name: f for f in (
 #: what `bst-train export --int8` writes: never saturates, U8S8 speed on VNNI/AMX (chosen by bench/predict.py's
 #: int8 format table)
 DEFAULT_INT8_FORMAT = "int8-7bit-per-channel"
-#: manifests before schema 1.2 did not record the format; every int8 graph their exporters wrote was this one
+#: manifests before schema 1.3 did not record the format; every int8 graph their exporters wrote was this one
 LEGACY_INT8_FORMAT = "uint8-per-channel"
 #: /proc/cpuinfo flags under which onnxruntime's U8S8 kernels sum in 32 bits
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")

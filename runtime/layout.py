@@ -46,3 +46,7 @@ def embedding_dir(root: Path | str, kind: str) -> Path:
 
 def class_text_path(root: Path | str) -> Path:
     return features_dir(root) / CLASS_TEXT_FILE
+
+#: the portable contract's version (manifest `portable.contract`; bst_rt.runtime.portable, docs/portable.md).
+#: v2: the caller hands samples at their own rate to the `resample` graph (v1 asked it to reproduce soxr)
+PORTABLE_CONTRACT = "bst-portable-v2"

@@ -16,7 +16,7 @@ from .errors import BundleError
 
 MANIFEST_NAME = "manifest.json"
 #: major.minor; a reader refuses another major, accepts any minor of its own major
-SCHEMA_VERSION = "1.2"  # 1.1: optional `portable` section (docs/portable.md); 1.2: graphs[*].int8_format
+SCHEMA_VERSION = "1.3"  # 1.1: optional `portable` section (docs/portable.md); 1.2: portable contract v2 (resample graph); 1.3: graphs[*].int8_format
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class GraphSpec:
     #: measured agreement with the graph's source at export time (tolerance, max_abs_diff, cosine, label agreement)
     parity: dict[str, Any] = field(default_factory=dict)
     #: weight format of an int8 graph (`bst_rt.runtime.int8_format.INT8_FORMATS`); "" for fp32, and for int8 graphs
-    #: of manifests before 1.2 (their only format, `LEGACY_INT8_FORMAT`)
+    #: of manifests before 1.3 (their only format, `LEGACY_INT8_FORMAT`)
     int8_format: str = ""
 
     def file_spec(self) -> FileSpec:

@@ -14,7 +14,8 @@ from typing import Any
 
 from . import audio
 from .errors import BundleError
-from .features import FEATURE_NAMES
+from .candidate_features import FEATURE_NAMES
+from .layout import PORTABLE_CONTRACT
 from .manifest import MANIFEST_NAME, Manifest
 from .text import MAX_TOKENS, TEMPLATE_VERSION
 
@@ -53,6 +54,8 @@ def check_manifest_contract(manifest: Manifest, root: Path) -> None:
     unknown_mel = sorted(set(manifest.audio.mel) - set(RUNTIME_MEL))
     if unknown_mel:
         _refuse(source, "audio.mel", f"keys {unknown_mel}", f"keys {sorted(RUNTIME_MEL)}")
+    if manifest.portable and manifest.portable.get("contract") != PORTABLE_CONTRACT:
+        _refuse(source, "portable.contract", manifest.portable.get("contract"), PORTABLE_CONTRACT)
     if manifest.ranker:
         names = manifest.ranker.get("feature_names")
         if list(names or []) != list(FEATURE_NAMES):

@@ -10,15 +10,21 @@ from typing import Sequence
 
 import numpy as np
 
-from .audio import SAMPLE_RATE_HZ
+from .audio import SAMPLE_RATE_HZ, SOURCE_RATE_RANGE_HZ
 from .bundle import Bundle
 from .errors import BundleError
-from .layout import EMBEDDING_DIM, HEADS_INPUTS, HEADS_OUTPUTS
+from .layout import EMBEDDING_DIM, HEADS_INPUTS, HEADS_OUTPUTS, PORTABLE_CONTRACT
+from .encoders import AUDIO_INPUTS, TEXT_INPUTS, run_audio_graph, run_text_graph
+from . import resample as resample_design
+from .resample import RESAMPLER
 from .session import make_session
 from .text import CLASS_WORDS, MAX_TOKENS, TEMPLATE_VERSION, mask_class_words
 from .tokenizer import MAX_TEXT_CHARS, Tokenizer
 
-CONTRACT = "bst-portable-v1"
+
+CONTRACT = PORTABLE_CONTRACT
+RESAMPLE_GRAPH = "resample"
+RESAMPLE_FILE = "resample.onnx"
 FRONTEND_GRAPH = "frontend"
 FRONTEND_FILE = "frontend.onnx"
 #: characters `mask_class_words` strips from both ends of a word before looking it up
@@ -38,9 +44,16 @@ def portable_section(systems: Sequence[str], heads_inputs: Sequence[str]) -> dic
         "caller_audio": {
             "decode": "the file's samples as float32 in [-1, 1] (16-bit PCM: sample / 32768, as libsndfile does)",
             "mono": "mean over channels, in float32",
+            "non_finite": "NaN -> 0, +inf -> 1, -inf -> -1",
+            "source_rate_hz": list(SOURCE_RATE_RANGE_HZ),
+            "resample": f"inside the {RESAMPLE_GRAPH} graph ({RESAMPLER}); feed the file's own rate",
+            "refused_rates": {"rule": "g = gcd(48000, rate); k = max(1, ceil(min_hop / (rate / g))); L = k * 48000 / g;"
+                                      " M = k * rate / g; pad = ceil(half_width / min(1, 48000 / rate));"
+                                      " W = M * ceil(((L - 1) * M // L + 2 * pad + 2) / M); L * W > max_table:"
+                                      " undecodable audio (do not run the graph)",
+                              "half_width": resample_design.HALF_WIDTH, "min_hop": resample_design.MIN_HOP,
+                              "max_table": resample_design.MAX_TABLE},
             "sample_rate_hz": SAMPLE_RATE_HZ,
-            "resample": "to 48 kHz with soxr HQ, output length ceil(n * 48000 / source_rate); none at 48 kHz",
-            "non_finite": "NaN -> 0, +inf -> 1, -inf -> -1 before resampling",
             "int16_round_trip": "inside the frontend graph (idempotent: a caller may also do it)",
             "no_audio": "missing, empty or undecodable audio: skip frontend and audio_encoder; audio_present = false,"
                         " audio_embedding = zeros",
@@ -59,13 +72,16 @@ def portable_section(systems: Sequence[str], heads_inputs: Sequence[str]) -> dic
             "no_text": "empty template: skip the text encoder; text_present = false, embeddings = zeros",
         },
         "steps": [
+            {"graph": RESAMPLE_GRAPH, "per": "clip",
+             "feeds": {"waveform": "caller_audio: mono float32 [samples] at the file's own rate",
+                       "sample_rate": "int64 scalar: the file's rate in Hz"}},
             {"graph": FRONTEND_GRAPH, "per": "clip",
-             "feeds": {"waveform": "caller_audio: 48 kHz mono float32 [samples]", "length": "int64 scalar: samples"}},
+             "feeds": {"waveform": "resample.waveform_48k", "length": "int64 scalar: its sample count"}},
             {"graph": "audio_encoder", "per": "batch",
-             "feeds": {"mel_fusion": "frontend.mel_fusion, clips concatenated on axis 0",
-                       "longer": "frontend.longer, concatenated"}},
+             "feeds": dict(zip(AUDIO_INPUTS, ("frontend.mel_fusion, clips concatenated on axis 0",
+                                              "frontend.longer, concatenated")))},
             {"graph": "text_encoder", "per": "batch", "runs": ["text", "masked_text"],
-             "feeds": {"input_ids": "caller_text tokens", "attention_mask": "caller_text mask"}},
+             "feeds": dict(zip(TEXT_INPUTS, ("caller_text tokens", "caller_text mask")))},
             {"graph": "heads", "per": "batch",
              "feeds": {name: f"{name} [batch, {EMBEDDING_DIM}] (zeros for a missing modality)" for name in heads_inputs}},
             {"graph": "decision_system_<N>", "per": "batch",
@@ -86,6 +102,7 @@ class PortableChain:
         if not getattr(m, "portable", None):
             raise BundleError(f"{bundle.root}: no portable graphs in this bundle (re-export with this bst-train export)")
         run = lambda name: make_session(bundle.path(bundle.graph(name).file), provider="cpu", threads=threads)
+        self.resample = run(RESAMPLE_GRAPH)
         self.frontend = run(FRONTEND_GRAPH)
         self.audio = run("audio_encoder")
         self.text = run("text_encoder")
@@ -95,24 +112,30 @@ class PortableChain:
         self._heads_inputs = [i.name for i in self.heads.get_inputs()]
         self._decision_inputs = {i.name for i in self.decision.get_inputs()}
 
-    def mel(self, wave: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One 48 kHz mono waveform -> (mel_fusion [1, 4, 1001, 64], longer [1])."""
+    def to_48k(self, wave: np.ndarray, rate: int) -> np.ndarray:
+        """Mono samples at `rate` -> 48 kHz, through the bundle's resample graph."""
         wave = np.ascontiguousarray(wave, dtype=np.float32)
+        return self.resample.run(None, {"waveform": wave, "sample_rate": np.array(rate, np.int64)})[0]
+
+    def mel(self, wave: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+        """One mono waveform at `rate` -> (mel_fusion [1, 4, 1001, 64], longer [1])."""
+        wave = self.to_48k(wave, rate)
         return tuple(self.frontend.run(None, {"waveform": wave, "length": np.array(wave.shape[0], np.int64)}))
 
     def _text(self, texts: list[str]) -> np.ndarray:
-        ids, mask = self.tokenizer.encode_batch(texts)
-        return self.text.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        return run_text_graph(self.text, *self.tokenizer.encode_batch(texts))
 
-    def predict(self, waves: Sequence[np.ndarray | None], texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(label index [n], score [n]) for n items; a None waveform is missing audio, '' empty metadata."""
+    def predict(self, waves: Sequence[tuple[np.ndarray, int] | None],
+                texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(label index [n], score [n]) for n items; `waves[i]` is (mono samples, their rate) as decoded, None for
+        missing audio; '' is empty metadata."""
         n = len(texts)
         audio = np.zeros((n, EMBEDDING_DIM), np.float32)
-        have = [i for i in range(n) if waves[i] is not None and len(waves[i]) > 0]
+        have = [i for i in range(n) if waves[i] is not None and len(waves[i][0]) > 0]
         if have:
-            mels = [self.mel(waves[i]) for i in have]
-            audio[have] = self.audio.run(None, {"mel_fusion": np.concatenate([m for m, _ in mels]),
-                                                "longer": np.concatenate([lg for _, lg in mels])})[0]
+            mels = [self.mel(*waves[i]) for i in have]
+            audio[have] = run_audio_graph(self.audio, np.concatenate([m for m, _ in mels]),
+                                          np.concatenate([lg for _, lg in mels]))
         text, masked = np.zeros((n, EMBEDDING_DIM), np.float32), np.zeros((n, EMBEDDING_DIM), np.float32)
         idx = [i for i in range(n) if texts[i]]
         if idx:

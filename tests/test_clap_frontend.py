@@ -84,6 +84,19 @@ def _librosa_reference(path: Path) -> np.ndarray:
     return int16_to_float32(float32_to_int16(librosa.load(str(path), sr=48000)[0]))
 
 
+def _design_reference(path: Path) -> np.ndarray:
+    """librosa's decode and mono at the file's own rate, then the bundle's resampler design (not librosa's soxr:
+    every client resamples with the one design; its distance to soxr is measured in tests/test_portable_audio.py)."""
+    import librosa
+
+    from bst_rt.runtime.resample import resample
+
+    from laion_clap.training.data import float32_to_int16, int16_to_float32
+
+    wave, rate = librosa.load(str(path), sr=None)
+    return int16_to_float32(float32_to_int16(resample(wave, rate)))
+
+
 def _write(path: Path, seconds: float, rate: int, channels: int) -> Path:
     t = np.arange(int(seconds * rate)) / rate
     sig = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * np.random.default_rng(2).standard_normal(t.shape)
@@ -93,19 +106,23 @@ def _write(path: Path, seconds: float, rate: int, channels: int) -> Path:
 
 
 @pytest.mark.parametrize("rate,channels,fmt", [(44100, 2, "wav"), (16000, 1, "flac"), (48000, 1, "wav"), (22050, 3, "ogg")])
-def test_load_audio_is_bit_identical_to_librosa(tmp_path, rate, channels, fmt):
+def test_load_audio_is_bit_identical_to_librosa_decode_and_the_design(tmp_path, rate, channels, fmt):
+    """At 48 kHz bit-identical to laion-clap's librosa path; at other rates to librosa's decode + the design, and
+    librosa's own length (the length rule)."""
     path = _write(tmp_path / f"clip.{fmt}", 2.3, rate, channels)
-    got, ref = audio.load_audio(path), _librosa_reference(path)
-    assert got.dtype == np.float32 and got.shape == ref.shape
+    got, ref, laion = audio.load_audio(path), _design_reference(path), _librosa_reference(path)
+    assert got.dtype == np.float32 and got.shape == ref.shape == laion.shape
     np.testing.assert_array_equal(got, ref)
+    if rate == 48000:
+        np.testing.assert_array_equal(got, laion)
 
 
 def test_length_rule_is_librosas_float_rule(tmp_path):
     """327222 samples at 22.05 kHz: exact arithmetic says 712320, librosa's float ratio gives 712321."""
     path = tmp_path / "edge.wav"
     sf.write(path, np.random.default_rng(5).standard_normal(327222) * 0.1, 22050, subtype="PCM_16")
-    got, ref = audio.load_audio(path), _librosa_reference(path)
-    assert got.shape == ref.shape == (712321,)
+    got, ref = audio.load_audio(path), _design_reference(path)
+    assert got.shape == ref.shape == _librosa_reference(path).shape == (712321,)
     np.testing.assert_array_equal(got, ref)
     mel_file, _ = audio.file_to_mel_fusion(path)
     mel_wave, _ = audio.waveform_to_mel_fusion(got)
@@ -117,7 +134,7 @@ def test_block_decoding_equals_one_shot(tmp_path, monkeypatch):
     whole = audio.load_audio(path)
     monkeypatch.setattr(audio, "_READ_BLOCK_FRAMES", 10_007)
     np.testing.assert_array_equal(audio.load_audio(path), whole)
-    np.testing.assert_array_equal(whole, _librosa_reference(path))
+    np.testing.assert_array_equal(whole, _design_reference(path))
 
 
 def test_blockwise_mel_equals_single_block(monkeypatch):

@@ -119,7 +119,7 @@ def test_a_bundle_refuses_its_int8_graphs_when_their_format_is_unsafe_here(bundl
     with pytest.raises(BundleError, match="int8 format 'int4' is unknown"):
         other.graph("audio_encoder", int8=True)
     assert other.graph("audio_encoder").precision == "fp32"
-    legacy = dataclasses.replace(spec, int8_format="")  # a manifest before 1.2: its exporter wrote uint8 weights
+    legacy = dataclasses.replace(spec, int8_format="")  # a manifest before 1.3: its exporter wrote uint8 weights
     assert Bundle.int8_format(legacy) == LEGACY_INT8_FORMAT
 
 

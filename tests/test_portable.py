@@ -84,7 +84,7 @@ def test_decision_graph_matches_numpy_on_random_evidence_with_ties_and_fallbacks
     from bst_rt.export.portable import reference_decision
     from bst_rt.export.portable_decision import build_decision
     from bst_rt.runtime import policy as policy_module
-    from bst_rt.runtime.features import NUM_FEATURES
+    from bst_rt.runtime.candidate_features import NUM_FEATURES
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((400, NUM_FEATURES)).astype(np.float32)
@@ -144,14 +144,8 @@ def real_package(synth_corpus, tmp_path_factory):
                      desc if k % 5 else ""))
     for clip in read_eval_package(synth_corpus.eval).clips:
         if clip.audio_path is not None:
-            dst = root / "audio" / f"{clip.id}.wav"
-            try:
-                if sf.info(str(clip.audio_path)).samplerate == audio_module.SAMPLE_RATE_HZ:
-                    shutil.copy2(clip.audio_path, dst)  # e.g. the stereo 16-bit trap: the client decodes it
-                else:
-                    sf.write(dst, audio_module.load_audio(clip.audio_path), audio_module.SAMPLE_RATE_HZ, subtype="FLOAT")
-            except Exception:  # the traps (zero-byte, undecodable) stay as they are
-                shutil.copy2(clip.audio_path, dst)
+            # as they are, at their own rates, traps included: the client decodes and resamples them itself
+            shutil.copy2(clip.audio_path, root / "audio" / clip.audio_path.name)
         rows.append((clip.id, clip.title, clip.tags, clip.description))
     with open(root / "eval_metadata.csv", "w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh)
@@ -194,7 +188,9 @@ def test_manifest_describes_the_portable_chain(bundle):
 
     m = load_bundle(bundle).manifest
     p = m.portable
-    assert p["contract"] == "bst-portable-v1"
+    assert p["contract"] == "bst-portable-v2"
+    assert p["steps"][0]["graph"] == "resample" and "resample" in p["caller_audio"]
+    assert m.graphs["resample"].parity["max_abs_diff"]["waveform_48k"] <= 1e-5
     for step in p["steps"]:
         name = step["graph"]
         graphs = [p["decision_graphs"][s] for s in m.systems] if name == "decision_system_<N>" else [name]
@@ -209,7 +205,8 @@ def test_manifest_describes_the_portable_chain(bundle):
 
 def test_portable_chain_in_python_agrees_with_the_predictor(bundle, synth_corpus):
     """The graph-only chain (no numpy front end, features or policy) vs the numpy runtime, item by item."""
-    from bst_rt.runtime.audio import load_audio
+    import soundfile as sf
+
     from bst_rt.runtime.bundle import load_bundle
     from bst_rt.runtime.datasets import read_eval_package
     from bst_rt.runtime.errors import AudioError
@@ -220,10 +217,11 @@ def test_portable_chain_in_python_agrees_with_the_predictor(bundle, synth_corpus
     clips = read_eval_package(synth_corpus.eval).clips[:12]
     want = list(Predictor.load(b, system=1, provider="cpu", threads=2).predict_clips(clips, batch_size=4))
     waves = []
-    for c in clips:
+    for c in clips:  # what a foreign caller does: decode and mix to mono, at the file's own rate
         try:
-            waves.append(load_audio(c.audio_path) if c.audio_path else None)
-        except AudioError:
+            data, rate = sf.read(str(c.audio_path), dtype="float32", always_2d=True) if c.audio_path else (None, 0)
+            waves.append((data.mean(axis=1), rate) if data is not None and len(data) else None)
+        except (AudioError, RuntimeError, sf.LibsndfileError):
             waves.append(None)
     label, score = PortableChain(b, 1, threads=2).predict(waves, [c.text for c in clips])
     assert [b.manifest.classes[i] for i in label] == [p.label for p in want]

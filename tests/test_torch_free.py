@@ -16,7 +16,7 @@ import bst_rt.runtime
 FORBIDDEN = ("torch", "torchaudio", "torchvision", "laion_clap", "sklearn", "skl2onnx", "onnx")
 FORBIDDEN_OURS = ("bst_rt.train", "bst_rt.export", "bst_rt.synth")  # imports flow export -> train -> runtime, never back
 #: optional extras: runtime modules may import them inside a function (runtime/distributed.py), never at import time
-FORBIDDEN_AT_IMPORT = FORBIDDEN + ("ray",)
+FORBIDDEN_AT_IMPORT = FORBIDDEN + ("ray", "matplotlib")
 RUNTIME_DIR = Path(bst_rt.runtime.__path__[0])
 
 _CHILD = textwrap.dedent(
@@ -52,6 +52,8 @@ _CHILD = textwrap.dedent(
     (tmp / "sub.csv").write_text("id,predicted_bst_second_level_class,prediction_score\\na,fx-a,1\\nb,fx-v,0.5\\n")
     (tmp / "labels.csv").write_text("id,class\\na,fx-a\\nb,fx-a\\n")
     evaluate_result = runner.invoke(app, ["evaluate", str(tmp / "sub.csv"), "--labels", str(tmp / "labels.csv"), "--json"])
+    report_result = runner.invoke(app, ["evaluate", str(tmp / "sub.csv"), "--labels", str(tmp / "labels.csv"),
+                                        "--report", str(tmp / "rep")])
 
     sys.argv = ["bst-rt", "--help"]
     try:
@@ -64,6 +66,7 @@ _CHILD = textwrap.dedent(
     print(json.dumps({
         "modules": modules, "hf": hf, "help_code": help_result.exit_code, "help": help_result.output,
         "evaluate_code": evaluate_result.exit_code, "evaluate": evaluate_result.output,
+        "report_code": report_result.exit_code, "report": report_result.output, "report_dir": (tmp / "rep").exists(),
         "main_code": main_code, "attempts": attempts, "loaded": loaded,
     }))
     """
@@ -85,6 +88,9 @@ def test_runtime_imports_and_runs_with_training_packages_blocked() -> None:
     assert report["help_code"] == 0 and "validate" in report["help"] and "evaluate" in report["help"]
     assert report["evaluate_code"] == 0 and json.loads(report["evaluate"])["n"] == 2
     assert report["main_code"] == 0
+    # without the [report] extra (matplotlib blocked above), --report is one line naming the extra, nothing written
+    assert report["report_code"] == 1 and not report["report_dir"], report["report"]
+    assert len(report["report"].strip().splitlines()) == 1 and "bst-rt[report]" in report["report"]
 
 
 def _forbidden_imports(path: Path) -> list[str]:

@@ -56,9 +56,18 @@ def train(data: Path, out: Path, *, cs: Path | None = None, families: list[str] 
     return result
 
 
-def report(run_dir: Path, echo: Echo = print) -> None:
-    """`bst-train report`: the per-family table, exclusions, ensembles and the seed system's figures beside them."""
+def report(run_dir: Path, html: Path | None = None, echo: Echo = print) -> None:
+    """`bst-train report`: the per-family table, exclusions, ensembles and the seed system's figures beside them;
+    with `html`, the pool report's page and figures there too (the [report] extra; missing, one line first)."""
+    if html is not None:
+        from bst_rt.runtime.report_figures import pyplot
+
+        pyplot()
     echo(format_report(run_dir))
+    if html is not None:
+        from .report_pool import write_pool_report
+
+        echo(f"wrote {write_pool_report(run_dir, html)} (figures as PNG and SVG beside it)")
 
 
 def rank(run_dir: Path, data: Path, opts: RankOptions, echo: Echo = print) -> RankResult:

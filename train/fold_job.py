@@ -53,6 +53,7 @@ def _fold_scores(out: FoldOutcome, labels_val: np.ndarray, labels_test: np.ndarr
         "best_val_accuracy": out.best_val_acc,
         "epochs_run": out.epochs_run,
         "best_epoch": out.best_epoch,
+        "val_accuracy_curve": out.val_curve,
         "finite": finite,
         "top_class_share": float(share),
     }

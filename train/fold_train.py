@@ -48,6 +48,7 @@ class FoldOutcome:
     finite: bool
     last_loss: float
     term_sizes: dict = field(default_factory=dict)
+    val_curve: list[float] = field(default_factory=list)  # the early-stopping figure (validation accuracy) per epoch
 
 
 def confidence_weights(conf: np.ndarray, power: float) -> np.ndarray:
@@ -80,6 +81,7 @@ def train_fold(cfg: FamilyConfig, terms: list[Term], val: Arrays, test: Arrays, 
     log_prior = torch.log(torch.from_numpy((counts / counts.sum()).astype(np.float32))).to(device)
     best = (-1.0, 0, _cpu_state(model))
     since, finite, last_loss, epoch = 0, True, float("nan"), 0
+    curve: list[float] = []
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         order = rng.permutation(len(main.x))
@@ -112,6 +114,7 @@ def train_fold(cfg: FamilyConfig, terms: list[Term], val: Arrays, test: Arrays, 
             break
         sched.step()
         acc = float((predict_logits(model, val).argmax(1) == val.labels).mean()) if len(val) else 0.0
+        curve.append(acc)
         if on_epoch is not None:
             on_epoch(epoch, cfg.epochs, acc)
         if acc > best[0]:
@@ -122,7 +125,7 @@ def train_fold(cfg: FamilyConfig, terms: list[Term], val: Arrays, test: Arrays, 
                 break
     model.load_state_dict(best[2])  # copies into the model's device
     return FoldOutcome(best[2], predict_logits(model, val), predict_logits(model, test), epoch, best[1], best[0],
-                       finite, last_loss, {t.name: len(t.x) for t in terms})
+                       finite, last_loss, {t.name: len(t.x) for t in terms}, curve)
 
 
 # ---------------------------------------------------------------- what one fold trains on

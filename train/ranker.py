@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
-from bst_rt.runtime.features import FEATURE_NAMES, CandidateFeatures, stack_features
+from bst_rt.runtime.candidate_features import FEATURE_NAMES, CandidateFeatures, stack_features
 from bst_rt.runtime.metrics import evaluate_predictions, hierarchical_f1
 from bst_rt.runtime.policy import Decisions, ItemCandidates, RankerChoice, SystemPolicy, decide, decide_candidates, \
     item_candidates, ranker_choice
@@ -202,8 +202,23 @@ def nested_estimate(rows: CandidateRows, specs: dict[int, TuningSpec], seed: int
             "max_override_share": specs[sid].max_override_share,
             "fixed": int(((final[sid] == rows.labels) & (base != rows.labels)).sum()),
             "broken": int(((final[sid] != rows.labels) & (base == rows.labels)).sum()),
+            "changed_pairs": changed_pairs(base, final[sid], rows.labels),
         }
     return report
+
+
+def changed_pairs(base: np.ndarray, final: np.ndarray, labels: np.ndarray) -> list[dict]:
+    """Items the ranker relabelled, by (ensemble label, final label) code pair: how many, fixed and broken."""
+    from bst_rt.runtime.taxonomy import CODES
+
+    out: dict[tuple[int, int], dict] = {}
+    for b, f, t in zip(base.tolist(), final.tolist(), labels.tolist()):
+        if b != f:
+            row = out.setdefault((b, f), {"from": CODES[b], "to": CODES[f], "n": 0, "fixed": 0, "broken": 0})
+            row["n"] += 1
+            row["fixed"] += int(f == t)
+            row["broken"] += int(b == t)
+    return sorted(out.values(), key=lambda r: (-r["n"], r["from"], r["to"]))
 
 
 def _tuned_policy(sid: int, th: Thresholds) -> SystemPolicy:

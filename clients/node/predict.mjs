@@ -4,16 +4,19 @@
 //   node clients/node/predict.mjs BUNDLE EVAL_DIR OUT.csv [--system N] [--batch-size B]
 //
 // EVAL_DIR is an evaluation package (a metadata CSV with anonymous_id,title,tags,description and
-// audio/<anonymous_id>.wav) whose audio is already 48 kHz WAV: this client does not resample. Every row gets a
-// prediction: missing, empty, unreadable or non-48 kHz audio falls back to the bundle's text-only path (a warning
-// names the file), empty metadata to the audio-only path, as the Python runtime does.
+// audio/<anonymous_id>.<wav|flac|mp3|ogg|...>) at any sample rate: decode.mjs decodes and mixes to mono, the
+// bundle's resample graph brings it to 48 kHz. Every row gets a prediction: missing, empty or undecodable audio
+// falls back to the bundle's text-only path (a warning names the file), empty metadata to the audio-only path, and
+// the fallback counts are printed, as the Python runtime does.
 import fs from "node:fs";
 import path from "node:path";
 import ort from "onnxruntime-node";
 import { Tokenizer } from "@huggingface/tokenizers";
+import { parse as parseCsv } from "csv-parse/sync";
+import { AUDIO_SUFFIXES, decodeAudio } from "./decode.mjs";
 import { maskClassWords, metadataText } from "./text.mjs";
 
-const CONTRACT = "bst-portable-v1";
+const CONTRACT = "bst-portable-v2";
 
 function fail(msg) {
   process.stderr.write(`error: ${msg}\n`);
@@ -32,28 +35,13 @@ function parseArgs(argv) {
   return { bundle: pos[0], evalDir: pos[1], out: pos[2], ...opts };
 }
 
-// ---- CSV (RFC 4180: quoted fields, doubled quotes, newlines inside quotes; UTF-8 with or without BOM) ----------
-function parseCsv(text) {
-  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
-  const rows = [];
-  let row = [], field = "", quoted = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (quoted) {
-      if (c === '"') {
-        if (text[i + 1] === '"') { field += '"'; i++; } else quoted = false;
-      } else field += c;
-    } else if (c === '"') quoted = true;
-    else if (c === ",") { row.push(field); field = ""; }
-    else if (c === "\n" || c === "\r") {
-      if (c === "\r" && text[i + 1] === "\n") i++;
-      row.push(field); field = "";
-      if (!(row.length === 1 && row[0] === "")) rows.push(row);
-      row = [];
-    } else field += c;
+// ---- the package: metadata CSV (csv-parse) + audio/<id>.<any suffix the Python runtime accepts> ----------------
+function readCsv(file) {
+  try {
+    return parseCsv(fs.readFileSync(file), { bom: true, relax_column_count: true, relax_quotes: true, skip_empty_lines: true });
+  } catch (err) {
+    fail(`${file}: not a readable CSV (${err.message})`);
   }
-  if (field !== "" || row.length) { row.push(field); if (!(row.length === 1 && row[0] === "")) rows.push(row); }
-  return rows;
 }
 
 function findMetadata(root) {
@@ -62,7 +50,7 @@ function findMetadata(root) {
     if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) continue;
     for (const name of fs.readdirSync(dir).sort()) {
       if (!name.endsWith(".csv")) continue;
-      const header = parseCsv(fs.readFileSync(path.join(dir, name), "utf8"))[0] || [];
+      const header = readCsv(path.join(dir, name))[0] || [];
       if (header.includes("anonymous_id") && !header.includes("class")) found.push(path.join(dir, name));
     }
   }
@@ -70,8 +58,22 @@ function findMetadata(root) {
   return found[0];
 }
 
+// id -> its one audio file (any suffix of AUDIO_SUFFIXES, any case), as bst_rt.runtime.datasets.audio_files_by_id
+function audioFilesById(folder) {
+  const found = new Map();
+  if (!fs.existsSync(folder) || !fs.statSync(folder).isDirectory()) return found;
+  for (const name of fs.readdirSync(folder).sort()) {
+    const ext = path.extname(name);
+    if (!AUDIO_SUFFIXES.includes(ext.toLowerCase()) || name.startsWith(".")) continue;
+    const id = name.slice(0, name.length - ext.length);
+    if (found.has(id)) fail(`${folder}: two audio files for id '${id}': ${path.basename(found.get(id))} and ${name}; keep one`);
+    found.set(id, path.join(folder, name));
+  }
+  return found;
+}
+
 function readPackage(root) {
-  const rows = parseCsv(fs.readFileSync(findMetadata(root), "utf8"));
+  const rows = readCsv(findMetadata(root));
   const header = rows[0];
   const col = (name) => {
     const i = header.indexOf(name);
@@ -79,50 +81,42 @@ function readPackage(root) {
     return i;
   };
   const [id, title, tags, desc] = ["anonymous_id", "title", "tags", "description"].map(col);
-  return rows.slice(1).map((r) => ({
-    id: (r[id] ?? "").trim(), title: r[title] ?? "", tags: r[tags] ?? "", description: r[desc] ?? "",
-    audio: path.join(root, "audio", `${(r[id] ?? "").trim()}.wav`),
-  }));
+  const files = audioFilesById(path.join(root, "audio"));
+  return rows.slice(1).map((r) => {
+    const clipId = (r[id] ?? "").trim();
+    return { id: clipId, title: r[title] ?? "", tags: r[tags] ?? "", description: r[desc] ?? "",
+             audio: files.get(clipId) ?? null };
+  });
 }
 
-// ---- WAV: PCM 8/16/24/32-bit and IEEE float 32/64 (also WAVE_FORMAT_EXTENSIBLE), as libsndfile scales them -----
-function decodeWav(file) {
-  const buf = fs.readFileSync(file);
-  if (buf.length === 0) throw new Error("file is empty (0 bytes)");
-  if (buf.toString("ascii", 0, 4) !== "RIFF" || buf.toString("ascii", 8, 12) !== "WAVE") throw new Error("not a RIFF/WAVE file");
-  let fmt = null, data = null;
-  for (let off = 12; off + 8 <= buf.length;) {
-    const id = buf.toString("ascii", off, off + 4);
-    const size = buf.readUInt32LE(off + 4);
-    const body = buf.subarray(off + 8, Math.min(buf.length, off + 8 + size));
-    if (id === "fmt ") fmt = body;
-    else if (id === "data") data = body;
-    off += 8 + size + (size % 2);
+// rates the resample graph is not run on (its phase table would be too large): manifest caller_audio.refused_rates
+function tableTooLarge(rate, spec) {
+  if (!spec) return false;  // a manifest that lists no limit refuses no rate
+  const gcd = (a, b) => (b === 0 ? a : gcd(b, a % b));
+  const g = gcd(48000, rate);
+  const k = Math.max(1, Math.ceil(spec.min_hop / (rate / g)));
+  const L = (k * 48000) / g, M = (k * rate) / g;
+  const pad = Math.ceil(spec.half_width / Math.min(1, 48000 / rate));
+  const W = M * Math.ceil((Math.floor(((L - 1) * M) / L) + 2 * pad + 2) / M);
+  return L * W > spec.max_table;
+}
+
+// the clip's audio as the resample graph's feeds, or the fallback reason (the Python runtime's reasons)
+async function readAudio(file) {
+  if (file === null) return { reason: "missing audio" };
+  let bytes;
+  try {
+    if (!fs.statSync(file).isFile()) return { reason: "missing audio" };
+    bytes = new Uint8Array(fs.readFileSync(file));
+  } catch (err) {
+    return { reason: err.code === "ENOENT" ? "missing audio" : `undecodable audio: ${err.message}` };
   }
-  if (!fmt || !data) throw new Error("no fmt or data chunk");
-  let format = fmt.readUInt16LE(0);
-  const channels = fmt.readUInt16LE(2), rate = fmt.readUInt32LE(4), bits = fmt.readUInt16LE(14);
-  if (format === 0xfffe) format = fmt.readUInt16LE(24);
-  const width = bits / 8, frames = Math.floor(data.length / (width * channels));
-  if (frames === 0) throw new Error("no audio samples");
-  const read = {
-    "1:8": (o) => (data.readUInt8(o) - 128) / 128, "1:16": (o) => data.readInt16LE(o) / 32768,
-    "1:24": (o) => data.readIntLE(o, 3) / 8388608, "1:32": (o) => data.readInt32LE(o) / 2147483648,
-    "3:32": (o) => data.readFloatLE(o), "3:64": (o) => data.readDoubleLE(o),
-  }[`${format}:${bits}`];
-  if (!read) throw new Error(`unsupported WAV encoding (format ${format}, ${bits} bits)`);
-  const mono = new Float32Array(frames);
-  const ch = new Float32Array(channels);
-  for (let t = 0; t < frames; t++) {
-    for (let c = 0; c < channels; c++) {
-      let v = Math.fround(read((t * channels + c) * width));
-      if (Number.isNaN(v)) v = 0; else if (v === Infinity) v = 1; else if (v === -Infinity) v = -1;
-      ch[c] = v;
-    }
-    if (channels === 1) mono[t] = ch[0];
-    else { let s = 0; for (let c = 0; c < channels; c++) s = Math.fround(s + ch[c]); mono[t] = Math.fround(s / channels); }
+  if (bytes.length === 0) return { reason: "zero-byte audio" };
+  try {
+    return await decodeAudio(bytes, file);
+  } catch (err) {
+    return { reason: `undecodable audio: ${file}: ${err.message}` };
   }
-  return { rate, wave: mono };
 }
 
 function makeTokenizer(file, spec) {
@@ -154,32 +148,35 @@ async function main() {
   if (!decisionName) fail(`${args.bundle}: no system ${args.system}`);
   const opts = { executionProviders: ["cpu"], intraOpNumThreads: 1, interOpNumThreads: 1 };
   const open = (name) => ort.InferenceSession.create(path.join(args.bundle, manifest.graphs[name].file), opts);
-  const [frontend, audioEnc, textEnc, heads, decision] = await Promise.all(
-    ["frontend", "audio_encoder", "text_encoder", "heads", decisionName].map(open));
+  const [resample, frontend, audioEnc, textEnc, heads, decision] = await Promise.all(
+    ["resample", "frontend", "audio_encoder", "text_encoder", "heads", decisionName].map(open));
   const tokenize = makeTokenizer(path.join(args.bundle, manifest.text.tokenizer_file), portable.caller_text);
   const classWords = new Set(portable.caller_text.masked_text.class_words);
   const strip = portable.caller_text.masked_text.strip_chars;
-  const rate = portable.caller_audio.sample_rate_hz;
+  const fallbacks = new Map();
   const clips = readPackage(args.evalDir);
   const lines = ["id,predicted_bst_second_level_class,prediction_score"];
   const started = Date.now();
   for (let s = 0; s < clips.length; s += args.batchSize) {
     const batch = clips.slice(s, s + args.batchSize);
     const n = batch.length;
-    const mels = [];
+    const mels = [], reasons = [];
     for (const clip of batch) {
       let mel = null;
-      try {
-        if (fs.existsSync(clip.audio)) {
-          const { rate: r, wave } = decodeWav(clip.audio);
-          if (r !== rate) throw new Error(`sample rate ${r} Hz; this client needs ${rate} Hz (resample first)`);
-          mel = await frontend.run({ waveform: new ort.Tensor("float32", wave, [wave.length]),
-                                     length: new ort.Tensor("int64", BigInt64Array.from([BigInt(wave.length)]), []) });
-        }
-      } catch (err) {
-        process.stderr.write(`warning: ${clip.audio}: ${err.message}; text-only fallback\n`);
+      const got = await readAudio(clip.audio);
+      if (!got.reason && tableTooLarge(got.sampleRate, portable.caller_audio.refused_rates)) {
+        got.reason = `undecodable audio: ${clip.audio}: sample rate ${got.sampleRate} Hz needs too large a resampling table`;
+      }
+      if (got.reason) {
+        if (got.reason !== "missing audio") process.stderr.write(`warning: ${got.reason}; text-only fallback\n`);
+      } else {
+        const w48 = (await resample.run({ waveform: new ort.Tensor("float32", got.wave, [got.wave.length]),
+          sample_rate: new ort.Tensor("int64", BigInt64Array.from([BigInt(got.sampleRate)]), []) })).waveform_48k;
+        mel = await frontend.run({ waveform: w48,
+                                   length: new ort.Tensor("int64", BigInt64Array.from([BigInt(w48.dims[0])]), []) });
       }
       mels.push(mel);
+      reasons.push(got.reason ?? null);
     }
     const audio = new Float32Array(n * 512);
     const have = mels.map((m, i) => (m ? i : -1)).filter((i) => i >= 0);
@@ -192,6 +189,10 @@ async function main() {
       have.forEach((i, k) => audio.set(out.audio_embedding.data.subarray(k * 512, (k + 1) * 512), i * 512));
     }
     const texts = batch.map((c) => metadataText(c.title, c.tags, c.description));
+    reasons.forEach((r, i) => {
+      const key = r ? r.split(":")[0] : (texts[i] ? null : "empty metadata");
+      if (key) fallbacks.set(key, (fallbacks.get(key) ?? 0) + 1);
+    });
     const text = new Float32Array(n * 512), masked = new Float32Array(n * 512);
     const idx = texts.map((t, i) => (t ? i : -1)).filter((i) => i >= 0);
     if (idx.length) {
@@ -225,6 +226,8 @@ async function main() {
   fs.renameSync(tmp, args.out);
   const secs = (Date.now() - started) / 1000;
   process.stderr.write(`${clips.length} predictions (system ${args.system}) written to ${args.out} in ${secs.toFixed(1)} s\n`);
+  const counts = [...fallbacks].map(([k, v]) => `${k}: ${v}`).join(", ");
+  process.stderr.write(`fallbacks: ${counts || "none"}\n`);
 }
 
 main().catch((err) => fail(err.message));

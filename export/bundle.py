@@ -25,12 +25,12 @@ import numpy as np
 
 from bst_rt.runtime import audio as rt_audio
 from bst_rt.runtime.atomic import atomic_save_npy, atomic_write_text
-from bst_rt.runtime.batch import package_versions
-from bst_rt.runtime.bundle import sha256_file
 from bst_rt.runtime.datasets import read_dev_dataset
 from bst_rt.runtime.encoders import TextEncoder
+from bst_rt.runtime.hashing import file_sha256
+from bst_rt.runtime.provenance import package_versions
 from bst_rt.runtime.errors import BstError
-from bst_rt.runtime.features import FEATURE_NAMES, NUM_FEATURES
+from bst_rt.runtime.candidate_features import FEATURE_NAMES, NUM_FEATURES
 from bst_rt.runtime.layout import BUNDLE_CLASS_TEXT_FILE
 from bst_rt.runtime.manifest import (
     MANIFEST_NAME, SCHEMA_VERSION, AudioSpec, FileSpec, GraphSpec, HeadsSpec, Manifest, TensorSpec, TextSpec,
@@ -298,13 +298,13 @@ def _tensor_specs(args: Sequence[Any]) -> list[TensorSpec]:
 def _graph_spec(staging: Path, name: str, file: str, opset: int, precision: str, parity: dict) -> GraphSpec:
     path = staging / file
     session = make_session(path, provider="cpu")
-    return GraphSpec(name=name, file=file, sha256=sha256_file(path), size=path.stat().st_size, opset=opset,
+    return GraphSpec(name=name, file=file, sha256=file_sha256(path), size=path.stat().st_size, opset=opset,
                      precision=precision, inputs=_tensor_specs(session.get_inputs()),
                      outputs=_tensor_specs(session.get_outputs()), parity=parity)
 
 
 def _file_spec(staging: Path, file: str) -> FileSpec:
-    return FileSpec(file, sha256_file(staging / file), (staging / file).stat().st_size)
+    return FileSpec(file, file_sha256(staging / file), (staging / file).stat().st_size)
 
 
 def _git_revision() -> str | None:

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from bst_rt.runtime.cliutil import guarded
+from bst_rt.runtime.session import Provider
 
 HELP = "Train, export and demo Broad Sound Taxonomy classifiers (PyTorch side of bst-rt)."
 
@@ -50,10 +51,6 @@ class Engine(str, Enum):
     torch = "torch"
 
 
-class Provider(str, Enum):  # the same choices and default as `bst-rt --provider`
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 @app.command("synth")
@@ -108,21 +105,19 @@ def embed_cmd(
         typer.echo("WARNING: CLAP at RANDOM weights: these embeddings are meaningless outside tests and demos.", err=True)
     # the onnx engine runs exported graphs: the given folder, else the cache (exported only if something is missing)
     source = graphs if graphs is not None else graph_source(clap_ckpt, random_weights, seed, tokenizer_dir)
+    rows = None  # the row source: this process, or Ray actors (the same embed run either way)
     if ray is not None:
         from bst_rt.runtime.distributed import RayOptions
-        from bst_rt.train.embed_ray import embed_dataset_ray
+        from bst_rt.train.embed_ray import RayEmbedSource
 
         if engine.value != "onnx":
             raise typer.BadParameter("--ray runs the exported graphs: use --engine onnx")
-        report = embed_dataset_ray(dataset_dir, ray_options=RayOptions(ray, ray_concurrency, num_gpus=ray_gpus_per_actor),
-                                   graphs=source, batch_size=batch_size, provider=provider.value,
-                                   threads=threads, log=typer.echo)
-        typer.echo(report.summary())
-        return
+        rows = RayEmbedSource(RayOptions(ray, ray_concurrency, num_gpus=ray_gpus_per_actor), graphs=source,
+                              provider=provider.value, threads=threads)
     report = embed_dataset(dataset_dir, engine=engine.value, clap_ckpt=clap_ckpt,  # type: ignore[arg-type]
                            random_weights=random_weights, seed=seed, tokenizer_dir=tokenizer_dir, graphs=source,
                            batch_size=batch_size, provider=provider.value, threads=threads, device=device,
-                           builtin_class_texts=builtin_class_texts, log=typer.echo)
+                           builtin_class_texts=builtin_class_texts, source=rows, log=typer.echo)
     typer.echo(report.summary())
 
 

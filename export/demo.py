@@ -46,7 +46,7 @@ def run_demo(opts: DemoOptions = DemoOptions(), log: Log = print) -> dict:
     """Returns the evaluation metrics and where the outputs are."""
     import warnings
 
-    from bst_rt.runtime.batch import RunOptions, run_predict_systems
+    from bst_rt.runtime.predict_run import RunOptions, run_predict_systems
     from bst_rt.runtime.bundle import record_default_bundle
     from bst_rt.runtime.datasets import read_labels
     from bst_rt.runtime.submission import score_submission
@@ -98,7 +98,7 @@ def run_demo(opts: DemoOptions = DemoOptions(), log: Log = print) -> dict:
     csvs = {}
     pattern = work / "system{system}.output.csv"
     _stage(log, f"bst-rt predict {corpus / 'eval'} --system all -o {pattern} (one pass of the encoders)", t0)
-    runs = run_predict_systems(RunOptions(corpus / "eval", pattern, bundle=opts.bundle, system="all",
+    runs = run_predict_systems(RunOptions(eval_dir=corpus / "eval", out=pattern, bundle=opts.bundle, system="all",
                                           provider="cpu", threads=opts.threads, force=True))
     for system, res in runs.items():
         results[system] = score_submission(res.out, read_labels(corpus / "eval_labels.csv"))

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bst_rt.runtime.datasets import read_dev_dataset
-from bst_rt.runtime.features import FEATURE_NAMES
+from bst_rt.runtime.candidate_features import FEATURE_NAMES
 from bst_rt.runtime.metrics import evaluate_predictions, hierarchical_f1
 from bst_rt.runtime.policy import load_policies
 from bst_rt.export.cli import app

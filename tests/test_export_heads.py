@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bst_rt.runtime.datasets import read_dev_dataset
-from bst_rt.runtime.features import NUM_FEATURES, candidate_features, stack_features
+from bst_rt.runtime.candidate_features import NUM_FEATURES, candidate_features, stack_features
 from bst_rt.runtime.policy import AUDIO_ONLY, TEXT_ONLY, ensemble_probs, item_evidence
 
 TOL = 1e-5

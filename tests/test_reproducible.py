@@ -25,7 +25,7 @@ import torch
 from bst_rt.export import heads as heads_module
 from bst_rt.export.ranker import export_ranker
 from bst_rt.runtime.datasets import read_dev_dataset
-from bst_rt.runtime.features import FEATURE_NAMES
+from bst_rt.runtime.candidate_features import FEATURE_NAMES
 from bst_rt.runtime.policy import AUDIO_ONLY, TEXT_ONLY
 from bst_rt.runtime.session import make_session
 from bst_rt.runtime.submission import write_submission

@@ -216,10 +216,10 @@ def test_refuses_a_description_file_it_cannot_read_unless_told(tmp_path):
 
 
 def test_embed_device_is_for_the_torch_engine_only():
-    from bst_rt.train.embed import _Encoders
+    from bst_rt.train.embed import Encoders
 
     with pytest.raises(BstError, match="--device applies to the torch engine"):
-        _Encoders("onnx", clap_ckpt=None, random_weights=True, seed=0, tokenizer_dir=None, graphs=None,
+        Encoders("onnx", clap_ckpt=None, random_weights=True, seed=0, tokenizer_dir=None, graphs=None,
                   provider="cpu", threads=None, device="cuda")
 
 

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bst_rt.runtime.datasets import Clip
+from bst_rt.runtime.clip import Clip
 from bst_rt.runtime.policy import SystemPolicy
 from bst_rt.runtime.predict import Predictor
 from bst_rt.runtime.taxonomy import CODE_TO_INDEX

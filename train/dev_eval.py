@@ -17,9 +17,10 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from bst_rt.runtime.datasets import Clip, DevDataset, read_dev_dataset
+from bst_rt.runtime.clip import Clip
+from bst_rt.runtime.datasets import DevDataset, read_dev_dataset
 from bst_rt.runtime.errors import BstError
-from bst_rt.runtime.features import FEATURE_NAMES
+from bst_rt.runtime.candidate_features import FEATURE_NAMES
 from bst_rt.runtime.metrics import evaluate_predictions
 from bst_rt.runtime.policy import SystemPolicy, decide_items, ensemble_probs
 

@@ -24,7 +24,8 @@ import numpy as np
 import joblib
 
 from bst_rt.runtime.atomic import atomic_write_bytes
-from bst_rt.runtime.datasets import Clip, read_dev_dataset
+from bst_rt.runtime.clip import Clip
+from bst_rt.runtime.datasets import read_dev_dataset
 from bst_rt.runtime.errors import BstError
 from bst_rt.runtime.policy import AUDIO_ONLY, TEXT_ONLY, SystemPolicy, load_policies, save_policies
 

@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
-from bst_rt.runtime.features import FEATURE_NAMES, CandidateFeatures, stack_features
+from bst_rt.runtime.candidate_features import FEATURE_NAMES, CandidateFeatures, stack_features
 from bst_rt.runtime.metrics import evaluate_predictions, hierarchical_f1
 from bst_rt.runtime.policy import Decisions, ItemCandidates, RankerChoice, SystemPolicy, decide, decide_candidates, \
     item_candidates, ranker_choice

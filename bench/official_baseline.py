@@ -154,7 +154,7 @@ def run_ours(dev: Path, work: Path, seed: int, threads: int) -> Path:
     from bst_rt.train.data import PoolData, load_arrays
     from bst_rt.train.families import load_family
     from bst_rt.train.folds import official_folds
-    from bst_rt.train.pool import train_and_write_fold
+    from bst_rt.train.fold_job import train_and_write_fold
     from bst_rt.train.run import fold_complete
 
     torch.set_num_threads(threads)
@@ -166,7 +166,7 @@ def run_ours(dev: Path, work: Path, seed: int, threads: int) -> Path:
         cfg = load_family(family)
         for fold in folds:
             if not fold_complete(out, family, fold.k):
-                s = train_and_write_fold(out, cfg, fold, data, seed)
+                s = train_and_write_fold(out, cfg, fold, data, seed).scores
                 log(f"ours seed {seed}: {family} fold {fold.k}: hF {100 * s['hF']:.2f} "
                     f"(epochs {s['epochs_run']}, best {s['best_epoch']})")
     log(f"ours seed {seed}: done in {time.perf_counter() - t0:.0f} s")

@@ -50,13 +50,13 @@ _RUNTIME_CHILD = textwrap.dedent(
     """
     import json, resource, sys, time
     t0 = time.perf_counter()
-    from bst_rt.runtime.batch import RunOptions, run_predict
+    from bst_rt.runtime.predict_run import RunOptions, run_predict
     eval_dir, out, bundle, threads, batch, int8 = sys.argv[1:7]
     first = []
     def progress(done, total):
         if done and not first:
             first.append(time.perf_counter() - t0)
-    res = run_predict(RunOptions(eval_dir, out, bundle=bundle, system=1, provider="cpu", threads=int(threads),
+    res = run_predict(RunOptions(eval_dir=eval_dir, out=out, bundle=bundle, system=1, provider="cpu", threads=int(threads),
                                  batch_size=int(batch), int8=int8 == "1", force=True), progress)
     total = time.perf_counter() - t0
     no_audio = sum(1 for f in res.record["fallback_items"] if f["reason"] != "empty metadata")

@@ -25,25 +25,26 @@ _CHILD = textwrap.dedent(
     """
     import json, resource, sys, time
     t0 = time.perf_counter()
-    from bst_rt.runtime.batch import RunOptions, run_predict
+    from bst_rt.runtime.predict_run import RunOptions, run_predict
     mode, eval_dir, out, bundle, system, batch, threads = sys.argv[1:8]
     stamps = []
     def progress(done, total):
         if done:
             stamps.append((done, time.perf_counter() - t0))
-    opts = RunOptions(eval_dir, out, bundle=bundle, system=int(system), provider="cpu",
+    opts = RunOptions(eval_dir=eval_dir, out=out, bundle=bundle, system=int(system), provider="cpu",
                       threads=int(threads) if threads != "default" else None, batch_size=int(batch), force=True)
     if mode == "local":
         res = run_predict(opts, progress)
         rss, init_s = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024], 0.0
     else:
         import ray
-        from bst_rt.runtime.distributed import RayOptions, run_predict_ray
+        from dataclasses import replace
+        from bst_rt.runtime.distributed import RayOptions
         workers = int(mode.removeprefix("ray"))
         t_init = time.perf_counter()
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
         init_s = time.perf_counter() - t_init
-        res = run_predict_ray(opts, RayOptions(concurrency=workers), progress)
+        res = run_predict(replace(opts, ray=RayOptions(concurrency=workers)), progress)
         rss = [w["peak_rss_mb"] for w in res.record["ray"]["workers"]]
         rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # the driver, last
     total = time.perf_counter() - t0

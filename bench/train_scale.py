@@ -26,7 +26,8 @@ import torch
 
 from bst_rt.train.device import device_name, resolve_device
 from bst_rt.train.folds import official_folds
-from bst_rt.train.pool import resolve_families, train_and_write_fold
+from bst_rt.train.fold_job import train_and_write_fold
+from bst_rt.train.members import resolve_families
 from bst_rt.train.synth_arrays import BSD10K_CLIPS, stand_in_pool
 
 #: projection assumptions (docs/scale.md): epochs a fold runs to early stopping (issue 16 measured 36-66 on BSD10k),
@@ -47,7 +48,7 @@ def run_sequential(out: Path, todo, data, device) -> list[dict]:
     rows = []
     for cfg, fold in todo:
         t0 = time.perf_counter()
-        scores = train_and_write_fold(out, cfg, fold, data, 0, device)
+        scores = train_and_write_fold(out, cfg, fold, data, 0, device).scores
         rows.append({"family": cfg.name, "fold": fold.k, "seconds": time.perf_counter() - t0,
                      "epochs": scores["epochs_run"]})
     return rows

@@ -6,9 +6,8 @@ feature sees the encoder it runs), and manifest.json. Each graph is validated ag
 is written (`export.validate`); the bundle is assembled in a staging folder and renamed into place, so a failed
 export never leaves a half bundle at `--out`.
 
-Longer than ~350 lines on purpose: it is one staging transaction (build, validate, describe, rename) whose steps
-share the staging folder and the parity records; the graphs themselves are built in clap.py, heads.py, ranker.py and
-portable*.py.
+It is one staging transaction (build, validate, describe, rename) whose steps share the staging folder and the
+parity records; the graphs themselves are built in clap.py, heads.py, ranker.py and portable*.py.
 """
 from __future__ import annotations
 
@@ -20,16 +19,18 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from bst_rt.runtime import audio as rt_audio
 from bst_rt.runtime.atomic import atomic_save_npy, atomic_write_text
-from bst_rt.runtime.batch import package_versions
-from bst_rt.runtime.bundle import sha256_file
+from bst_rt.runtime.datasets import read_dev_dataset
+from bst_rt.runtime.encoders import TextEncoder
+from bst_rt.runtime.hashing import file_sha256
+from bst_rt.runtime.provenance import package_versions
 from bst_rt.runtime.errors import BstError
-from bst_rt.runtime.features import FEATURE_NAMES, NUM_FEATURES
+from bst_rt.runtime.candidate_features import FEATURE_NAMES, NUM_FEATURES
 from bst_rt.runtime.layout import BUNDLE_CLASS_TEXT_FILE
 from bst_rt.runtime.manifest import (
     MANIFEST_NAME, SCHEMA_VERSION, AudioSpec, FileSpec, GraphSpec, HeadsSpec, Manifest, TensorSpec, TextSpec,
@@ -39,10 +40,17 @@ from bst_rt.runtime.portable import portable_section
 from bst_rt.runtime.session import make_session
 from bst_rt.runtime.taxonomy import CODES
 from bst_rt.runtime.text import MAX_TOKENS, TEMPLATE_VERSION
+from bst_rt.train.embed import class_description_texts
+from bst_rt.train.models import family_probs
+from bst_rt.train.run import DEV_EVAL_JSON, Run, load_fold_models, load_run, read_json
+from bst_rt.train.systems import load_ranker, load_systems
 
+from . import clap as clap_module
 from . import heads as heads_module
+from . import portable as portable_module
 from . import ranker as ranker_module
 from . import validate as validate_module
+from .heads import FusedHeads, HeadsLayout
 
 Log = Callable[[str], None]
 HEADS_FILE = "heads.onnx"
@@ -65,10 +73,19 @@ class ExportOptions:
     force: bool = False
 
 
-def export_bundle(run_dir: Path, out: Path, opts: ExportOptions = ExportOptions(), log: Log = print) -> Manifest:
-    from bst_rt.train.run import load_run
-    from bst_rt.train.systems import load_ranker, load_systems
+@dataclass(frozen=True)
+class ClapGraphs:
+    """The CLAP graphs placed in the staging folder: their manifest graph specs, the external weight files (manifest
+    file key -> file name), the tokenizer file, the export's provenance record and whether the weights are random."""
 
+    graphs: dict[str, GraphSpec]
+    weights: dict[str, str]
+    tokenizer: str
+    provenance: dict
+    random: bool
+
+
+def export_bundle(run_dir: Path, out: Path, opts: ExportOptions = ExportOptions(), log: Log = print) -> Manifest:
     run_dir, out = Path(run_dir), Path(out)
     if out.exists() and not opts.force:
         raise BstError(f"{out}: exists; pass --force to replace it")
@@ -81,9 +98,8 @@ def export_bundle(run_dir: Path, out: Path, opts: ExportOptions = ExportOptions(
     staging.mkdir(parents=True)
     try:
         clap = _clap_graphs(staging, opts, log)
-        class_root = opts.data_dir or (Path(run.registry["dev_root"]) if run.registry.get("dev_root") else None)
-        class_text = _class_text_embeddings(staging, clap, class_root)
-        graphs = {**clap["graphs"]}
+        class_text = _class_text_embeddings(staging, clap, _dev_root(run, opts))
+        graphs = {**clap.graphs}
         layout = heads_module.make_layout({p.pool: p.weights for p in policies},
                                 always=(TEXT_ONLY, AUDIO_ONLY))
         log(f"heads: {len(layout.families)} families x 5 folds, pools {', '.join(layout.pools)}")
@@ -127,9 +143,7 @@ def _place(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _clap_graphs(staging: Path, opts: ExportOptions, log: Log) -> dict:
-    from . import clap as clap_module
-
+def _clap_graphs(staging: Path, opts: ExportOptions, log: Log) -> ClapGraphs:
     if opts.clap_dir is not None:
         src = Path(opts.clap_dir)
         names = [clap_module.AUDIO_GRAPH, clap_module.TEXT_GRAPH, clap_module.TOKENIZER_FILE] + ([clap_module.AUDIO_INT8, clap_module.TEXT_INT8] if opts.int8 else [])
@@ -163,8 +177,8 @@ def _clap_graphs(staging: Path, opts: ExportOptions, log: Log) -> dict:
             graphs[name] = _graph_spec(staging, name, file, clap_module.OPSET, "int8",
                                        {"cosine_min": parity[key], "cosine_required": parity["int8_min_cosine_required"]})
     prov = parity.get("provenance", {})
-    return {"graphs": graphs, "weights": weights, "tokenizer": clap_module.TOKENIZER_FILE, "provenance": prov,
-            "random": prov.get("weights") == "random" or bool(prov.get("random_weights", opts.random_weights))}
+    return ClapGraphs(graphs, weights, clap_module.TOKENIZER_FILE, prov,
+                      prov.get("weights") == "random" or bool(prov.get("random_weights", opts.random_weights)))
 
 
 def _externalise_weights(staging: Path, file: str) -> str:
@@ -187,25 +201,25 @@ def _externalise_weights(staging: Path, file: str) -> str:
     return data_name
 
 
-def _class_text_embeddings(staging: Path, clap: dict, root: Path | None) -> np.ndarray:
+def _class_text_embeddings(staging: Path, clap: ClapGraphs, root: Path | None) -> np.ndarray:
     """The 23 class descriptions (the dev set's BST_description.csv when present, as `bst-train embed` reads them) through
     the bundle's own fp32 text graph: what the runtime's semantic feature compares to."""
-    from bst_rt.runtime.encoders import TextEncoder
-    from bst_rt.train.embed import class_description_texts
-
-    enc = TextEncoder(staging / clap["graphs"]["text_encoder"].file, staging / clap["tokenizer"], provider="cpu")
+    enc = TextEncoder(staging / clap.graphs["text_encoder"].file, staging / clap.tokenizer, provider="cpu")
     emb = np.asarray(enc.embed(class_description_texts(root)), dtype=np.float32)
     atomic_save_npy(staging / CLASS_TEXT_FILE, emb)
     return emb
 
 
 # ---- heads and ranker ----------------------------------------------------------------------------------------------
-def _validation_embeddings(run, opts: ExportOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """Real dev embeddings when the data is at hand (the run's dev_root or --data), else seeded unit vectors."""
-    root = opts.data_dir or (Path(run.registry["dev_root"]) if run.registry.get("dev_root") else None)
-    if root is not None and (Path(root) / "features").is_dir():
-        from bst_rt.runtime.datasets import read_dev_dataset
+def _dev_root(run: Run, opts: ExportOptions) -> Path | None:
+    """The dev set the export reads (class descriptions, validation embeddings): --data, else the run's own."""
+    return opts.data_dir or (Path(run.registry["dev_root"]) if run.registry.get("dev_root") else None)
 
+
+def _validation_embeddings(run: Run, opts: ExportOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """Real dev embeddings when the data is at hand (the run's dev_root or --data), else seeded unit vectors."""
+    root = _dev_root(run, opts)
+    if root is not None and (Path(root) / "features").is_dir():
         ds = read_dev_dataset(Path(root))
         n = min(VALIDATION_ITEMS, len(ds.ids))
         a, t, m = (ds.load_embeddings(kind, missing="zero")[:n] for kind in ("audio", "text", "text_masked"))
@@ -216,9 +230,8 @@ def _validation_embeddings(run, opts: ExportOptions) -> tuple[np.ndarray, np.nda
     return vecs[0], vecs[1], vecs[2], f"seeded random unit vectors ({VALIDATION_ITEMS} items)"
 
 
-def _heads_spec(staging, heads, run, layout, audio, text, masked, source) -> GraphSpec:
-    from bst_rt.train.run import family_probs, load_fold_models
-
+def _heads_spec(staging: Path, heads: FusedHeads, run: Run, layout: HeadsLayout, audio: np.ndarray,
+                text: np.ndarray, masked: np.ndarray, source: str) -> GraphSpec:
     feeds = dict(zip(heads_module.INPUT_NAMES, (audio, text, masked)))
     record = validate_module.validate_graph("heads", staging / HEADS_FILE, feeds,
                                 lambda: dict(zip(heads_module.OUTPUT_NAMES, heads_module.torch_heads(heads, audio, text, masked))))
@@ -228,13 +241,14 @@ def _heads_spec(staging, heads, run, layout, audio, text, masked, source) -> Gra
     fused = heads_module.torch_heads(heads, audio, text, masked)[0]
     chain = {f: family_probs(load_fold_models(run, f), audio, text, masked) for f in layout.families}
     wrapper_err = max(float(np.abs(fused[:, i] - chain[f]).max()) for i, f in enumerate(layout.families))
-    validate_module.check_close("heads (wrapper vs train.run.family_probs)", {"x": np.array([wrapper_err])}, {"x": np.zeros(1)},
+    validate_module.check_close("heads (wrapper vs train.models.family_probs)", {"x": np.array([wrapper_err])}, {"x": np.zeros(1)},
                     validate_module.TOLERANCES["heads"])
     record.update(batch_1=one["max_abs_diff"], wrapper_vs_family_probs=wrapper_err, inputs=source)
     return _graph_spec(staging, "heads", HEADS_FILE, heads_module.OPSET, "fp32", record)
 
 
-def _ranker_candidates(heads, layout, policy, audio, text, masked, class_text) -> ItemCandidates:
+def _ranker_candidates(heads: FusedHeads, layout: HeadsLayout, policy: SystemPolicy, audio: np.ndarray,
+                       text: np.ndarray, masked: np.ndarray, class_text: np.ndarray) -> ItemCandidates:
     """Real candidate rows: the validation items through the torch heads (the ensemble is the graph source's
     `pool_probs` row of the policy's pool, as the runtime reads it) and `policy.item_candidates`."""
     fam, pool = heads_module.torch_heads(heads, audio, text, masked)
@@ -244,7 +258,7 @@ def _ranker_candidates(heads, layout, policy, audio, text, masked, class_text) -
                            np.ones(len(audio), dtype=bool), present)
 
 
-def _ranker_spec(staging: Path, model, cands: ItemCandidates, policies: list[SystemPolicy]) -> GraphSpec:
+def _ranker_spec(staging: Path, model: Any, cands: ItemCandidates, policies: list[SystemPolicy]) -> GraphSpec:
     """Ranker graph vs sklearn on the rows, then each ranker system's decisions (`policy.decide_candidates`, the
     runtime's decision function) with ONNX scores vs sklearn scores: labels must agree on every item."""
     rows = cands.rows
@@ -262,10 +276,10 @@ def _ranker_spec(staging: Path, model, cands: ItemCandidates, policies: list[Sys
     return _graph_spec(staging, "ranker", RANKER_FILE, ranker_module.OPSET, "fp32", record)
 
 
-def _portable_graphs(staging, policies, layout, class_text, graphs, ranker_info, audio, text, masked) -> dict:
+def _portable_graphs(staging: Path, policies: list[SystemPolicy], layout: HeadsLayout, class_text: np.ndarray,
+                     graphs: dict[str, GraphSpec], ranker_info: dict, audio: np.ndarray, text: np.ndarray,
+                     masked: np.ndarray) -> dict[str, GraphSpec]:
     """The front end and each system's decision as graphs (docs/portable.md), validated on the export's items."""
-    from . import portable as portable_module
-
     heads = make_session(staging / HEADS_FILE, provider="cpu")
     feeds = dict(zip(heads_module.INPUT_NAMES, (audio, text, masked)))
     outs = heads.run(list(heads_module.OUTPUT_NAMES), {i.name: feeds[i.name] for i in heads.get_inputs()})
@@ -276,20 +290,21 @@ def _portable_graphs(staging, policies, layout, class_text, graphs, ranker_info,
 
 
 # ---- manifest ----------------------------------------------------------------------------------------------------
-def _tensor_specs(args) -> list[TensorSpec]:
+def _tensor_specs(args: Sequence[Any]) -> list[TensorSpec]:
+    """onnxruntime NodeArgs (a session's inputs or outputs) as manifest tensor specs."""
     return [TensorSpec(a.name, str(a.type), [d if isinstance(d, int) else str(d) for d in a.shape]) for a in args]
 
 
 def _graph_spec(staging: Path, name: str, file: str, opset: int, precision: str, parity: dict) -> GraphSpec:
     path = staging / file
     session = make_session(path, provider="cpu")
-    return GraphSpec(name=name, file=file, sha256=sha256_file(path), size=path.stat().st_size, opset=opset,
+    return GraphSpec(name=name, file=file, sha256=file_sha256(path), size=path.stat().st_size, opset=opset,
                      precision=precision, inputs=_tensor_specs(session.get_inputs()),
                      outputs=_tensor_specs(session.get_outputs()), parity=parity)
 
 
 def _file_spec(staging: Path, file: str) -> FileSpec:
-    return FileSpec(file, sha256_file(staging / file), (staging / file).stat().st_size)
+    return FileSpec(file, file_sha256(staging / file), (staging / file).stat().st_size)
 
 
 def _git_revision() -> str | None:
@@ -301,7 +316,7 @@ def _git_revision() -> str | None:
         return None
 
 
-def _override_rates(policies) -> dict:
+def _override_rates(policies: list[SystemPolicy]) -> dict:
     """Each ranker system's held-out override rates measured at tuning (`bst-train rank`) and its share."""
     return {f"system{p.system_id}": {"max_override_share": p.max_override_share,
                                      "heldout_override_rate": p.tuning.get("heldout_override_rate"),
@@ -309,19 +324,17 @@ def _override_rates(policies) -> dict:
             for p in policies if p.use_ranker}
 
 
-def _scores(run, ranker_info: dict) -> dict:
+def _scores(run: Run, ranker_info: dict) -> dict:
     reg = run.registry
     families = {f: {k: e.get(k) for k in ("hF_mean", "hF_std", "hF_oof", "excluded")}
                 for f, e in reg.get("families", {}).items() if e.get("status") == "done"}
     pools = {p: {k: v for k, v in d.items() if k != "weights"} for p, d in run.ensembles.items()}
-    from bst_rt.train.run import DEV_EVAL_JSON, read_json
-
     dev_eval = run.path / DEV_EVAL_JSON
     return {"cv_families": families, "cv_ensembles": pools, "nested_ranker": ranker_info.get("nested_cv", {}),
             "dev_as_eval": read_json(dev_eval) if dev_eval.is_file() else None}
 
 
-def graph_parameters(folder: Path, graphs: dict) -> dict[str, int]:
+def graph_parameters(folder: Path, graphs: dict[str, GraphSpec]) -> dict[str, int]:
     """Parameters per graph, for the DCASE meta.yaml's complexity section: elements of every initializer and constant,
     plus the float lists of node attributes (a skl2onnx tree ensemble keeps its thresholds and leaf values there;
     its integer attributes are node ids and structure, not counted). Recorded
@@ -341,14 +354,15 @@ def graph_parameters(folder: Path, graphs: dict) -> dict[str, int]:
     return counts
 
 
-def _manifest(staging, run, policies, layout, graphs, clap, ranker_info, opts: ExportOptions) -> Manifest:
+def _manifest(staging: Path, run: Run, policies: list[SystemPolicy], layout: HeadsLayout,
+              graphs: dict[str, GraphSpec], clap: ClapGraphs, ranker_info: dict, opts: ExportOptions) -> Manifest:
     return Manifest(
         schema_version=SCHEMA_VERSION,
         bundle_id=f"bst-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}",
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         classes=list(CODES),
-        text=TextSpec(template_version=TEMPLATE_VERSION, tokenizer_file=clap["tokenizer"], max_tokens=MAX_TOKENS,
-                      tokenizer_source=str(clap["provenance"].get("tokenizer", ""))),
+        text=TextSpec(template_version=TEMPLATE_VERSION, tokenizer_file=clap.tokenizer, max_tokens=MAX_TOKENS,
+                      tokenizer_source=str(clap.provenance.get("tokenizer", ""))),
         audio=AudioSpec(sample_rate_hz=rt_audio.SAMPLE_RATE_HZ, clip_samples=rt_audio.CLIP_SAMPLES,
                         chunk_rule=rt_audio.CHUNK_RULE,
                         mel={"n_fft": rt_audio.N_FFT, "hop_samples": rt_audio.HOP_SAMPLES, "mel_bins": rt_audio.MEL_BINS,
@@ -358,19 +372,20 @@ def _manifest(staging, run, policies, layout, graphs, clap, ranker_info, opts: E
                         pool_weights=layout.pool_weights.tolist(), text_only_family=TEXT_ONLY,
                         audio_only_family=AUDIO_ONLY, class_text_embeddings_file=CLASS_TEXT_FILE),
         graphs=graphs,
-        files={"tokenizer": _file_spec(staging, clap["tokenizer"]), "class_text_embeddings": _file_spec(staging, CLASS_TEXT_FILE),
-               **{key: _file_spec(staging, name) for key, name in clap["weights"].items()}},
+        files={"tokenizer": _file_spec(staging, clap.tokenizer),
+               "class_text_embeddings": _file_spec(staging, CLASS_TEXT_FILE),
+               **{key: _file_spec(staging, name) for key, name in clap.weights.items()}},
         systems={str(p.system_id): p.to_dict() for p in policies},
         ranker=ranker_info,
         provenance={
             "packages": package_versions(PROVENANCE_PACKAGES), "git_revision": _git_revision(),
             "run_dir": str(run.path.resolve()),
-            "data_fingerprints": run.registry.get("data_fingerprints"), "clap": clap["provenance"],
+            "data_fingerprints": run.registry.get("data_fingerprints"), "clap": clap.provenance,
             "scores": _scores(run, ranker_info),
             "graph_parameters": graph_parameters(staging, graphs),
             "override_rates": _override_rates(policies),
         },
-        clap_weights="random" if clap["random"] else "checkpoint",
+        clap_weights="random" if clap.random else "checkpoint",
         portable=portable_section([str(p.system_id) for p in policies],
                                   [i.name for i in graphs["heads"].inputs]),
     )

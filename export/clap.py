@@ -1,6 +1,6 @@
 """CLAP fusion encoders -> ONNX (TorchScript exporter, opset 17), tokenizer.json, int8 variants, measured parity.
 
-Two traps shape this module (see the CLAP/ONNX notes):
+Two traps shape this module:
 - laion's fusion forward branches on "is any clip in the batch longer than 10 s"; traced, the branch is frozen.
   `BranchFreeAudio` always computes the local (3-chunk) branch with the model's own modules and keeps it only
   where `longer` is true (`torch.where`): equal to laion's output, and one graph for every batch.
@@ -18,7 +18,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from bst_rt.runtime.errors import BstError
 from bst_rt.runtime.text import MAX_TOKENS
 
 from . import validate as validate_module
+
+if TYPE_CHECKING:
+    from laion_clap import CLAP_Module
 
 OPSET = 17
 GRAPH_TOLERANCE = validate_module.TOLERANCES["audio_encoder"]  # max abs diff, normalised embeddings, ORT fp32 vs torch
@@ -67,7 +70,7 @@ def _quiet_tracing() -> Iterator[None]:
 def stretch_taps(t_in: int, t_out: int) -> tuple[torch.Tensor, torch.Tensor]:
     """HTSAT's time stretch (`interpolate(..., mode="bicubic", align_corners=True)`, t_in -> t_out frames) as 4
     taps a row: indices [t_out, 4] and weights [t_out, 4]. Interpolation is linear in its input, so stretching the
-    identity gives the exact map; ORT's generic cubic Resize cost ~20 ms a clip (speed-notes), 4 Gathers do not.
+    identity gives the exact map, and 4 Gathers a row cost far less than ORT's generic cubic Resize.
     The identity is float32 on purpose: torch's float32 kernel computes source positions in float32, which moves
     its taps by up to 4e-4 (on unit inputs) from the float64 kernel's; the float32 map matches laion's float32
     forward to 5e-7."""
@@ -87,7 +90,7 @@ def stretch_taps(t_in: int, t_out: int) -> tuple[torch.Tensor, torch.Tensor]:
 class BranchFreeAudio(torch.nn.Module):
     """(mel_fusion [B,4,1001,64], longer [B]) -> normalised [B,512], built from laion's own modules."""
 
-    def __init__(self, clap_module) -> None:
+    def __init__(self, clap_module: CLAP_Module) -> None:
         super().__init__()
         self.htsat = clap_module.model.audio_branch
         self.projection = clap_module.model.audio_projection
@@ -153,7 +156,7 @@ class BranchFreeAudio(torch.nn.Module):
 class TextGraph(torch.nn.Module):
     """(input_ids, attention_mask) -> normalised [B,512]: RoBERTa pooler output -> projection, as laion."""
 
-    def __init__(self, clap_module) -> None:
+    def __init__(self, clap_module: CLAP_Module) -> None:
         super().__init__()
         self.text_branch = clap_module.model.text_branch
         self.projection = clap_module.model.text_projection
@@ -170,7 +173,7 @@ def random_mel(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return mel, np.arange(batch) % 2 == 0
 
 
-def export_audio_graph(model, path: str | os.PathLike, opset: int = OPSET) -> Path:
+def export_audio_graph(model: CLAP_Module, path: str | os.PathLike, opset: int = OPSET) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = BranchFreeAudio(model).eval()
@@ -186,7 +189,7 @@ def export_audio_graph(model, path: str | os.PathLike, opset: int = OPSET) -> Pa
     return path
 
 
-def export_text_graph(model, path: str | os.PathLike, opset: int = OPSET) -> Path:
+def export_text_graph(model: CLAP_Module, path: str | os.PathLike, opset: int = OPSET) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = TextGraph(model).eval()
@@ -204,7 +207,7 @@ def export_text_graph(model, path: str | os.PathLike, opset: int = OPSET) -> Pat
     return path
 
 
-def save_tokenizer(model_or_dir, path: str | os.PathLike) -> Path:
+def save_tokenizer(model_or_dir: CLAP_Module | str | os.PathLike, path: str | os.PathLike) -> Path:
     """tokenizer.json (byte-level BPE, RoBERTa's special tokens, post-processor, truncation 77) from vocab.json +
     merges.txt."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
@@ -237,14 +240,13 @@ def save_tokenizer(model_or_dir, path: str | os.PathLike) -> Path:
 
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, per_channel: bool,
                   op_types: Sequence[str] | None = None) -> Path:
-    """Dynamic int8 (weights int8, activations quantised at run time). Per-channel matters for the audio tower:
-    per-tensor drops its cosine to about 0.985; for the text tower it lifts the cosine from ~0.9991 to ~0.9995.
-    `op_types` None quantises onnxruntime's default set (MatMul, Gather, ...).
+    """Dynamic int8 (weights int8, activations quantised at run time). Per-channel matters for the audio tower
+    (per-tensor loses much of its cosine to fp32) and still helps the text tower; the cosines each export reaches
+    are measured into clap_parity.json. `op_types` None quantises onnxruntime's default set (MatMul, Gather, ...).
 
     Weights are uint8 (U8U8), not int8: on x86 CPUs without VNNI (AVX2 only) onnxruntime's U8S8 kernels use
-    VPMADDUBSW, whose int16 saturation cost the random-weight towers their accuracy (measured on a 2-core AMD EPYC
-    with AVX2 only: min cosine to fp32 audio 0.9961 / text 0.9816 with int8 weights, 0.9998 / 0.9995 with uint8).
-    A bundle runs on CPUs its exporter never saw, so the graph must not depend on the deploying CPU's extensions."""
+    VPMADDUBSW, whose int16 saturation costs the towers accuracy that uint8 weights keep. A bundle runs on CPUs its
+    exporter never saw, so the graph must not depend on the deploying CPU's extensions."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     dst = Path(dst)
@@ -265,7 +267,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, per_channel: b
 AUDIO_INT8_OPS = ("MatMul", "Gemm")
 
 
-def measure_parity(model, graph_dir: str | os.PathLike, texts: Sequence[str], batch: int = 3) -> dict:
+def measure_parity(model: CLAP_Module, graph_dir: str | os.PathLike, texts: Sequence[str], batch: int = 3) -> dict:
     """Measured numbers for the bundle manifest: fp32 max abs diff vs torch, int8 min cosine vs fp32."""
     from bst_rt.runtime.tokenizer import Tokenizer
 
@@ -302,7 +304,7 @@ PARITY_TEXTS = ("a dog barks twice in a small room", "Solo piano. piano classica
                 "rain on a tin roof with distant thunder", "")
 
 
-def export_clap(model, out_dir: str | os.PathLike, *, int8: bool = True) -> dict:
+def export_clap(model: CLAP_Module, out_dir: str | os.PathLike, *, int8: bool = True) -> dict:
     """Audio + text graphs, tokenizer.json, int8 variants and `clap_parity.json`; returns the parity numbers."""
     from bst_rt.runtime.atomic import atomic_write_text
 

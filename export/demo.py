@@ -20,7 +20,7 @@ Log = Callable[[str], None]
 
 #: a small pool: the official baseline, two diversity families, plus the runtime's two fallbacks (always trained)
 DEMO_FAMILIES = ("baseline", "class-word-masked", "metadata-dropout")
-#: small heads, few epochs (the training defaults are the official baseline's; see bst_rt.train.pool.QUICK_OVERRIDES)
+#: small heads, few epochs (the training defaults are the official baseline's; see bst_rt.train.members.QUICK_OVERRIDES)
 DEMO_EPOCHS = 20
 
 
@@ -46,15 +46,17 @@ def run_demo(opts: DemoOptions = DemoOptions(), log: Log = print) -> dict:
     """Returns the evaluation metrics and where the outputs are."""
     import warnings
 
-    from bst_rt.runtime.batch import RunOptions, run_predict_systems
+    from bst_rt.runtime.predict_run import RunOptions, run_predict_systems
     from bst_rt.runtime.bundle import record_default_bundle
     from bst_rt.runtime.datasets import read_labels
     from bst_rt.runtime.submission import score_submission
     from bst_rt.synth.corpus import write_corpus
     from bst_rt.train.clap import load_clap
     from bst_rt.train.embed import embed_dataset
-    from bst_rt.train.pool import QUICK_OVERRIDES, run_pool
-    from bst_rt.train.systems import RankOptions, rank_run
+    from bst_rt.train.members import QUICK_OVERRIDES
+    from bst_rt.train.pool import run_pool
+    from bst_rt.train.rank import rank_run
+    from bst_rt.train.systems import RankOptions
 
     from .bundle import ExportOptions, export_bundle
     from .clap import export_clap
@@ -96,7 +98,7 @@ def run_demo(opts: DemoOptions = DemoOptions(), log: Log = print) -> dict:
     csvs = {}
     pattern = work / "system{system}.output.csv"
     _stage(log, f"bst-rt predict {corpus / 'eval'} --system all -o {pattern} (one pass of the encoders)", t0)
-    runs = run_predict_systems(RunOptions(corpus / "eval", pattern, bundle=opts.bundle, system="all",
+    runs = run_predict_systems(RunOptions(eval_dir=corpus / "eval", out=pattern, bundle=opts.bundle, system="all",
                                           provider="cpu", threads=opts.threads, force=True))
     for system, res in runs.items():
         results[system] = score_submission(res.out, read_labels(corpus / "eval_labels.csv"))

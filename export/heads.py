@@ -18,6 +18,7 @@ from bst_rt.runtime.layout import EMBEDDING_DIM
 from bst_rt.runtime.layout import HEADS_INPUTS as INPUT_NAMES
 from bst_rt.runtime.layout import HEADS_OUTPUTS as OUTPUT_NAMES
 from bst_rt.runtime.policy import normalise_weights
+from bst_rt.train.run import Run, load_fold_models
 
 OPSET = 17
 
@@ -64,7 +65,8 @@ class FusedHeads(nn.Module):
         self.register_buffer("pool_weights", torch.as_tensor(pool_weights, dtype=torch.float32))
         self.eval()
 
-    def forward(self, audio: torch.Tensor, text: torch.Tensor, masked_text: torch.Tensor):
+    def forward(self, audio: torch.Tensor, text: torch.Tensor,
+                masked_text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         per_family = []
         for f, folds in enumerate(self.families):
             temps = getattr(self, f"temperatures_{f}")
@@ -75,10 +77,8 @@ class FusedHeads(nn.Module):
         return family_probs, pool_probs
 
 
-def build_heads(run, layout: HeadsLayout) -> FusedHeads:
+def build_heads(run: Run, layout: HeadsLayout) -> FusedHeads:
     """Wrap the run's fold models (loaded by the training side's own loader) in one module."""
-    from bst_rt.train.run import load_fold_models
-
     return FusedHeads([load_fold_models(run, family) for family in layout.families], layout.pool_weights)
 
 

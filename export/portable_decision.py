@@ -1,6 +1,6 @@
 """One system's decision as one ONNX graph: heads outputs + text embedding -> (label index, score) per item.
 
-What `bst_rt.runtime.policy` and `bst_rt.runtime.features` do in numpy, item by item, from standard ONNX ops (float64
+What `bst_rt.runtime.policy` and `bst_rt.runtime.candidate_features` do in numpy, item by item, from standard ONNX ops (float64
 where numpy computes in float64, so the ranker sees the same float32 rows):
 
 1. evidence (`policy.item_evidence`): audio missing -> the text-only family alone, metadata empty -> the audio-only
@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from bst_rt.runtime.features import FEATURE_NAMES
+from bst_rt.runtime.candidate_features import FEATURE_NAMES
 from bst_rt.runtime.policy import SystemPolicy
 from bst_rt.runtime.taxonomy import NUM_CLASSES, PARENT_INDEX, PARENTS
 

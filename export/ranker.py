@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -9,10 +10,14 @@ from bst_rt.runtime.atomic import atomic_write_bytes
 from bst_rt.runtime.layout import RANKER_INPUT as INPUT_NAME
 from bst_rt.runtime.layout import RANKER_OUTPUTS as OUTPUT_NAMES
 
+if TYPE_CHECKING:
+    import onnx
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
 OPSET = 17
 
 
-def export_ranker(estimator, n_features: int, path: Path) -> Path:
+def export_ranker(estimator: HistGradientBoostingClassifier, n_features: int, path: Path) -> Path:
     """Convert a fitted sklearn classifier; float64 input is avoided (tree graphs then do not load in ORT)."""
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
@@ -31,7 +36,7 @@ def export_ranker(estimator, n_features: int, path: Path) -> Path:
     return Path(path)
 
 
-def _rename_output(model, old: str, new: str) -> None:
+def _rename_output(model: onnx.ModelProto, old: str, new: str) -> None:
     """Stable output names across sklearn estimators (skl2onnx calls them output_label/output_probability)."""
     if old == new:
         return
@@ -43,7 +48,7 @@ def _rename_output(model, old: str, new: str) -> None:
             out.name = new
 
 
-def sklearn_ranker(estimator, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def sklearn_ranker(estimator: HistGradientBoostingClassifier, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The source the graph is validated against: labels and class probabilities on float32 rows."""
     x = np.asarray(features, dtype=np.float32)
     return estimator.predict(x), estimator.predict_proba(x)

@@ -22,7 +22,7 @@ import importlib
 #: public name -> the module that defines it
 _EXPORTS = {
     "Predictor": "predict", "Prediction": "predict", "RankedClass": "predict",
-    "Clip": "datasets",
+    "Clip": "clip",
     "load_bundle": "bundle",
     "CLASSES": "taxonomy", "CODES": "taxonomy", "PARENT_NAMES": "taxonomy", "BstClass": "taxonomy",
     "DEFAULT_BATCH_SIZE": "defaults",
@@ -32,7 +32,7 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     if name in _EXPORTS:
         return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module 'bst_rt.runtime' has no attribute {name!r}")

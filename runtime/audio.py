@@ -18,8 +18,8 @@ smear NaN over the resampler's filter length); a header rate outside `SOURCE_RAT
 header would make 48000 output samples of every input sample).
 
 In-memory audio (`samples_to_mel_fusion`, behind `Predictor.predict_waveform`) goes through the same block loop
-as a file, so both give bit-identical fusion inputs. The module stays one file (~380 lines) on purpose: decode,
-streaming mel and chunk rule are one contract with laion-clap whose pieces must change together.
+as a file, so both give bit-identical fusion inputs. Decode, streaming mel and chunk rule live together because
+they are one contract with laion-clap whose pieces must change together.
 """
 from __future__ import annotations
 

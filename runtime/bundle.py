@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
-from .datasets import file_sha256
+from .hashing import file_sha256
 from .errors import BundleError
 from .layout import EMBEDDING_DIM
 
@@ -25,9 +26,6 @@ BUNDLE_ENV = "BST_BUNDLE"
 DEFAULT_RECORD_NAME = "default-bundle"
 #: the bundle `bst-train demo` writes, relative to the working directory
 DEMO_BUNDLE_DIR = Path("artifacts") / "demo"
-
-
-sha256_file = file_sha256  # one hashing helper for datasets, bundles and run records
 
 
 def config_dir() -> Path:
@@ -74,6 +72,16 @@ class Bundle:
     def path(self, name: str) -> Path:
         return self.root / name
 
+    def require(self, systems: Iterable[int], *, int8: bool = False) -> None:
+        """Refuse, in one line, a system this bundle does not define or int8 graphs it does not have: the one check
+        behind `Predictor.load` and `bst-rt predict` (local or Ray), made before any session or worker starts."""
+        for system in systems:
+            if str(system) not in self.manifest.systems:
+                raise BundleError(f"{self.root}: no system {system} "
+                                  f"(bundle has {', '.join(sorted(self.manifest.systems))})")
+        if int8 and not self.has_int8():
+            raise BundleError(f"{self.root}: no int8 graphs in this bundle (re-export with `bst-train export --int8`)")
+
     def graph(self, name: str, *, int8: bool = False) -> GraphSpec:
         """The graph called `name` (its int8 variant when asked and present)."""
         if int8 and f"{name}_int8" in self.manifest.graphs:
@@ -115,7 +123,7 @@ def verify_file(root: Path, spec: FileSpec) -> None:
             f"{path}: size {size} bytes, manifest says {spec.size}; the file was altered or truncated —"
             " restore it or re-export the bundle"
         )
-    if sha256_file(path) != spec.sha256:
+    if file_sha256(path) != spec.sha256:
         raise BundleError(
             f"{path}: sha256 does not match the manifest; the file was altered — restore it or re-export the bundle"
         )

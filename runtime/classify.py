@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Sequence
 
 from .csvfile import read_csv, where
-from .datasets import AUDIO_SUFFIXES, Clip
+from .clip import Clip
+from .datasets import AUDIO_SUFFIXES
 from .defaults import DEFAULT_BATCH_SIZE
 from .errors import DataError
 from .predict import Prediction, Predictor

@@ -1,15 +1,18 @@
-"""`bst-rt`: the torch-free command line (predict, info, validate, evaluate)."""
+"""`bst-rt`: the torch-free command line (predict, info, classify, validate, evaluate)."""
 from __future__ import annotations
 
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional, TypeVar
 
 import typer
 
 from .cliutil import guarded  # noqa: F401  (commands use @guarded)
 from .defaults import DEFAULT_BATCH_SIZE
+from .session import Provider
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="bst-rt",
@@ -128,12 +131,6 @@ def _print_metric_tables(metrics: dict) -> None:
 
 
 # --- predict / info (bundles) -------------------------------------------------------------------------------------
-class Provider(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
 @app.command()
 @guarded
 def predict(
@@ -166,37 +163,37 @@ def predict(
     ] = False,
     ray: Annotated[
         Optional[str], typer.Option(help="Spread the clips over a Ray cluster: 'auto' (running cluster, else a local "
-                                         "one) or its ADDRESS. Needs the [ray] extra; same CSV as a local run.")
+                                         "one) or its ADDRESS. Needs the [ray] extra; the same CSV, run record and "
+                                         "--resume as a local run.")
     ] = None,
     ray_concurrency: Annotated[int, typer.Option(min=1, help="--ray: predictor actors (one Predictor each).")] = 1,
     ray_gpus_per_actor: Annotated[float, typer.Option(min=0.0, help="--ray: GPUs per actor (CUDA).")] = 0.0,
 ) -> None:
     """Predict every clip of an evaluation package into a validated submission CSV, with a run record beside it."""
-    from .batch import RunOptions, record_path, run_predict, run_predict_systems
     from .errors import BstError
+    from .predict_run import RunOptions, record_path, run_predict, run_predict_systems
 
     if system not in ("1", "2", "3", "4", "all"):
         raise BstError(f"--system must be 1, 2, 3, 4 or all, got {system!r}")
-    if ray is not None and system == "all":
-        raise BstError("--ray predicts one system per run: give --system 1, 2, 3 or 4")
-    opts = RunOptions(eval_dir, out, bundle, system if system == "all" else int(system), provider.value, threads,
-                      batch_size, int8, resume, force, meta_yaml, check_overlap, metadata,
-                      strict_metadata=strict_metadata, authors=tuple(author or ()), institution=institution)
+    ray_options = None
+    if ray is not None:
+        from .distributed import RayOptions
+
+        ray_options = RayOptions(address=ray, concurrency=ray_concurrency, num_gpus=ray_gpus_per_actor)
+    opts = RunOptions(eval_dir=eval_dir, out=out, bundle=bundle, system=system if system == "all" else int(system),
+                      provider=provider.value, threads=threads, batch_size=batch_size, int8=int8, resume=resume,
+                      force=force, meta_yaml=meta_yaml, check_overlap=check_overlap, metadata=metadata,
+                      strict_metadata=strict_metadata, authors=tuple(author or ()), institution=institution,
+                      ray=ray_options)
     if system == "all":
         for res in _with_progress(lambda progress: run_predict_systems(opts, progress)).values():
             _print_predict_summary(res.record, record_path(res.out))
         return
-    if ray is not None:
-        from .distributed import RayOptions, run_predict_ray
-
-        ray_opts = RayOptions(address=ray, concurrency=ray_concurrency, num_gpus=ray_gpus_per_actor)
-        record = _with_progress(lambda progress: run_predict_ray(opts, ray_opts, progress)).record
-    else:
-        record = _with_progress(lambda progress: run_predict(opts, progress)).record
+    record = _with_progress(lambda progress: run_predict(opts, progress)).record
     _print_predict_summary(record, record_path(out))
 
 
-def _with_progress(work):
+def _with_progress(work: Callable[[Callable[[int, int], None]], T]) -> T:
     """Run `work(progress)` with a progress bar on stderr (stdout stays for results). The bar appears only at the
     first progress call, which comes after the package is read, the bundle verified and the sessions loaded; until
     then a transient status line says what is happening, so a refused run never leaves a stale `0/?` behind."""

@@ -1,15 +1,15 @@
 """Readers for the BSD10k / BSD35k-CS development layouts, the evaluation package and label files.
 
-Layouts are the task reference's (§2). Ids come from CSV text and are never trusted as paths: `safe_child` is the
+Layouts: docs/task.md §1. Ids come from CSV text and are never trusted as paths: `safe_child` is the
 only way an id becomes a file name. Errors name the file, the data row (1 = first row after the header), the
 physical line and the reason.
 
-Longer than ~350 lines on purpose: the development, evaluation and label-file readers share one row-numbering, id
-safety and embedding-loading rule set; split apart, each would carry its own copy of the rules that make an id a path.
+The development, evaluation and label-file readers share one row-numbering, id-safety and embedding-loading rule
+set, so they live together: split apart, each would carry its own copy of the rules that make an id a path.
+The item type they return is `clip.Clip`; the file hash is `hashing.file_sha256`.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +17,12 @@ from typing import Literal
 
 import numpy as np
 
+from .clip import Clip
 from .csvfile import CsvRow, header_of, read_csv, where
 from .errors import DataError
+from .hashing import file_sha256
 from .layout import EMBEDDING_DIM, EMBEDDING_KINDS, embedding_dir
 from .taxonomy import CODE_TO_INDEX, OTHER_CODES
-from .text import metadata_text
 
 DEV_LAYOUTS: dict[str, str] = {
     "BSD10k": "metadata/BSD10k_metadata.csv",
@@ -34,26 +35,6 @@ AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".a
 LABEL_ID_COLUMNS: tuple[str, ...] = ("id", "anonymous_id", "sound_id")
 
 Missing = Literal["error", "skip", "zero"]
-
-
-@dataclass(frozen=True)
-class Clip:
-    """One sound: its id as written in the CSV, its metadata, its audio file (None if absent) and its label."""
-
-    id: str
-    title: str = ""
-    tags: str = ""
-    description: str = ""
-    audio_path: Path | None = None
-    label: str | None = None
-    confidence: float | None = None
-    #: the metadata row was not valid UTF-8 and was read with U+FFFD replacement characters
-    metadata_repaired: bool = False
-
-    @property
-    def text(self) -> str:
-        """The string the CLAP text encoder sees (THE template, `text.metadata_text`)."""
-        return metadata_text(self.title, self.tags, self.description)
 
 
 def safe_child(root: Path, name: str, suffix: str) -> Path:
@@ -166,14 +147,6 @@ def _load_vector(path: Path) -> np.ndarray:
     if vec.shape not in ((EMBEDDING_DIM,), (1, EMBEDDING_DIM)) or vec.dtype.kind != "f":
         raise DataError(f"{path}: expected a float vector of {EMBEDDING_DIM}, got {vec.dtype} {vec.shape}")
     return vec.reshape(EMBEDDING_DIM)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def detect_dev_layout(root: Path) -> tuple[str, Path]:

@@ -1,12 +1,13 @@
-"""Scale-out of `bst-rt predict` on Ray Data (optional extra `[ray]`): the same CSV from one machine or a cluster.
+"""Scale-out of `bst-rt predict` on Ray Data (optional extra `[ray]`): a prediction source of the one predict run.
 
-Only item-local decisions can be partitioned, so workers use the per-item path (`Predictor.predict_clips`): each
-actor of a Ray Data actor pool holds one `Predictor`, reads its clips' audio itself (paths, never bytes, pass
-through the driver) and returns one JSON record per clip. For an evaluation package the rows are chunks of
-`batch_size` consecutive clips in metadata order — the very batches of a local run — so the encoders see the same
-inputs; the driver puts the records back in metadata order and writes the CSV and run record with
-`runtime/batch.py`'s writers (atomically, then validated). Ray retries a worker that dies (actor restart + task
-retry); any failure it cannot retry ends in one `BstError` line and no CSV.
+Only item-local decisions can be partitioned, so workers decide each batch alone: each actor of a Ray Data actor
+pool holds one `Predictor`, reads its clips' audio itself (paths, never bytes, pass through the driver) and returns
+one JSON record per clip and system. For an evaluation package the rows are chunks of `batch_size` consecutive
+clips in metadata order (the very batches of a local run), so the encoders see the same inputs. `RaySource` hands
+each finished chunk to `runtime/predict_run.py`, which journals it, and after the last one writes the CSV in
+metadata order, validates it and writes the run record (with this source's `ray` section), exactly as for a local
+run: so `--resume` continues a killed `--ray` run from the journal too. Ray retries a worker that dies (actor
+restart + task retry); any failure it cannot retry ends in one `BstError` line and no CSV.
 
 `ray` is imported inside the functions only: `import bst_rt.runtime` never imports it (a test enforces that).
 """
@@ -19,12 +20,15 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
-from .datasets import Clip
-from .embedding import StageClock
+from .clip import Clip
 from .defaults import DEFAULT_BATCH_SIZE
-from .errors import BstError
+from .embedding import StageClock
+from .errors import BstError, DataError
+
+if TYPE_CHECKING:
+    from .predict import Prediction, Predictor
 
 #: columns of a row of an application's own Ray Dataset (title, tags, description may be absent: empty)
 INPUT_COLUMNS = ("id", "audio_path", "title", "tags", "description")
@@ -42,7 +46,7 @@ class RayOptions:
     num_gpus: float = 0.0
 
 
-def ensure_ray(address: str = "auto"):
+def ensure_ray(address: str | None = "auto") -> Any:
     """Import ray (a one-line error without the extra) and connect unless this process already is."""
     try:
         import ray
@@ -55,7 +59,7 @@ def ensure_ray(address: str = "auto"):
         try:
             ray.init(**kwargs)
         except Exception as exc:  # ConnectionError, RuntimeError, ...: whatever ray raises for a bad address
-            raise BstError(f"ray: cannot connect to {address!r}: {_first_line(exc)}") from None
+            raise BstError(f"ray: cannot connect to {address!r}: {first_line(exc)}") from None
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
@@ -65,60 +69,67 @@ def ensure_ray(address: str = "auto"):
     return ray
 
 
-def _clip_dict(clip: Clip) -> dict:
+def clip_row(clip: Clip) -> dict[str, Any]:
+    """The fields of a clip a worker needs (`INPUT_COLUMNS`), as plain values a Ray row can hold."""
     return {"id": clip.id, "audio_path": str(clip.audio_path) if clip.audio_path else None,
             "title": clip.title, "tags": clip.tags, "description": clip.description}
 
 
-def _clip_from(row: dict) -> Clip:
+def clip_from_row(row: dict[str, Any]) -> Clip:
+    """`clip_row` inverted (absent or empty text fields are ''; an empty path is no audio)."""
     path = row.get("audio_path")
     return Clip(id=str(row["id"]), title=str(row.get("title") or ""), tags=str(row.get("tags") or ""),
                 description=str(row.get("description") or ""), audio_path=Path(str(path)) if path else None)
 
 
-def package_rows(clips: Sequence[Clip], batch_size: int) -> list[dict]:
+def package_rows(clips: Sequence[Clip], batch_size: int) -> list[dict[str, Any]]:
     """Rows of a package's dataset: one per local batch, `index` = position of its first clip."""
-    return [{"index": start, _CHUNK: json.dumps([_clip_dict(c) for c in clips[start:start + batch_size]])}
+    return [{"index": start, _CHUNK: json.dumps([clip_row(c) for c in clips[start:start + batch_size]])}
             for start in range(0, len(clips), batch_size)]
 
 
 class PredictActor:
     """One `Predictor` per actor process, loaded on the first batch; `__call__` maps a batch of rows to one
-    output row per clip (`index`, `id`, `label`, `score`, `fallback`, `overridden`, `record` = the Prediction's
-    JSON, `worker` = JSON of pid/host/providers, `rss_mb` = the worker's peak RSS so far)."""
+    output row per clip and system (`index`, `system`, `id`, `label`, `score`, `fallback`, `overridden`, `record`
+    = the Prediction's JSON, `worker` = JSON of pid/host/providers, `rss_mb` = the worker's peak RSS so far). The
+    systems of a chunk are decided from one pass of the encoders, as in a local run."""
 
-    def __init__(self, bundle: str, system: int, provider: str, threads: int | None, int8: bool,
+    def __init__(self, bundle: str, systems: Sequence[int], provider: str, threads: int | None, int8: bool,
                  batch_size: int) -> None:
-        self._args = (bundle, system, provider, threads, int8)
+        self._bundle, self._systems = bundle, [int(n) for n in systems]
+        self._provider, self._threads, self._int8 = provider, threads, int8
         self._batch_size = batch_size
-        self._predictor = None
+        self._predictor: Predictor | None = None
         self._worker = ""
 
-    def _load(self):
+    def _load(self) -> "Predictor":
         if self._predictor is None:
             from .predict import Predictor
 
-            bundle, system, provider, threads, int8 = self._args
-            self._predictor = Predictor.load(bundle, system=system, provider=provider, threads=threads, int8=int8)
+            self._predictor = Predictor.load(self._bundle, system=self._systems[0], provider=self._provider,
+                                             threads=self._threads, int8=self._int8)
             self._worker = json.dumps({"pid": os.getpid(), "host": os.uname().nodename,
-                                       "providers": self._predictor.providers}, sort_keys=True)
+                                       "providers": self._predictor.all_providers}, sort_keys=True)
         return self._predictor
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         groups, first_index = _groups_of(batch, self._batch_size)
         predictor = self._load()
-        out: dict[str, list] = {k: [] for k in ("index", "id", "label", "score", "fallback", "overridden",
-                                                "record", "worker", "rss_mb")}
+        out: dict[str, list[Any]] = {k: [] for k in ("index", "system", "id", "label", "score", "fallback",
+                                                     "overridden", "record", "worker", "rss_mb")}
         for group, start in zip(groups, first_index):
-            for offset, pred in enumerate(predictor.predict_clips(group, batch_size=len(group))):
-                out["index"].append(start + offset if start is not None else -1)
-                out["id"].append(pred.id)
-                out["label"].append(pred.label)
-                out["score"].append(pred.score)
-                out["fallback"].append(pred.fallback or "")
-                out["overridden"].append(pred.overridden)
-                out["record"].append(json.dumps(pred.to_record()))
-                out["worker"].append(self._worker)
+            for by_system in predictor.predict_systems_stream([group], self._systems):
+                for system, preds in by_system.items():
+                    for offset, pred in enumerate(preds):
+                        out["index"].append(start + offset if start is not None else -1)
+                        out["system"].append(system)
+                        out["id"].append(pred.id)
+                        out["label"].append(pred.label)
+                        out["score"].append(pred.score)
+                        out["fallback"].append(pred.fallback or "")
+                        out["overridden"].append(pred.overridden)
+                        out["record"].append(json.dumps(pred.to_record()))
+                        out["worker"].append(self._worker)
         out["rss_mb"] = [_peak_rss_mb()] * len(out["id"])  # this worker's peak so far (the bench reads it)
         return out
 
@@ -129,30 +140,30 @@ def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def _groups_of(batch: dict, batch_size: int) -> tuple[list[list[Clip]], list[int | None]]:
+def _groups_of(batch: dict[str, Any], batch_size: int) -> tuple[list[list[Clip]], list[int | None]]:
     """A package batch holds chunks (each one local batch); an application's batch holds one clip per row."""
     if _CHUNK in batch:
-        groups = [[_clip_from(d) for d in json.loads(str(chunk))] for chunk in batch[_CHUNK]]
+        groups = [[clip_from_row(d) for d in json.loads(str(chunk))] for chunk in batch[_CHUNK]]
         return groups, [int(i) for i in batch["index"]]
     missing = [c for c in ("id", "audio_path") if c not in batch]
     if missing:
-        from .errors import DataError
-
         raise DataError(f"the dataset has no column(s) {missing}: rows need {', '.join(INPUT_COLUMNS)}")
     n = len(batch["id"])
     rows = [{k: (batch[k][i] if k in batch else "") for k in INPUT_COLUMNS} for i in range(n)]
-    clips = [_clip_from(r) for r in rows]
+    clips = [clip_from_row(r) for r in rows]
     index = [int(i) for i in batch["index"]] if "index" in batch else None
     groups = [clips[s:s + batch_size] for s in range(0, n, batch_size)]
     starts = [index[s] for s in range(0, n, batch_size)] if index else [None] * len(groups)
     return groups, starts
 
 
-def predict_dataset(dataset_or_package, bundle: str | Path, system: int = 1, *, ray_options: RayOptions | None = None,
-                    provider: str = "auto", threads: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, int8: bool = False):
+def predict_dataset(dataset_or_package: Any, bundle: str | Path, system: int = 1, *,
+                    ray_options: RayOptions | None = None, provider: str = "auto", threads: int | None = None,
+                    batch_size: int = DEFAULT_BATCH_SIZE, int8: bool = False) -> Any:
     """Predictions of a Ray Dataset (rows: id, audio_path, title, tags, description; an `index` column is carried
-    through) or of an evaluation package folder, as a lazy Ray Dataset with one row per clip. Every worker must
-    see `bundle` and the audio paths at the same place (shared filesystem)."""
+    through) or of an evaluation package folder, as a lazy Ray Dataset with one row per clip (`PredictActor`'s
+    columns). Every worker must see `bundle` and the audio paths at the same place (shared filesystem). For an
+    application's own dataset; `bst-rt predict --ray` goes through `predict_run` with a `RaySource`."""
     opts = ray_options or RayOptions()
     ray = ensure_ray(opts.address)
     if batch_size < 1 or opts.concurrency < 1:
@@ -161,42 +172,53 @@ def predict_dataset(dataset_or_package, bundle: str | Path, system: int = 1, *, 
         from .datasets import read_eval_package
 
         rows = package_rows(read_eval_package(Path(dataset_or_package)).clips, batch_size)
-        dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * opts.concurrency)))
+        dataset = _package_dataset(ray, rows, opts)
         ray_batch = 1  # one chunk (= one local batch) per call: a killed worker loses one batch of work
     else:
         dataset, ray_batch = dataset_or_package, batch_size
-    return _map_predict(dataset, ray_batch, opts, bundle, system, provider, threads, batch_size, int8)
+    return _map_predict(dataset, ray_batch, opts, bundle, [system], provider, threads, batch_size, int8)
 
 
-def _map_predict(dataset, ray_batch: int, opts: RayOptions, bundle, system, provider, threads, batch_size, int8):
+def _package_dataset(ray: Any, rows: list[dict[str, Any]], opts: RayOptions) -> Any:
+    return ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * opts.concurrency)))
+
+
+def _map_predict(dataset: Any, ray_batch: int, opts: RayOptions, bundle: str | Path, systems: Sequence[int],
+                 provider: str, threads: int | None, batch_size: int, int8: bool) -> Any:
     """The actor pool stage; ORT threads per actor default to its CPUs (no oversubscription of a node)."""
     threads = threads if threads is not None else max(1, int(opts.num_cpus))
     return dataset.map_batches(
-        PredictActor, fn_constructor_args=(str(Path(bundle).resolve()), int(system), provider, threads, int8,
-                                           batch_size),
+        PredictActor, fn_constructor_args=(str(Path(bundle).resolve()), [int(n) for n in systems], provider, threads,
+                                           int8, batch_size),
         batch_size=ray_batch, batch_format="numpy", concurrency=opts.concurrency, num_cpus=opts.num_cpus,
         num_gpus=opts.num_gpus or None,  # Ray Data's actor pools default to max_restarts=-1, max_task_retries=-1
     )
 
 
-def collect(dataset, total: int, progress: Callable[[int, int, dict], None] | None = None) -> list[dict]:
-    """Stream the output rows to the driver (small JSON records only); `progress(done, total, row)` per row.
-    A failure that Ray did not retry away becomes one BstError line."""
-    rows: list[dict] = []
+def iter_result_rows(dataset: Any) -> Iterator[dict[str, Any]]:
+    """The output rows streamed to the driver (small JSON records only). A failure that Ray did not retry away
+    becomes one BstError line."""
     try:
-        for row in dataset.iter_rows():
-            rows.append(row)
-            if progress:
-                progress(len(rows), total, row)
+        yield from dataset.iter_rows()
     except BstError:
         raise
     except Exception as exc:  # ray.exceptions.RayTaskError / UserCodeException wrap the worker's own error
-        raise BstError(f"ray: the distributed run failed and could not be retried: {_first_line(exc)}; "
+        raise BstError(f"ray: the distributed run failed and could not be retried: {first_line(exc)}; "
                        "no CSV was written") from None
+
+
+def collect(dataset: Any, total: int, progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+            ) -> list[dict[str, Any]]:
+    """Every output row of `dataset` in a list; `progress(done, total, row)` per row."""
+    rows: list[dict[str, Any]] = []
+    for row in iter_result_rows(dataset):
+        rows.append(row)
+        if progress:
+            progress(len(rows), total, row)
     return rows
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     """The innermost useful message of a (wrapped) exception, on one line."""
     seen = exc
     while seen.__cause__ is not None:
@@ -208,107 +230,69 @@ def _first_line(exc: BaseException) -> str:
     return re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=\w+Error: )", "", line)[:500]  # 'bst_rt.runtime.errors.X' -> 'X'
 
 
+class RaySource:
+    """`bst-rt predict --ray`: the predict run's prediction source (`predict_run.PredictionSource`) on Ray actors.
+    `start` connects (a bad address is refused before any journal is written); `predictions` yields each chunk of
+    `batch_size` clips, every system, as soon as all its rows are back (chunks in completion order; the run puts
+    rows in package order). `row_hook(row)`, when given, sees every raw row (tests kill a worker from it)."""
 
-@dataclass
-class _DriverView:
-    """What the run record and meta.yaml read from a predictor, without opening any session on the driver."""
+    def __init__(self, options: RayOptions, bundle_dir: Path, *, provider: str, threads: int | None, int8: bool,
+                 batch_size: int, row_hook: Callable[[dict[str, Any]], None] | None = None) -> None:
+        if options.concurrency < 1:
+            raise BstError(f"--ray-concurrency must be >= 1, got {options.concurrency}")
+        self._options, self._bundle_dir = options, Path(bundle_dir)
+        self._provider, self._threads, self._int8, self._batch_size = provider, threads, int8, batch_size
+        self._row_hook = row_hook
+        self._ray_init_s = 0.0
+        self._workers: dict[str, float] = {}  # worker JSON -> its peak RSS (MB)
+        self.providers: dict[str, str] = {}
 
-    bundle: Any
-    system: int
-    policy: Any
-    int8: bool
-    providers: dict[str, str]
+    def start(self, systems: Sequence[int], clock: StageClock) -> None:
+        started = time.perf_counter()
+        self._ray = ensure_ray(self._options.address)
+        self._ray_init_s = time.perf_counter() - started
 
-    @property
-    def provider(self) -> str:
-        used = set(self.providers.values())
-        return used.pop() if len(used) == 1 else "mixed"
+    def predictions(self, clips: Sequence[Clip], systems: Sequence[int], hashes: dict[str, str | None],
+                    clock: StageClock) -> Iterator[dict[int, list["Prediction"]]]:
+        from .predict import Prediction
 
+        systems = [int(n) for n in systems]
+        size = self._batch_size
+        rows = package_rows(clips, size)
+        dataset = _map_predict(_package_dataset(self._ray, rows, self._options), 1, self._options, self._bundle_dir,
+                               systems, self._provider, self._threads, size, self._int8)
+        pending: dict[int, dict[int, dict[int, Prediction]]] = {}  # chunk start -> system -> offset -> prediction
+        for row in iter_result_rows(dataset):
+            if self._row_hook:
+                self._row_hook(row)
+            index, system = int(row["index"]), int(row["system"])
+            pred = Prediction.from_record(json.loads(str(row["record"])))
+            if not 0 <= index < len(clips) or system not in systems or pred.id != clips[index].id:
+                raise BstError(f"ray: a result (index {index}, id {pred.id!r}) does not match the package; "
+                               "no CSV was written")
+            worker = str(row["worker"])
+            self._workers[worker] = max(self._workers.get(worker, 0.0), float(row["rss_mb"]))
+            start = index - index % size
+            chunk = pending.setdefault(start, {n: {} for n in systems})
+            chunk[system][index - start] = pred
+            n_clips = min(size, len(clips) - start)
+            if all(len(chunk[n]) == n_clips for n in systems):
+                del pending[start]
+                yield {n: [chunk[n][i] for i in range(n_clips)] for n in systems}
+        self.providers = _merge_providers([json.loads(w)["providers"] for w in sorted(self._workers)])
 
-def run_predict_ray(opts, ray_options: RayOptions,
-                    progress: Callable[[int, int], None] | None = None):
-    """`bst-rt predict --ray`: `runtime.batch.run_predict` with the items spread over a Ray cluster; the same CSV,
-    validation and run record (plus a `ray` section). No journal: Ray retries lost work itself."""
-    from . import batch as batch_module
-    from .bundle import load_bundle, resolve_bundle_dir, sha256_file
-    from .datasets import read_eval_package
-    from .errors import DataError
-    from .policy import SystemPolicy
-    from .predict import Prediction
-    from .submission import validate_submission, write_submission
+    def close(self) -> None:
+        """Nothing to release: the actors end with the dataset, the Ray connection stays for the process."""
 
-    out = Path(opts.out)
-    if out.exists() and not opts.force:
-        raise BstError(f"{out}: exists; pass --force to overwrite it")
-    if opts.resume:
-        raise BstError("--resume is for local runs; a --ray run retries lost work itself (rerun it to start over)")
-    if opts.batch_size < 1:
-        raise BstError(f"--batch-size must be >= 1, got {opts.batch_size}")
-    package = read_eval_package(opts.eval_dir, opts.metadata)
-    if not package.clips:
-        raise DataError(f"{package.metadata_path}: no clips in the evaluation package")
-    bundle_dir = resolve_bundle_dir(opts.bundle)
-    bundle = load_bundle(bundle_dir)  # verified once here, so a bad bundle fails before any worker starts
-    m = bundle.manifest
-    if str(opts.system) not in m.systems:
-        raise BstError(f"{bundle.root}: no system {opts.system} (bundle has {', '.join(sorted(m.systems))})")
-    if opts.int8 and not bundle.has_int8():
-        raise BstError(f"{bundle.root}: no int8 graphs in this bundle (re-export with `bst-train export --int8`)")
-    started = time.perf_counter()
-    ensure_ray(ray_options.address)
-    ray_started = time.perf_counter() - started
-    rows = package_rows(package.clips, opts.batch_size)
-    import ray
-
-    dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * ray_options.concurrency)))
-    dataset = _map_predict(dataset, 1, ray_options, bundle_dir, opts.system, opts.provider, opts.threads,
-                           opts.batch_size, opts.int8)
-    state = {"first": None}
-
-    def on_row(done: int, total: int, row: dict) -> None:
-        if state["first"] is None:
-            state["first"] = time.perf_counter() - started
-        if progress:
-            progress(done, total)
-
-    if progress:
-        progress(0, len(package.clips))
-    results = collect(dataset, len(package.clips), on_row)
-    elapsed = time.perf_counter() - started
-    by_index = {int(r["index"]): r for r in results}
-    if sorted(by_index) != list(range(len(package.clips))) or len(results) != len(package.clips):
-        raise BstError(f"ray: {len(by_index)} distinct results for {len(package.clips)} clips; no CSV was written")
-    ordered = [by_index[i] for i in range(len(package.clips))]
-    final = [Prediction.from_record(json.loads(r["record"])) for r in ordered]
-    if [p.id for p in final] != package.ids:
-        raise BstError("ray: results do not match the package's ids; no CSV was written")
-    workers = sorted({r["worker"] for r in ordered})
-    providers = _merge_providers([json.loads(w)["providers"] for w in workers])
-    view = _DriverView(bundle, int(opts.system), SystemPolicy.from_dict(m.systems[str(opts.system)]), opts.int8,
-                       providers)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_submission(out, ((p.id, p.label, p.score) for p in final))
-    validate_submission(out, package.ids)
-    meta_sha = sha256_file(package.metadata_path)
-    # the driver hashes the audio for the run record's digest after the CSV is written (workers do not return bytes)
-    record = batch_module._run_record(opts, view, package, final, meta_sha, elapsed, state["first"], 0, bundle_dir, {}, out,
-                           StageClock())
-    record["ray"] = {
-        "address": ray_options.address, "concurrency": ray_options.concurrency, "num_cpus": ray_options.num_cpus,
-        "num_gpus": ray_options.num_gpus, "ray_init_s": round(ray_started, 3),
-        "workers": [{**{k: json.loads(w)[k] for k in ("host", "pid")},
-                     "peak_rss_mb": max(float(r["rss_mb"]) for r in ordered if r["worker"] == w)} for w in workers],
-        "ray_version": _ray_version(),
-    }
-    if opts.check_overlap is not None:
-        record["overlap"] = {"data_dir": str(opts.check_overlap),
-                             "clips": batch_module.find_overlap(package.clips, opts.check_overlap)}
-    from .atomic import atomic_write_text
-
-    atomic_write_text(batch_module.record_path(out), json.dumps(record, indent=2, ensure_ascii=False) + "\n")
-    if opts.meta_yaml:
-        batch_module._write_meta(out, view, opts)
-    return batch_module.RunResult(out, record, final)
+    def record_extras(self) -> dict[str, Any]:
+        o = self._options
+        return {"ray": {
+            "address": o.address, "concurrency": o.concurrency, "num_cpus": o.num_cpus, "num_gpus": o.num_gpus,
+            "ray_init_s": round(self._ray_init_s, 3),
+            "workers": [{**{k: json.loads(w)[k] for k in ("host", "pid")}, "peak_rss_mb": rss}
+                        for w, rss in sorted(self._workers.items())],
+            "ray_version": self._ray.__version__,
+        }}
 
 
 def _merge_providers(per_worker: list[dict[str, str]]) -> dict[str, str]:
@@ -320,13 +304,7 @@ def _merge_providers(per_worker: list[dict[str, str]]) -> dict[str, str]:
     return merged
 
 
-def _ray_version() -> str:
-    import ray
-
-    return ray.__version__
-
-
-def iter_clip_rows(clips: Sequence[Clip]) -> Iterator[dict]:
+def iter_clip_rows(clips: Iterable[Clip]) -> Iterator[dict[str, Any]]:
     """Rows for `ray.data.from_items` from clips (an application building its own dataset)."""
     for i, clip in enumerate(clips):
-        yield {"index": i, **_clip_dict(clip)}
+        yield {"index": i, **clip_row(clip)}

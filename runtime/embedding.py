@@ -8,15 +8,15 @@ the other items of its batch:
   the embedding of the identical string (same input, same graph: the same vector, not an approximation);
 - each text is padded to its own bucket (its token count rounded up to a multiple of `TOKEN_BUCKET`, at most 77),
   fixed by the text alone, and texts of one bucket run together: padding costs at most 7 tokens a text instead of
-  up to 76 (text time follows the token count; speed-notes), and the batch's longest text no longer changes the
-  shapes another text is computed with;
+  up to 76 (text time follows the token count), and the batch's longest text never changes the shapes another text
+  is computed with;
 - an encoder's `rows_per_run` caps the items of one graph call: int8 graphs run one item per call
   (`encoders.INT8_ROWS_PER_RUN`: their activation scales are per call, so batch-mates would move an item's
-  embedding). That costs ~5 % audio and 7-23 % text time; fp32 graphs stay batched (bit-identical either way).
-  A text run alone needs no bucket: it runs at its exact token count (the padding a bucket adds is pure waste);
+  embedding); fp32 graphs stay batched (bit-identical either way; the cost is in bench/'s output). A text run
+  alone needs no bucket: it runs at its exact token count (the padding a bucket adds is pure waste);
 - `prefetch` reads the next batch (decode, resample, mel, and the sha256 the run record needs) in one worker
-  thread while onnxruntime runs the current batch; the queue holds one batch, so at most two batches of mels
-  (4 MB each at batch 4) are alive, as before.
+  thread while onnxruntime runs the current batch; the queue holds one batch, so at most two batches of mels are
+  alive.
 `StageClock` sums wall time per stage (the bench prints it); it never changes a result.
 """
 from __future__ import annotations
@@ -33,8 +33,9 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from .audio import file_to_mel_fusion
-from .datasets import Clip, file_sha256
-from .encoders import EMBEDDING_DIM, TEXT_OUTPUT, AudioEncoder, TextEncoder
+from .clip import Clip
+from .hashing import file_sha256
+from .encoders import EMBEDDING_DIM, AudioEncoder, TextEncoder
 from .errors import AudioError
 from .layout import MASKED_INPUT  # noqa: F401 (re-exported for predict.py)
 from .text import MAX_TOKENS, mask_class_words
@@ -56,7 +57,7 @@ class StageClock:
             self.seconds[name] += seconds
 
     @contextmanager
-    def stage(self, name: str):
+    def stage(self, name: str) -> Iterator[None]:
         t0 = time.perf_counter()
         try:
             yield
@@ -133,7 +134,7 @@ def prefetch(batches: Iterable[Sequence[Clip]], clock: StageClock, hash_files: b
     stop = threading.Event()
     done = object()
 
-    def put(item) -> bool:
+    def put(item: object) -> bool:
         while not stop.is_set():
             try:
                 q.put(item, timeout=0.1)
@@ -231,8 +232,7 @@ class EmbeddingStage:
                 part = members[s : s + step]
                 input_ids, mask = tok.pad([ids[j] for j in part], length)
                 with self.clock.stage("text graph"):
-                    emb = self.text_encoder.session.run(
-                        [TEXT_OUTPUT], {"input_ids": input_ids, "attention_mask": mask})[0]
+                    emb = self.text_encoder.run_tokens(input_ids, mask)
                 out.update((unique[j], emb[r]) for r, j in enumerate(part))
         return out
 
@@ -244,6 +244,5 @@ class EmbeddingStage:
         for t in texts:
             ids = tok.token_ids([t])
             input_ids, mask = tok.pad(ids, _bucket(len(ids[0]), self.token_bucket))
-            rows.append(self.text_encoder.session.run([TEXT_OUTPUT], {"input_ids": input_ids,
-                                                                      "attention_mask": mask})[0][0])
+            rows.append(self.text_encoder.run_tokens(input_ids, mask)[0])
         return np.stack(rows) if rows else np.zeros((0, EMBEDDING_DIM), dtype=np.float32)

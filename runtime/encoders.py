@@ -7,7 +7,7 @@ int64 -> `text_embedding` [batch, 512]. Embeddings come out L2-normalised.
 from __future__ import annotations
 
 import os
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -25,14 +25,15 @@ AUDIO_GRAPH, TEXT_GRAPH = "clap_audio.onnx", "clap_text.onnx"
 AUDIO_INT8, TEXT_INT8 = "clap_audio.int8.onnx", "clap_text.int8.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 #: int8 graphs quantise activations with one scale per call (onnxruntime's dynamic quantisation takes the min/max of
-#: the whole tensor), so rows sharing a call move each other's embeddings (up to 1.8e-3 abs measured on an audio
-#: embedding, a batch of 4 vs each alone): they are run one item per call. fp32 graphs are bit-identical batched.
+#: the whole tensor), so rows sharing a call move each other's embeddings: they are run one item per call. fp32
+#: graphs are bit-identical batched (tests/test_item_local.py measures both).
 INT8_ROWS_PER_RUN = 1
 
 
 class AudioEncoder:
     """Waveforms or files -> [B, 512]; batches are run as given (the caller picks the batch size), at most
-    `rows_per_run` clips per graph call (`INT8_ROWS_PER_RUN` for an int8 graph; None: the whole batch)."""
+    `rows_per_run` clips per graph call (`INT8_ROWS_PER_RUN` for an int8 graph; None: the whole batch). Every call
+    of the audio graph goes through `run_mel`, the one place its inputs are named (`AUDIO_INPUTS`)."""
 
     def __init__(self, graph_path: str | os.PathLike, provider: Providers = "cpu", threads: int | None = None,
                  rows_per_run: int | None = None):
@@ -45,10 +46,12 @@ class AudioEncoder:
         if n == 0:
             return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
         step = self.rows_per_run or n
-        parts = [self.session.run([AUDIO_OUTPUT], {
-            "mel_fusion": np.ascontiguousarray(mel_fusion[s:s + step], dtype=np.float32),
-            "longer": np.asarray(longer[s:s + step], dtype=bool)})[0] for s in range(0, n, step)]
+        parts = [self.run_mel(mel_fusion[s:s + step], longer[s:s + step]) for s in range(0, n, step)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def run_mel(self, mel_fusion: np.ndarray, longer: np.ndarray) -> np.ndarray:
+        """One call of the graph on exactly these rows (no `rows_per_run` split: `embed_mel` is the batched way)."""
+        return run_audio_graph(self.session, mel_fusion, longer)
 
     def embed_waveforms(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
         """48 kHz mono waveforms (any length; quantised here exactly as laion-clap does)."""
@@ -63,7 +66,8 @@ class AudioEncoder:
 
 class TextEncoder:
     """Texts -> [B, 512], padded to the longest text of each graph call; at most `rows_per_run` texts a call
-    (`INT8_ROWS_PER_RUN` for an int8 graph, each text then at its exact token count; None: the whole batch)."""
+    (`INT8_ROWS_PER_RUN` for an int8 graph, each text then at its exact token count; None: the whole batch).
+    Every call of the text graph goes through `run_tokens`, the one place its inputs are named (`TEXT_INPUTS`)."""
 
     def __init__(self, graph_path: str | os.PathLike, tokenizer_path: str | os.PathLike,
                  provider: Providers = "cpu", threads: int | None = None, rows_per_run: int | None = None):
@@ -78,6 +82,21 @@ class TextEncoder:
         step = self.rows_per_run or len(texts)
         parts = []
         for s in range(0, len(texts), step):
-            ids, mask = self.tokenizer.encode_batch(texts[s:s + step])
-            parts.append(self.session.run([TEXT_OUTPUT], {"input_ids": ids, "attention_mask": mask})[0])
+            parts.append(self.run_tokens(*self.tokenizer.encode_batch(texts[s:s + step])))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def run_tokens(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """One call of the graph on already tokenised, padded rows (the embedding stage pads by token bucket)."""
+        return run_text_graph(self.session, input_ids, attention_mask)
+
+
+def run_audio_graph(session: Any, mel_fusion: np.ndarray, longer: np.ndarray) -> np.ndarray:
+    """One call of an exported CLAP audio graph (the encoder's, or a portable bundle's): [B, 512]."""
+    feeds = dict(zip(AUDIO_INPUTS, (np.ascontiguousarray(mel_fusion, dtype=np.float32), np.asarray(longer, bool))))
+    return session.run([AUDIO_OUTPUT], feeds)[0]
+
+
+def run_text_graph(session: Any, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    """One call of an exported CLAP text graph (the encoder's, or a portable bundle's): [B, 512]."""
+    feeds = dict(zip(TEXT_INPUTS, (np.asarray(input_ids, np.int64), np.asarray(attention_mask, np.int64))))
+    return session.run([TEXT_OUTPUT], feeds)[0]

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import audio
 from .errors import BundleError
-from .features import FEATURE_NAMES
+from .candidate_features import FEATURE_NAMES
 from .manifest import MANIFEST_NAME, Manifest
 from .text import MAX_TOKENS, TEMPLATE_VERSION
 

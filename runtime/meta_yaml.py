@@ -1,6 +1,6 @@
 """The DCASE `<label>.meta.yaml` beside `<label>.output.csv`, filled from the bundle: what `--meta-yaml` writes.
 
-Sections follow the task's template (../shared/reference/dcase2026-task1.md §4): `submission` (label, name,
+Sections follow the task's template (docs/task.md §2): `submission` (label, name,
 abbreviation, authors), `system` (description fields, external data, complexity with total parameters) and `results`
 (development hP/hR/hF overall and per class, as fractions). Results are the ones export recorded in the manifest
 for this system: development-as-evaluation (Table 3 columns too) and the nested-CV estimate; nothing is re-measured.
@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from .errors import BstError
+from .atomic import atomic_open
+from .errors import BstError, DataError, SubmissionError
 from .manifest import Manifest
 from .policy import SystemPolicy
-from .submission import LABEL_PATTERN, write_meta_yaml
 from .taxonomy import CODES
+from .yaml_out import dump_yaml
 
 OUTPUT_SUFFIX = ".output.csv"
+#: `<Lastname>_<Inst>_task1_<n>`, the submission label DCASE asks for (n = system 1..4)
+LABEL_PATTERN = re.compile(r"^[^\W_]+_[^\W_]+_task1_[1-4]$")
 _AUTHOR = re.compile(r"^\s*(?P<name>[^<>]+?)\s*(?:<(?P<email>[^<>\s]+@[^<>\s]+)>)?\s*$")
 #: graphs that make up one system at fp32 (int8 variants hold the same parameters, quantised)
 SYSTEM_GRAPHS = ("audio_encoder", "text_encoder", "heads", "ranker")
@@ -118,3 +121,47 @@ def write_submission_meta(out: Path, *, authors: list[dict[str, Any]], manifest:
     write_meta_yaml(path, label=label, name=policy.name, abbreviation=f"bstrt{system}", authors=authors,
                     system=_system(manifest, policy, int8), results=_results(manifest, system))
     return path
+
+
+def write_meta_yaml(
+    path: Path,
+    *,
+    label: str,
+    name: str,
+    abbreviation: str,
+    authors: list[dict[str, Any]],
+    system: Mapping[str, Any],
+    results: Mapping[str, Any],
+) -> None:
+    """Write `<label>.meta.yaml` with the task's sections: submission, system, results."""
+    if not LABEL_PATTERN.fullmatch(label):
+        raise SubmissionError(f"{path}: label {label!r} does not follow <Lastname>_<Inst>_task1_<n> (n = 1..4)")
+    if not authors:
+        raise SubmissionError(f"{path}: at least one author is required")
+    for i, author in enumerate(authors, start=1):
+        if not isinstance(author, Mapping) or not str(author.get("lastname", author.get("name", ""))).strip():
+            raise SubmissionError(f"{path}: author {i} needs a 'lastname' (or 'name') entry")
+    document = {
+        "submission": {"label": label, "name": name, "abbreviation": abbreviation, "authors": list(authors)},
+        "system": dict(system),
+        "results": dict(results),
+    }
+    with atomic_open(path, "w") as fh:
+        fh.write(dump_yaml(document))
+
+
+def results_section(metrics: Mapping[str, Any], *, dataset: str = "development_dataset") -> dict[str, Any]:
+    """The `results` section from an `evaluate_predictions` result: overall and per-class hP/hR/hF as fractions."""
+    try:
+        overall = {k: round(float(metrics[k]), 6) for k in ("hP", "hR", "hF")}
+        per_class = metrics["per_class"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"not an evaluate_predictions result: {exc}") from None
+    class_wise = {
+        code: {k: _rounded(per_class[code][k]) for k in ("hP", "hR", "hF")} for code in CODES if code in per_class
+    }
+    return {dataset: {"convention": metrics.get("convention", "drop"), "overall": overall, "class_wise": class_wise}}
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 6)

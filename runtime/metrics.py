@@ -2,7 +2,7 @@
 the official baseline prints.
 
 Everything is derived from the 23x23 confusion matrix, so the training code can call `hierarchical_f1` thousands of
-times on int arrays cheaply. Definitions (task reference §5):
+times on int arrays cheaply. Definitions (docs/task.md §3):
 
 * per-sample credit s(p, t) = 1 if p == t, 0.375 if p and t share their parent, 0 otherwise;
 * hP_c = mean credit over samples *predicted* c, hR_c = mean credit over samples whose *truth* is c,

@@ -1,8 +1,8 @@
 """The deployable systems: `SystemPolicy` (what a system runs) and THE decision function, `decide_items`.
 
 evidence (ensemble + family distributions, text embedding, modality flags) -> per-item fallback switch ->
-candidate features (`features.candidate_features`) -> ranker scores (a callable: the bundle's ranker.onnx at
-runtime, the sklearn model in training, out-of-fold scores in tuning) -> seed eq. 3 -> label and score:
+candidate features (`candidate_features.candidate_features`) -> ranker scores (a callable: the bundle's ranker.onnx at
+runtime, the sklearn model in training, out-of-fold scores in tuning) -> eq. 3 (docs/method.md) -> label and score:
 
     y = y_r  if  s_r - s_b > tau  and  parentSafe(y_r, y_b)  else  y_b,
     parentSafe = same parent, or (s_r - s_b > cross_parent_tau and s_r >= cross_parent_min_score).
@@ -25,7 +25,7 @@ import numpy as np
 
 from .atomic import atomic_write_text
 from .errors import BstError
-from .features import CandidateFeatures, candidate_features, stack_features
+from .candidate_features import CandidateFeatures, candidate_features, stack_features
 from .taxonomy import NUM_CLASSES, PARENT_INDEX
 
 SYSTEMS_SCHEMA = "bst-systems-v1"

@@ -14,6 +14,7 @@ from .audio import SAMPLE_RATE_HZ
 from .bundle import Bundle
 from .errors import BundleError
 from .layout import EMBEDDING_DIM, HEADS_INPUTS, HEADS_OUTPUTS
+from .encoders import AUDIO_INPUTS, TEXT_INPUTS, run_audio_graph, run_text_graph
 from .session import make_session
 from .text import CLASS_WORDS, MAX_TOKENS, TEMPLATE_VERSION, mask_class_words
 from .tokenizer import MAX_TEXT_CHARS, Tokenizer
@@ -62,10 +63,10 @@ def portable_section(systems: Sequence[str], heads_inputs: Sequence[str]) -> dic
             {"graph": FRONTEND_GRAPH, "per": "clip",
              "feeds": {"waveform": "caller_audio: 48 kHz mono float32 [samples]", "length": "int64 scalar: samples"}},
             {"graph": "audio_encoder", "per": "batch",
-             "feeds": {"mel_fusion": "frontend.mel_fusion, clips concatenated on axis 0",
-                       "longer": "frontend.longer, concatenated"}},
+             "feeds": dict(zip(AUDIO_INPUTS, ("frontend.mel_fusion, clips concatenated on axis 0",
+                                              "frontend.longer, concatenated")))},
             {"graph": "text_encoder", "per": "batch", "runs": ["text", "masked_text"],
-             "feeds": {"input_ids": "caller_text tokens", "attention_mask": "caller_text mask"}},
+             "feeds": dict(zip(TEXT_INPUTS, ("caller_text tokens", "caller_text mask")))},
             {"graph": "heads", "per": "batch",
              "feeds": {name: f"{name} [batch, {EMBEDDING_DIM}] (zeros for a missing modality)" for name in heads_inputs}},
             {"graph": "decision_system_<N>", "per": "batch",
@@ -101,8 +102,7 @@ class PortableChain:
         return tuple(self.frontend.run(None, {"waveform": wave, "length": np.array(wave.shape[0], np.int64)}))
 
     def _text(self, texts: list[str]) -> np.ndarray:
-        ids, mask = self.tokenizer.encode_batch(texts)
-        return self.text.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        return run_text_graph(self.text, *self.tokenizer.encode_batch(texts))
 
     def predict(self, waves: Sequence[np.ndarray | None], texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(label index [n], score [n]) for n items; a None waveform is missing audio, '' empty metadata."""
@@ -111,8 +111,8 @@ class PortableChain:
         have = [i for i in range(n) if waves[i] is not None and len(waves[i]) > 0]
         if have:
             mels = [self.mel(waves[i]) for i in have]
-            audio[have] = self.audio.run(None, {"mel_fusion": np.concatenate([m for m, _ in mels]),
-                                                "longer": np.concatenate([lg for _, lg in mels])})[0]
+            audio[have] = run_audio_graph(self.audio, np.concatenate([m for m, _ in mels]),
+                                          np.concatenate([lg for _, lg in mels]))
         text, masked = np.zeros((n, EMBEDDING_DIM), np.float32), np.zeros((n, EMBEDDING_DIM), np.float32)
         idx = [i for i in range(n) if texts[i]]
         if idx:

@@ -24,12 +24,12 @@ import numpy as np
 from . import policy
 from .audio import file_to_mel_fusion, samples_to_mel_fusion
 from .bundle import Bundle, load_bundle
-from .datasets import Clip
+from .clip import Clip
 from .defaults import DEFAULT_BATCH_SIZE
 from .embedding import MASKED_INPUT, AudioBatch, EmbeddingStage, StageClock, prefetch, read_audio, read_batch
 from .encoders import INT8_ROWS_PER_RUN, AudioEncoder, TextEncoder
 from .errors import BstError, BundleError
-from .session import Providers, make_session, session_provider
+from .session import Providers, make_session, overall_provider, session_provider
 from .taxonomy import CLASSES, CODE_TO_INDEX, CODES, PARENT_NAMES, parent_of
 from .layout import HEADS_INPUTS, HEADS_OUTPUTS, RANKER_INPUT, RANKER_PROBABILITIES
 
@@ -80,7 +80,8 @@ class Prediction:
                                 bool(rec["overridden"]))
 
 
-def _make_prediction(item_id, label_index, score, probs, fallback, overridden) -> Prediction:
+def _make_prediction(item_id: str, label_index: int, score: float, probs: np.ndarray, fallback: str | None,
+                     overridden: bool) -> Prediction:
     order = np.argsort(-probs, kind="stable")[:TOP_K]
     code = CODES[label_index]
     parent = parent_of(code)
@@ -104,20 +105,35 @@ class _Evidence:
     pool_probs: np.ndarray  # [B, P, 23]
 
 
+@dataclass(frozen=True)
+class _SystemDecision:
+    """What deciding for one system needs beyond the shared evidence: its policy and its row of `pool_probs`."""
+
+    policy: policy.SystemPolicy
+    pool_index: int
+
+
 class Predictor:
-    """Loaded bundle + sessions for one system. Build with `Predictor.load`; use as a context manager (or call
-    `close()`) to release the sessions."""
+    """Loaded bundle + sessions. Build with `Predictor.load`; use as a context manager (or call `close()`) to
+    release the sessions.
+
+    The system is a per-call parameter of the decision, not of the sessions: the encoders and the heads graph are
+    the same for every system of a bundle, and `predict_systems_stream(batches, systems)` decides several systems
+    from one pass of them. So the predictor holds the sessions and one `_SystemDecision` per system of the manifest
+    (built at load, read-only afterwards, so threads share them); `system` given to `load` is only the default of
+    the one-system methods (`predict_file`, `predict_clips`, ...), and `with_system(n)` is a view with another
+    default over the same sessions."""
 
     def __init__(self, bundle: Bundle, system: int, providers: Providers, threads: int | None, int8: bool) -> None:
         m = bundle.manifest
-        if str(system) not in m.systems:
-            raise BundleError(f"{bundle.root}: no system {system} (bundle has {', '.join(sorted(m.systems))})")
-        if int8 and not bundle.has_int8():
-            raise BundleError(f"{bundle.root}: no int8 graphs in this bundle (re-export with `bst-train export --int8`)")
+        bundle.require([system], int8=int8)
         self.bundle = bundle
         self.system = int(system)
-        self.policy = policy.SystemPolicy.from_dict(m.systems[str(system)])
         self.int8 = bool(int8)
+        self.families = list(m.heads.families)
+        self.pools = list(m.heads.pools)
+        self._decisions = {int(n): self._decision_of(policy.SystemPolicy.from_dict(spec))
+                           for n, spec in m.systems.items()}
         audio = bundle.graph("audio_encoder", int8=int8)
         text = bundle.graph("text_encoder", int8=int8)
         self.audio_encoder = AudioEncoder(bundle.path(audio.file), provider=providers, threads=threads,
@@ -129,14 +145,10 @@ class Predictor:
         self.heads = make_session(bundle.path(bundle.graph("heads").file), provider=providers, threads=threads)
         #: a pool whose families never read an input has a heads graph without it (the exporter prunes it)
         self._heads_inputs = {i.name for i in self.heads.get_inputs()}
-        self.ranker = None
-        if self.policy.use_ranker:
+        self.ranker = None  # one session for every system that re-ranks (opened when the bundle has such a system)
+        if any(d.policy.use_ranker for d in self._decisions.values()):
             self.ranker = make_session(bundle.path(bundle.graph("ranker").file), provider=providers, threads=threads)
-        self._providers, self._threads = providers, threads
         self.class_text = bundle.class_text_embeddings()
-        self.families = list(m.heads.families)
-        self.pools = list(m.heads.pools)
-        self._pool_index = self._pool_of(self.policy)
         self.positive_column = int(m.ranker.get("positive_column", 1))
         self._closed = False
 
@@ -158,14 +170,14 @@ class Predictor:
     # ---- lifetime ---------------------------------------------------------------------------------------------
     def close(self) -> None:
         """Release the onnxruntime sessions (their memory goes when the last reference does); later calls raise.
-        Predictors made by `with_system` share the sessions: close them all, or only the one you made."""
+        Predictors made by `with_system` share the sessions: closing one closes them for all."""
         self.audio_encoder = self.text_encoder = self.heads = self.ranker = None  # type: ignore[assignment]
         self._closed = True
 
     def __enter__(self) -> "Predictor":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _check_open(self) -> None:
@@ -174,19 +186,29 @@ class Predictor:
 
     # ---- providers --------------------------------------------------------------------------------------------
     @property
+    def policy(self) -> policy.SystemPolicy:
+        """The default system's policy."""
+        return self._decisions[self.system].policy
+
+    @property
     def providers(self) -> dict[str, str]:
-        """The provider each graph really runs on, from `session.get_providers()` (never what was asked for):
-        'cuda', 'cpu', or onnxruntime's name for any other (e.g. 'TensorrtExecutionProvider')."""
+        """The provider each graph of the default system really runs on, from `session.get_providers()` (never
+        what was asked for): 'cuda', 'cpu', or onnxruntime's name for any other (e.g. 'TensorrtExecutionProvider')."""
         self._check_open()
         sessions = {"audio_encoder": self.audio_encoder.session, "text_encoder": self.text_encoder.session,
-                    "heads": self.heads, "ranker": self.ranker}
+                    "heads": self.heads, "ranker": self.ranker if self.policy.use_ranker else None}
         return {name: session_provider(s) for name, s in sessions.items() if s is not None}
+
+    @property
+    def all_providers(self) -> dict[str, str]:
+        """`providers` of every graph this predictor opened (the ranker too when only another system uses it)."""
+        self._check_open()
+        return {**self.providers, **({"ranker": session_provider(self.ranker)} if self.ranker is not None else {})}
 
     @property
     def provider(self) -> str:
         """The one provider every graph runs on, or 'mixed' when they differ (e.g. some fell back to the CPU)."""
-        used = set(self.providers.values())
-        return used.pop() if len(used) == 1 else "mixed"
+        return overall_provider(self.providers)
 
     # ---- public API -------------------------------------------------------------------------------------------
     def predict_file(self, path: str | os.PathLike | None, *, title: str = "", tags: str = "", description: str = "",
@@ -262,53 +284,49 @@ class Predictor:
 
     def predict_systems(self, clips: Sequence[Clip], systems: Sequence[int]) -> dict[int, list[Prediction]]:
         """Several systems of the bundle from one pass of the encoders (dev-as-eval, parity checks)."""
+        self.bundle.require(systems)
         ev = self._evidence(clips)
-        return {n: self.with_system(n)._decide(clips, ev) for n in systems}
+        return {int(n): self._decide(clips, ev, int(n)) for n in systems}
 
     def with_system(self, system: int) -> "Predictor":
-        """Another system of the same bundle, sharing the already open sessions."""
+        """The same predictor (the same sessions) with `system` as the default of the one-system methods."""
         self._check_open()
+        self.bundle.require([system])
         if int(system) == self.system:
             return self
         other = copy.copy(self)
-        m = self.bundle.manifest
-        if str(system) not in m.systems:
-            raise BundleError(f"{self.bundle.root}: no system {system} (bundle has {', '.join(sorted(m.systems))})")
         other.system = int(system)
-        other.policy = policy.SystemPolicy.from_dict(m.systems[str(system)])
-        other._pool_index = other._pool_of(other.policy)
-        if other.policy.use_ranker and other.ranker is None:
-            other.ranker = make_session(self.bundle.path(self.bundle.graph("ranker").file), provider=self._providers,
-                                        threads=self._threads)
         return other
 
     def _decide_stream(self, audio: Iterator[AudioBatch], systems: Sequence[int], clock: StageClock,
                        ) -> Iterator[dict[int, list[Prediction]]]:
         self._check_open()
-        others = {n: self.with_system(n) for n in systems}
+        self.bundle.require(systems)
         for batch in audio:
             ev = self._evidence(batch.clips, batch, clock)
             with clock.stage("decision (features+ranker)"):
-                out = {n: p._decide(batch.clips, ev) for n, p in others.items()}
+                out = {int(n): self._decide(batch.clips, ev, int(n)) for n in systems}
             yield out
 
-    def _pool_of(self, system_policy: policy.SystemPolicy) -> int:
-        """The system's axis in the graph's `pool_probs` (the manifest records the pool order)."""
+    def _decision_of(self, system_policy: policy.SystemPolicy) -> _SystemDecision:
+        """The system's policy and its axis in the graph's `pool_probs` (the manifest records the pool order)."""
         if system_policy.pool not in self.pools:
             raise BundleError(f"{self.bundle.root}: system {system_policy.system_id} names pool "
                               f"{system_policy.pool!r}, which the heads graph does not compute "
                               f"(pools: {', '.join(self.pools)})")
-        return self.pools.index(system_policy.pool)
+        return _SystemDecision(system_policy, self.pools.index(system_policy.pool))
 
     def _score_rows(self, rows: np.ndarray) -> np.ndarray:
         return self.ranker.run([RANKER_PROBABILITIES], {RANKER_INPUT: rows})[0][:, self.positive_column]
 
-    def _decide(self, clips: Sequence[Clip], ev: "_Evidence") -> list[Prediction]:
-        """`policy.decide_items` on the batch's evidence: the ensemble is the graph's pool row, never recomputed."""
+    def _decide(self, clips: Sequence[Clip], ev: "_Evidence", system: int) -> list[Prediction]:
+        """`policy.decide_items` for `system` on the batch's evidence: the ensemble is the graph's pool row, never
+        recomputed."""
+        d = self._decisions[system]
         dec = policy.decide_items(
-            self.policy, ev.pool_probs[:, self._pool_index],
+            d.policy, ev.pool_probs[:, d.pool_index],
             {f: ev.family_probs[:, j] for j, f in enumerate(self.families)}, ev.text, self.class_text,
-            ev.audio_present, ev.text_present, self._score_rows if self.policy.use_ranker else None,
+            ev.audio_present, ev.text_present, self._score_rows if d.policy.use_ranker else None,
         )
         return [_make_prediction(clip.id, int(dec.labels[i]), float(dec.scores[i]), dec.probabilities[i],
                                  ev.reasons[i], bool(dec.overridden[i])) for i, clip in enumerate(clips)]

@@ -13,17 +13,28 @@ import functools
 import os
 import sys
 import warnings
+from enum import Enum
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence, Tuple, Union
 
 from .errors import BstError
 
-Provider = Literal["cpu", "cuda", "auto"]
+
+
+class Provider(str, Enum):
+    """The named choices (`bst-rt --provider`, `bst-train export/embed --provider`, `Predictor.load`): 'auto' picks
+    CUDA only when it really works. A str enum, so the plain strings 'cpu' | 'cuda' | 'auto' are the same values."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 #: one onnxruntime provider as onnxruntime spells it: a name, or (name, provider options) e.g. a device id
 ProviderEntry = Union[str, Tuple[str, Mapping[str, Any]]]
 #: what callers may ask for: the CLI's 'cpu' | 'cuda' | 'auto', or onnxruntime's own `providers=[...]` list
-Providers = Union[Provider, Sequence[ProviderEntry]]
+Providers = Union[Provider, Literal["cpu", "cuda", "auto"], Sequence[ProviderEntry]]
 _ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 _SHORT_NAMES = {v: k for k, v in _ORT_NAMES.items()}
 
@@ -32,7 +43,14 @@ class ProviderError(BstError):
     """The execution provider asked for is not available or was not used."""
 
 
-def session_provider(session) -> str:
+def overall_provider(providers: Mapping[str, str]) -> str:
+    """The one provider every graph runs on ('cuda', 'cpu', ...), 'mixed' when graphs (or workers) differ, 'none'
+    when nothing ran (a resumed Ray run with nothing left to predict)."""
+    used = set(providers.values())
+    return used.pop() if len(used) == 1 else "mixed" if used else "none"
+
+
+def session_provider(session: Any) -> str:
     """The provider the session's graph actually runs on first: 'cuda', 'cpu', or onnxruntime's name for any
     other (e.g. 'TensorrtExecutionProvider')."""
     first = session.get_providers()[0]
@@ -72,7 +90,7 @@ def warn_if_both_ort_wheels() -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def import_onnxruntime():
+def import_onnxruntime() -> Any:
     """The onnxruntime module, or a one-line BstError saying which extra to install."""
     warn_if_both_ort_wheels()
     try:
@@ -83,7 +101,7 @@ def import_onnxruntime():
 
 
 @functools.lru_cache(maxsize=1)
-def _preload_cuda_libraries(ort) -> None:
+def _preload_cuda_libraries(ort: Any) -> None:
     """Let onnxruntime-gpu find pip-installed CUDA/cuDNN (nvidia-* wheels) before a CUDA session is created.
 
     `preload_dlls` exists from onnxruntime 1.21; it prints its own notes on stdout, which must stay clean for `--json`
@@ -135,7 +153,7 @@ def resolve_providers(spec: Providers, available: Sequence[str], known: Sequence
     return entries, [n for n in names if n != _ORT_NAMES["cpu"]], False
 
 
-def make_session(path: str | os.PathLike, provider: Providers = "cpu", threads: int | None = None):
+def make_session(path: str | os.PathLike, provider: Providers = "cpu", threads: int | None = None) -> Any:
     """An InferenceSession on `provider` ('cpu' | 'cuda' | 'auto', or onnxruntime's `providers` list);
     `threads` caps intra-op threads (None: onnxruntime's default). Raises ProviderError when a provider asked
     for is not really in use (`session.get_providers()`); 'auto' only warns when CUDA falls back."""
@@ -152,10 +170,8 @@ def make_session(path: str | os.PathLike, provider: Providers = "cpu", threads: 
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    # onnxruntime's workers spin after each parallel section by default; here they competed with the audio prefetch
-    # thread and the decision code for the same cores (2-core EPYC, synthetic package, fp32, 3 interleaved runs
-    # each: steady 3.43 -> 3.82 clips/s and 26.3 -> 23.2 CPU-s with spinning off; under a second load the spinning
-    # int8 runs fell to 1.6 clips/s, the non-spinning ones stayed at 2.9)
+    # onnxruntime's workers spin after each parallel section by default; they then compete with the audio prefetch
+    # thread and the decision code for the same cores (bench/predict.py measures the difference)
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)

@@ -1,4 +1,4 @@
-"""DCASE 2026 Task 1 submission files: the output CSV (write, read, validate) and the `meta.yaml` next to it.
+"""DCASE 2026 Task 1 submission CSV: write, read, validate and score it (the `meta.yaml` beside it: `meta_yaml.py`).
 
 The CSV is `id,predicted_bst_second_level_class,prediction_score`: every evaluation id exactly once, in full (the
 ids are 36-character UUIDs), one of the 23 codes, a score in [0, 1]. The validator reports every problem it finds,
@@ -13,18 +13,16 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .atomic import atomic_open, atomic_write_text
+from .atomic import atomic_write_text
 from .csvfile import decode_csv, wide_fields
 from .errors import DataError, SubmissionError
 from .metrics import evaluate_predictions
 from .taxonomy import CODE_TO_INDEX, CODES
-from .yaml_out import dump_yaml
 
 SUBMISSION_COLUMNS: tuple[str, str, str] = ("id", "predicted_bst_second_level_class", "prediction_score")
 UUID_LENGTH = 36
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _UUID_PART = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]*)*$")
-LABEL_PATTERN = re.compile(r"^[^\W_]+_[^\W_]+_task1_[1-4]$")
 MAX_SYSTEMS = 4
 
 
@@ -158,50 +156,6 @@ def read_submission(path: Path) -> list[tuple[str, str, float]]:
     validate_submission(path)
     rows, _ = _parse(Path(path))
     return [(c[0].strip(), c[1].strip(), float(c[2])) for _, c in rows]
-
-
-def write_meta_yaml(
-    path: Path,
-    *,
-    label: str,
-    name: str,
-    abbreviation: str,
-    authors: list[dict[str, Any]],
-    system: Mapping[str, Any],
-    results: Mapping[str, Any],
-) -> None:
-    """Write `<label>.meta.yaml` with the task's sections: submission, system, results."""
-    if not LABEL_PATTERN.fullmatch(label):
-        raise SubmissionError(f"{path}: label {label!r} does not follow <Lastname>_<Inst>_task1_<n> (n = 1..4)")
-    if not authors:
-        raise SubmissionError(f"{path}: at least one author is required")
-    for i, author in enumerate(authors, start=1):
-        if not isinstance(author, Mapping) or not str(author.get("lastname", author.get("name", ""))).strip():
-            raise SubmissionError(f"{path}: author {i} needs a 'lastname' (or 'name') entry")
-    document = {
-        "submission": {"label": label, "name": name, "abbreviation": abbreviation, "authors": list(authors)},
-        "system": dict(system),
-        "results": dict(results),
-    }
-    with atomic_open(path, "w") as fh:
-        fh.write(dump_yaml(document))
-
-
-def results_section(metrics: Mapping[str, Any], *, dataset: str = "development_dataset") -> dict[str, Any]:
-    """The `results` section from an `evaluate_predictions` result: overall and per-class hP/hR/hF as fractions."""
-    try:
-        overall = {k: round(float(metrics[k]), 6) for k in ("hP", "hR", "hF")}
-        per_class = metrics["per_class"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"not an evaluate_predictions result: {exc}") from None
-    class_wise = {
-        code: {k: _rounded(per_class[code][k]) for k in ("hP", "hR", "hF")} for code in CODES if code in per_class
-    }
-    return {dataset: {"convention": metrics.get("convention", "drop"), "overall": overall, "class_wise": class_wise}}
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(float(value), 6)
 
 
 def score_submission(path: Path, labels: Mapping[str, str], *, convention: str = "drop") -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -23,7 +23,7 @@ MAX_TEXT_CHARS = 16_384
 class Tokenizer:
     """`encode_batch(texts) -> (input_ids, attention_mask)`, both int64 [B, longest]."""
 
-    def __init__(self, tokenizer, pad_id: int) -> None:
+    def __init__(self, tokenizer: Any, pad_id: int) -> None:
         self._tok = tokenizer
         self.pad_id = pad_id
         self._tok.no_padding()

@@ -24,16 +24,16 @@ DURATION_RANGE_S: dict[str, tuple[float, float]] = {
 }
 
 
-def _m_sp(rng, n, sr):  # noqa: ANN001 - recipes share one signature
+def _m_sp(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     return drum_pattern(rng, n, sr) + 0.05 * synth_dsp.noise(rng, n, sr, synth_dsp.band(50, 2000, 1.0))
 
 
-def _m_si(rng, n, sr):  # noqa: ANN001
+def _m_si(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     timbre = rng.choice(TIMBRES[:4])
     return melody(rng, n, sr, timbre, rng.uniform(45, 76), rng.uniform(1.5, 5))
 
 
-def _m_m(rng, n, sr):  # noqa: ANN001
+def _m_m(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     root = rng.uniform(40, 55)
     chord = pad(rng, n, sr, [synth_dsp.midi_hz(root + 12 + k) for k in (0, 4, 7)]) / 3
     lead = melody(rng, n, sr, rng.choice(TIMBRES), root + 24, rng.uniform(2, 5))
@@ -41,50 +41,51 @@ def _m_m(rng, n, sr):  # noqa: ANN001
     return 0.5 * chord + lead + 0.7 * bass + drum_pattern(rng, n, sr, 0.8)
 
 
-def _single(rng, n, sr, timbre, lo, hi, chord_prob=0.0):  # noqa: ANN001
+def _single(rng: np.random.Generator, n: int, sr: int, timbre: str, lo: float, hi: float,
+            chord_prob: float = 0.0) -> np.ndarray:
     root = rng.uniform(lo, hi)
     voices = (0, 4, 7) if rng.uniform() < chord_prob else (0,)
     return sum(note(rng, n, sr, synth_dsp.midi_hz(root + k), timbre) for k in voices)
 
 
-def _is_p(rng, n, sr):  # noqa: ANN001
+def _is_p(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     out = np.zeros(n)
     start = int(rng.uniform(0, 0.02) * sr)
     synth_dsp.place(out, [start], synth_dsp.hit(rng, sr, rng.choice(["kick", "snare", "hat", "tom", "clap", "cymbal"])))
     return out
 
 
-def _is_s(rng, n, sr):  # noqa: ANN001
+def _is_s(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     return _single(rng, n, sr, "pluck" if rng.uniform() < 0.6 else "bow", 36, 84, chord_prob=0.25)
 
 
-def _is_w(rng, n, sr):  # noqa: ANN001
+def _is_w(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     return _single(rng, n, sr, "blow", 50, 88)
 
 
-def _is_k(rng, n, sr):  # noqa: ANN001
+def _is_k(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     return _single(rng, n, sr, "keys", 33, 96, chord_prob=0.4)
 
 
-def _is_e(rng, n, sr):  # noqa: ANN001
+def _is_e(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     if rng.uniform() < 0.3:
         return melody(rng, n, sr, "synth", rng.uniform(40, 70), rng.uniform(6, 12))
     return _single(rng, n, sr, "synth", 28, 84)
 
 
-def _sp_s(rng, n, sr):  # noqa: ANN001
+def _sp_s(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     f0 = rng.uniform(90, 240)
     return synth_dsp.voice(rng, n, sr, f0, formant_scale=rng.uniform(0.9, 1.15))
 
 
-def _sp_c(rng, n, sr):  # noqa: ANN001
+def _sp_c(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     out = 0.3 * synth_dsp.noise(rng, n, sr, synth_dsp.band(300, 3000))
     for _ in range(int(rng.integers(2, 4))):
         out += rng.uniform(0.3, 1.0) * synth_dsp.voice(rng, n, sr, rng.uniform(90, 260), syllable_rate_hz=rng.uniform(3, 6))
     return synth_dsp.reverb(rng, out, sr, 0.4, 0.35)
 
 
-def _sp_p(rng, n, sr):  # noqa: ANN001
+def _sp_p(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     f0, monotone = rng.uniform(70, 300), rng.uniform() < 0.7
     x = synth_dsp.voice(rng, n, sr, f0, monotone=monotone, formant_scale=rng.choice([0.7, 1.0, 1.4]))
     effect = rng.integers(3)
@@ -98,7 +99,7 @@ def _sp_p(rng, n, sr):  # noqa: ANN001
     return np.tanh(6 * synth_dsp.unit(x)) + 0.2 * synth_dsp.square(synth_dsp.phase_of(rng.uniform(80, 160), n, sr)) * (np.abs(x) > 0.05)
 
 
-def _fx_o(rng, n, sr):  # noqa: ANN001
+def _fx_o(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     out = np.zeros(n)
     template = synth_dsp.modal(rng, sr, rng.uniform(300, 1500), rng.uniform(2000, 8000), rng.uniform(0.02, 0.3))
     synth_dsp.place(out, synth_dsp.onsets(rng, n, sr, rng.uniform(0.7, 4), 0.8), template, gains=rng.uniform(0.3, 1, 64))
@@ -108,7 +109,7 @@ def _fx_o(rng, n, sr):  # noqa: ANN001
     return out
 
 
-def _fx_v(rng, n, sr):  # noqa: ANN001
+def _fx_v(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     out = engine(rng, n, sr, pass_by=rng.uniform() < 0.6)
     if rng.uniform() < 0.25:  # horn
         m = min(n, int(rng.uniform(0.3, 0.9) * sr))
@@ -117,7 +118,7 @@ def _fx_v(rng, n, sr):  # noqa: ANN001
     return out
 
 
-def _fx_m(rng, n, sr):  # noqa: ANN001
+def _fx_m(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     hum = synth_dsp.tone(synth_dsp.phase_of(rng.uniform(25, 120), n, sr), 120, sr, 8, 0.8)
     out = hum + rng.uniform(0.3, 1.5) * synth_dsp.noise(rng, n, sr, synth_dsp.band(rng.uniform(100, 800), rng.uniform(2000, 8000)))
     clicks = np.zeros(n)
@@ -125,7 +126,7 @@ def _fx_m(rng, n, sr):  # noqa: ANN001
     return out + 2 * clicks
 
 
-def _fx_h(rng, n, sr):  # noqa: ANN001
+def _fx_h(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     kind = rng.integers(3)
     out = np.zeros(n)
     if kind == 0:  # footsteps
@@ -139,7 +140,7 @@ def _fx_h(rng, n, sr):  # noqa: ANN001
     return out
 
 
-def _fx_a(rng, n, sr):  # noqa: ANN001
+def _fx_a(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     out = np.zeros(n)
     kind = rng.integers(3)
     if kind == 0:  # bird chirps
@@ -157,7 +158,7 @@ def _fx_a(rng, n, sr):  # noqa: ANN001
     return out + 0.05 * synth_dsp.noise(rng, n, sr, synth_dsp.band(100, 2000, 1.0))
 
 
-def _fx_n(rng, n, sr):  # noqa: ANN001
+def _fx_n(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     kind = rng.integers(4)
     if kind == 0:  # wind
         return synth_dsp.noise(rng, n, sr, synth_dsp.band(80, rng.uniform(300, 1200), 1.0)) * synth_dsp.lfo(n, sr, rng.uniform(0.1, 0.5), 0.6)
@@ -173,7 +174,7 @@ def _fx_n(rng, n, sr):  # noqa: ANN001
     return synth_dsp.noise(rng, n, sr, synth_dsp.band(400, 4000)) * (1 + 0.5 * synth_dsp.noise(rng, n, sr, synth_dsp.band(2, 30)))  # water
 
 
-def _fx_ex(rng, n, sr):  # noqa: ANN001
+def _fx_ex(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     out = np.zeros(n)
     for start in synth_dsp.onsets(rng, n, sr, rng.uniform(10, 80)):
         m = int(rng.uniform(0.005, 0.08) * sr)
@@ -188,7 +189,7 @@ def _fx_ex(rng, n, sr):  # noqa: ANN001
     return out
 
 
-def _fx_el(rng, n, sr):  # noqa: ANN001
+def _fx_el(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     kind = rng.integers(3)
     if kind == 0:  # riser / drop sweep with a whoosh
         lo, hi = rng.uniform(80, 400), rng.uniform(2000, 9000)
@@ -207,12 +208,12 @@ def _fx_el(rng, n, sr):  # noqa: ANN001
     return out
 
 
-def _ss_n(rng, n, sr):  # noqa: ANN001
+def _ss_n(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     bed = synth_dsp.noise(rng, n, sr, synth_dsp.band(100, rng.uniform(1500, 6000), 1.0)) * synth_dsp.lfo(n, sr, rng.uniform(0.05, 0.2), 0.4)
     return bed + 0.6 * _fx_a(rng, n, sr) * (rng.uniform() < 0.7)
 
 
-def _ss_i(rng, n, sr):  # noqa: ANN001
+def _ss_i(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     room = synth_dsp.noise(rng, n, sr, synth_dsp.band(30, 400, 2.0))
     out = room + 0.3 * synth_dsp.tone(synth_dsp.phase_of(rng.choice([50.0, 60.0]), n, sr), 60, sr, 5, 1.0)  # mains hum
     events = np.zeros(n)
@@ -221,14 +222,14 @@ def _ss_i(rng, n, sr):  # noqa: ANN001
     return out + events + 0.3 * babble(rng, n, sr) * (rng.uniform() < 0.5)
 
 
-def _ss_u(rng, n, sr):  # noqa: ANN001
+def _ss_u(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     out = 0.6 * engine(rng, n, sr, pass_by=False) + synth_dsp.noise(rng, n, sr, synth_dsp.band(30, 1500, 1.5))
     for _ in range(int(rng.integers(1, 3))):
         out += 0.8 * engine(rng, n, sr, pass_by=True)
     return out + 0.3 * babble(rng, n, sr) * (rng.uniform() < 0.4)
 
 
-def _ss_s(rng, n, sr):  # noqa: ANN001
+def _ss_s(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     root = rng.uniform(30, 50)
     drone = pad(rng, n, sr, [synth_dsp.midi_hz(root + k) for k in rng.choice([0, 7, 12, 15, 19], 3, replace=False)])
     drone *= synth_dsp.lfo(n, sr, rng.uniform(0.05, 0.3), 0.5, rng.uniform(0, 6))

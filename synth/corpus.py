@@ -14,7 +14,7 @@ It stands in for the real data in every test and in the demo. Under OUT:
     eval_labels.csv                              id,class of the evaluation clips (beside eval/, not inside it)
     cs_true_labels.csv                           id,class: the clean labels behind BSD35k-CS's in-taxonomy rows
 
-`--with-features` adds STAND-IN embeddings (see bst_rt.synth.features) under each dev set's features/ folder. Every file is
+`--with-features` adds STAND-IN embeddings (see bst_rt.synth.stand_in_embeddings) under each dev set's features/ folder. Every file is
 a pure function of (seed, sizes): each item draws from its own seeded stream, so the same arguments give
 byte-identical files. Each dataset folder is written under a hidden staging name and renamed into place when
 complete, so a reader never sees half a dataset.
@@ -30,6 +30,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -42,7 +43,7 @@ from bst_rt.runtime.taxonomy import CODES, PARENTS
 
 from . import text as synth_text
 from .audio import SAMPLE_RATE_HZ, draw_duration_s, render_clip, to_pcm16
-from .features import AudioSpace, class_text_embeddings, text_embeddings
+from .stand_in_embeddings import AudioSpace, class_text_embeddings, text_embeddings
 
 DEV_COLUMNS = ("sound_id", "class", "class_idx", "class_top", "confidence", "uploader", "license", "title", "tags",
                "description")
@@ -233,7 +234,8 @@ class _Staged:
         (self.tmp / "audio").mkdir(parents=True)
         return self.tmp
 
-    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return

@@ -162,14 +162,15 @@ def _write_external_layouts(root, cs_dir):
 @pytest.fixture(scope="session")
 def trained_run(synth_corpus, tmp_path_factory):
     """`bst-train train` of every family on the synthetic corpus (with its noisy CS set and tiny external sets) at
-    `bst_rt.train.pool.QUICK_OVERRIDES`. Returns `.run` (= `.path`, the run folder), `.data` (dev set), `.cs`,
-    `.registry`, `.log` (progress lines) and `.external` ({name: root})."""
+    `bst_rt.train.members.QUICK_OVERRIDES`. Returns `.run` (= `.path`, the run folder), `.data` (dev set), `.cs`,
+    `.registry` (the `PoolResult`'s registry), `.log` (progress lines) and `.external` ({name: root})."""
     from pathlib import Path
     from types import SimpleNamespace
 
     import torch
 
-    from bst_rt.train.pool import QUICK_OVERRIDES, run_pool
+    from bst_rt.train.members import QUICK_OVERRIDES
+    from bst_rt.train.pool import run_pool
 
     base = tmp_path_factory.mktemp("trained_run")
     external = _write_external_layouts(base / "external", Path(synth_corpus.cs))
@@ -177,12 +178,12 @@ def trained_run(synth_corpus, tmp_path_factory):
     torch.set_num_threads(1)  # two shared cores: one thread per process is several times faster here
     log: list[str] = []
     try:
-        reg = run_pool(Path(synth_corpus.dev), Path(synth_corpus.cs), base / "run", None, seed=0,
+        result = run_pool(Path(synth_corpus.dev), Path(synth_corpus.cs), base / "run", None, seed=0,
                        overrides=QUICK_OVERRIDES, external=external, log=log.append)
     finally:
         torch.set_num_threads(threads)
     return SimpleNamespace(run=base / "run", path=base / "run", data=Path(synth_corpus.dev),
-                           cs=Path(synth_corpus.cs), registry=reg, log=log, external=external)
+                           cs=Path(synth_corpus.cs), registry=result.registry, log=log, external=external)
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bst_rt.runtime.bundle import load_bundle, resolve_bundle_dir, sha256_file
+from bst_rt.runtime.bundle import load_bundle, resolve_bundle_dir
+from bst_rt.runtime.hashing import file_sha256
 from bst_rt.runtime.cli import app
 from bst_rt.runtime.errors import BundleError
 from bst_rt.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION
@@ -45,7 +46,7 @@ def test_manifest_lists_every_file_with_its_hash_and_parity(bundle):
     on_disk = {p.name for p in bundle.iterdir()} - {MANIFEST_NAME}
     assert listed == on_disk, "every bundle file is listed, and only those"
     for spec in m.all_files():
-        assert sha256_file(bundle / spec.file) == spec.sha256
+        assert file_sha256(bundle / spec.file) == spec.sha256
     for name, g in m.graphs.items():
         assert g.inputs and g.outputs and g.opset >= 17
         if g.precision == "fp32":

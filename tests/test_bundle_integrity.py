@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bst_rt.runtime.bundle import load_bundle, sha256_file
+from bst_rt.runtime.bundle import load_bundle
+from bst_rt.runtime.hashing import file_sha256
 from bst_rt.runtime.errors import BundleError
 from bst_rt.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION
 
@@ -147,7 +148,7 @@ def test_a_self_consistent_hostile_bundle_still_cannot_unpickle(bundle, tmp_path
     np.save(dst / name, np.array([[_Payload(marker)] * 512] * 23, dtype=object), allow_pickle=True)
     manifest = json.loads((dst / MANIFEST_NAME).read_text(encoding="utf-8"))
     entry = next(v for v in manifest["files"].values() if v["file"] == name)
-    entry.update(sha256=sha256_file(dst / name), size=(dst / name).stat().st_size)
+    entry.update(sha256=file_sha256(dst / name), size=(dst / name).stat().st_size)
     (dst / MANIFEST_NAME).write_text(json.dumps(manifest), encoding="utf-8")
     loaded = load_bundle(dst)  # hashes now match
     with pytest.raises(BundleError, match=name):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bst_rt.runtime.atomic import atomic_open
-from bst_rt.runtime.batch import journal_path, record_path
+from bst_rt.runtime.predict_run import journal_path, record_path
 from bst_rt.runtime.submission import validate_submission
 
 from hostile import first_clips, run_cli

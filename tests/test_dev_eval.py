@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bst_rt.runtime.datasets import read_dev_dataset
-from bst_rt.runtime.features import FEATURE_NAMES
+from bst_rt.runtime.candidate_features import FEATURE_NAMES
 from bst_rt.runtime.metrics import evaluate_predictions, hierarchical_f1
 from bst_rt.runtime.policy import load_policies
 from bst_rt.export.cli import app
@@ -138,7 +138,7 @@ def test_dev_as_eval_before_rank_is_refused_with_one_line(ranked_run, tmp_path):
 # --- fold-respecting protocol (issue 10): each clip goes through the chain frozen from its own fold ---------------
 @pytest.fixture(scope="module")
 def fold_evaluated(ranked_run):
-    from bst_rt.train.dev_eval_folds import FoldRespectingChain
+    from bst_rt.train.fold_chains import FoldRespectingChain
 
     chain = FoldRespectingChain(ranked_run.run, ranked_run.data)
     spies = {k: _SpyChain(c) for k, c in chain.chains.items()}
@@ -166,7 +166,7 @@ def test_each_clip_goes_through_the_chain_of_its_own_fold_only(ranked_run, fold_
 def test_fold_chain_k_is_fitted_without_fold_k(ranked_run, tmp_path):
     """Scramble fold 0's out-of-fold probabilities in a copy of the run: fold 0's frozen pools, ranker and thresholds
     stay byte-identical, fold 1's (which trained on fold 0) change."""
-    from bst_rt.train.dev_eval_folds import FOLD_CHAINS_DIR, INDEX_JSON, fit_fold_chains
+    from bst_rt.train.fold_chains import FOLD_CHAINS_DIR, INDEX_JSON, fit_fold_chains
     from bst_rt.train.systems import RankOptions
 
     src = ranked_run.run
@@ -202,8 +202,8 @@ def test_fold_chain_k_is_fitted_without_fold_k(ranked_run, tmp_path):
 def test_fold_respecting_no_ranker_system_matches_the_out_of_fold_probabilities(ranked_run, fold_evaluated):
     """System 3 on a clip with audio and text = argmax of its fold's top-5 weights over the calibrated out-of-fold
     probabilities `bst-train train` saved (fold k's model on its held-out clips), recomputed here from the checkpoints."""
-    from bst_rt.train.dev_eval_folds import FOLD_CHAINS_DIR
-    from bst_rt.train.pool import load_run
+    from bst_rt.train.fold_chains import FOLD_CHAINS_DIR
+    from bst_rt.train.run import load_run
 
     chain, spies, _ = fold_evaluated
     run = load_run(ranked_run.run)

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 ray = pytest.importorskip("ray")
 
-from bst_rt.runtime.batch import RunOptions, record_path, run_predict  # noqa: E402
-from bst_rt.runtime.distributed import RayOptions, collect, predict_dataset, run_predict_ray  # noqa: E402
+from bst_rt.runtime.predict_run import RunOptions, record_path, run_predict  # noqa: E402
+from bst_rt.runtime.distributed import RayOptions, collect, predict_dataset  # noqa: E402
 from bst_rt.runtime.errors import BstError  # noqa: E402
 from bst_rt.runtime.predict import Prediction  # noqa: E402
 from bst_rt.runtime.submission import write_submission  # noqa: E402
@@ -50,7 +50,7 @@ def small_package(synth_corpus, tmp_path_factory) -> Path:
 def local_csv(small_package, bundle, tmp_path_factory) -> Path:
     """The reference: an ordinary local run (default ORT threads) of the same bundle, system and batch size."""
     out = tmp_path_factory.mktemp("ray_local") / "local.csv"
-    run_predict(RunOptions(small_package, out, bundle, system=SYSTEM, batch_size=BATCH))
+    run_predict(RunOptions(eval_dir=small_package, out=out, bundle=bundle, system=SYSTEM, batch_size=BATCH))
     return out
 
 
@@ -109,17 +109,21 @@ def test_a_failure_ray_cannot_retry_is_one_line_and_no_csv(ray_cluster, small_pa
     data = np.load(table)
     table.unlink()
     np.save(table, data + 1.0)
+    import bst_rt.runtime.predict_run as run_mod
+
     real_load = bundle_mod.load_bundle
-    monkeypatch.setattr(bundle_mod, "load_bundle", lambda d: real_load(bundle if Path(d) == tampered else d))
+    monkeypatch.setattr(run_mod, "load_bundle", lambda d: real_load(bundle if Path(d) == tampered else d))
     out = tmp_path / "never.csv"
-    opts = RunOptions(small_package, out, tampered, system=SYSTEM, batch_size=BATCH)
+    opts = RunOptions(eval_dir=small_package, out=out, bundle=tampered, system=SYSTEM, batch_size=BATCH,
+                      ray=RayOptions(concurrency=1))
     with pytest.raises(BstError) as err:
-        run_predict_ray(opts, RayOptions(concurrency=1))
+        run_predict(opts)
     message = str(err.value)
     print(f"one line: {message}")
     assert "\n" not in message and "could not be retried" in message and "sha256" in message.lower()
     assert not out.exists() and not record_path(out).exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith("never")]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("never")] == ["never.csv.partial.jsonl"], \
+        "only the journal (nothing predicted yet: its header) is left, for --resume"
 
 
 def test_predict_dataset_refuses_rows_without_the_needed_columns(ray_cluster, bundle):
@@ -173,3 +177,106 @@ def test_embed_ray_equals_embed_and_resumes(ray_cluster, synth_corpus, clap_grap
     assert "audio: 1 written" in second.output and "text: 0 written, 6 already there" in second.output
     assert kept.stat().st_mtime_ns == before and gone.is_file()
     shutil.rmtree(distributed)
+
+
+# ---- one run, two sources: every option means the same with and without --ray ---------------------------------
+TINY, TINY_BATCH = 4, 2
+
+
+@pytest.fixture(scope="module")
+def tiny_package(synth_corpus, tmp_path_factory) -> Path:
+    return first_clips(Path(synth_corpus.eval), tmp_path_factory.mktemp("ray_tiny"), TINY)
+
+
+def _predict(args: list[str]):
+    from bst_rt.runtime.cli import app
+
+    return CliRunner().invoke(app, ["predict", *args])
+
+
+def _no_work(monkeypatch) -> None:
+    """Neither source may start: a refusal must come from the run's preparation, before sessions or Ray."""
+    import bst_rt.runtime.distributed as dist
+    import bst_rt.runtime.predict_run as run_mod
+
+    def started(*_a, **_k):
+        raise AssertionError("work started before the refusal")
+
+    monkeypatch.setattr(dist, "ensure_ray", started)
+    monkeypatch.setattr(run_mod.Predictor, "load", started)
+
+
+def test_every_option_gives_the_same_outputs_with_and_without_ray(ray_cluster, tiny_package, bundle, tmp_path):
+    """`--system all --int8 --meta-yaml` (every system's CSV, run record and meta.yaml) from the local source and
+    from Ray actors; then `--resume --ray` continues a journal the local run's first batch would have left."""
+    common = [str(tiny_package), "--bundle", str(bundle), "--system", "all", "--int8", "--batch-size",
+              str(TINY_BATCH), "--meta-yaml", "--author", "Jane Doe <jane@example.org>", "--institution", "Uni"]
+    outs = {}
+    for name, extra in (("local", []), ("ray", ["--ray", "auto", "--ray-concurrency", "2"])):
+        pattern = tmp_path / name / "Doe_Uni_task1_{system}.output.csv"
+        result = _predict([*common, "-o", str(pattern), *extra])
+        assert result.exit_code == 0, result.output
+        outs[name] = {n: tmp_path / name / f"Doe_Uni_task1_{n}.output.csv" for n in (1, 2, 3, 4)}
+    for n in (1, 2, 3, 4):
+        local, distributed = outs["local"][n], outs["ray"][n]
+        assert distributed.read_bytes() == local.read_bytes(), f"system {n}: CSV"
+        meta = lambda p: p.with_name(p.name.replace(".output.csv", ".meta.yaml"))  # noqa: E731
+        assert meta(distributed).read_text() == meta(local).read_text(), f"system {n}: meta.yaml"
+        rec, ref = (json.loads(record_path(p).read_text()) for p in (distributed, local))
+        for key in ("system", "system_name", "precision", "rows", "class_counts", "fallbacks", "overridden",
+                    "metadata_sha256", "audio_digest", "provider", "providers", "resumed_items"):
+            assert rec[key] == ref[key], (n, key)
+        assert rec["precision"] == "int8" and "ray" in rec and "ray" not in ref
+    # --resume --ray: a journal holding the first batch of system 3, as a run killed after it leaves it
+    from bst_rt.runtime.datasets import read_eval_package
+    from bst_rt.runtime.hashing import file_sha256
+    from bst_rt.runtime.predict import Predictor
+    from bst_rt.runtime.predict_run import JOURNAL_FORMAT, journal_path
+
+    package = read_eval_package(tiny_package)
+    with Predictor.load(bundle, system=3, int8=True) as predictor:
+        first = predictor.predict_batch(package.clips[:TINY_BATCH], batch_size=TINY_BATCH)
+    header = {"journal": JOURNAL_FORMAT, "bundle_id": predictor.bundle.manifest.bundle_id, "system": 3,
+              "int8": True, "metadata_sha256": file_sha256(package.metadata_path)}
+    out = tmp_path / "resumed" / "r.csv"
+    out.parent.mkdir()
+    journal_path(out).write_text("".join(json.dumps(r) + "\n" for r in [header, *(p.to_record() for p in first)]))
+    result = _predict([str(tiny_package), "--bundle", str(bundle), "--system", "3", "--int8", "--batch-size",
+                       str(TINY_BATCH), "-o", str(out), "--resume", "--ray", "auto"])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == outs["local"][3].read_bytes() and not journal_path(out).exists()
+    assert json.loads(record_path(out).read_text())["resumed_items"] == TINY_BATCH
+
+
+@pytest.mark.parametrize("case", ["strict-metadata", "meta-yaml-bad-name", "meta-yaml-no-author", "system-all-bad-name"])
+def test_a_refusal_is_the_same_line_with_and_without_ray_and_comes_before_any_work(
+        case, ray_cluster, tiny_package, bundle, tmp_path, monkeypatch):
+    package = tiny_package
+    args = ["--bundle", str(bundle), "--batch-size", str(TINY_BATCH)]
+    if case == "strict-metadata":  # one latin-1 row: read and counted by default, refused with --strict-metadata
+        package = tmp_path / "latin1"
+        shutil.copytree(tiny_package, package, symlinks=True)
+        meta = next(package.glob("*.csv"))
+        lines = meta.read_bytes().split(b"\n")
+        lines[1] = lines[1].replace(b",", b",caf\xe9 ", 1)  # the first row's title
+        meta.write_bytes(b"\n".join(lines))
+        args += ["--strict-metadata", "-o", "{dir}/Doe_Uni_task1_1.output.csv"]
+    elif case == "meta-yaml-bad-name":
+        args += ["--meta-yaml", "--author", "Jane Doe <jane@example.org>", "-o", "{dir}/submission.csv"]
+    elif case == "meta-yaml-no-author":
+        args += ["--meta-yaml", "-o", "{dir}/Doe_Uni_task1_1.output.csv"]
+    else:
+        args += ["--system", "all", "--meta-yaml", "--author", "Jane Doe <jane@example.org>", "-o", "{dir}/x.csv"]
+    _no_work(monkeypatch)
+    lines = {}
+    for name, extra in (("local", []), ("ray", ["--ray", "auto"])):
+        folder = tmp_path / name
+        folder.mkdir()
+        result = _predict([str(package), *[a.replace("{dir}", str(folder)) for a in args], *extra])
+        assert result.exit_code == 1, result.output
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, result.stderr
+        lines[name] = errors[0].replace(str(folder), "DIR")
+        assert not list(folder.iterdir()), f"{name}: a refused run wrote {list(folder.iterdir())}"
+    print(f"{case}: {lines['local']}")
+    assert lines["ray"] == lines["local"]

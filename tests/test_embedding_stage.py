@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bst_rt.runtime.batch import RunOptions, audio_digest, run_predict
-from bst_rt.runtime.datasets import Clip, read_eval_package
+from bst_rt.runtime.predict_run import RunOptions, audio_digest, run_predict
+from bst_rt.runtime.clip import Clip
+from bst_rt.runtime.datasets import read_eval_package
 from bst_rt.runtime.embedding import EmbeddingStage, StageClock, prefetch, read_batch
 from bst_rt.runtime.predict import Predictor
 from bst_rt.runtime.text import mask_class_words
@@ -101,7 +102,7 @@ def test_prefetch_keeps_order_and_raises_the_workers_error():
 
 def test_run_record_audio_digest_equals_a_fresh_hash_of_the_package(bundle, synth_corpus, tmp_path):
     out = tmp_path / "s.csv"
-    res = run_predict(RunOptions(synth_corpus.eval, out, bundle=bundle, provider="cpu", threads=1, batch_size=8))
+    res = run_predict(RunOptions(eval_dir=synth_corpus.eval, out=out, bundle=bundle, provider="cpu", threads=1, batch_size=8))
     record = json.loads(out.with_name("s.run.json").read_text())
     assert record["audio_digest"] == audio_digest(read_eval_package(Path(synth_corpus.eval)).clips)
     assert res.record["rows"] == len(res.predictions)
@@ -121,11 +122,11 @@ def _subset_package(eval_dir: Path, tmp_path: Path, n: int) -> Path:
 
 
 def test_system_all_writes_each_systems_csv_as_a_single_system_run_does(bundle, synth_corpus, tmp_path):
-    from bst_rt.runtime.batch import run_predict_systems, system_output
+    from bst_rt.runtime.predict_run import run_predict_systems, system_output
 
     meta = _subset_package(synth_corpus.eval, tmp_path, 6)
     common = dict(bundle=bundle, provider="cpu", threads=1, batch_size=4, metadata=meta)
-    runs = run_predict_systems(RunOptions(synth_corpus.eval, tmp_path / "all" / "T_task1.output.csv",
+    runs = run_predict_systems(RunOptions(eval_dir=synth_corpus.eval, out=tmp_path / "all" / "T_task1.output.csv",
                                           system="all", **common))
     assert sorted(runs) == [1, 2, 3, 4]
     for n, res in runs.items():
@@ -133,6 +134,6 @@ def test_system_all_writes_each_systems_csv_as_a_single_system_run_does(bundle, 
         assert res.record["system"] == n and res.record["rows"] == 6
         assert not res.out.with_name(res.out.name + ".partial.jsonl").exists()
     for n in (1, 3):  # ranker and no-ranker systems
-        single = run_predict(RunOptions(synth_corpus.eval, tmp_path / f"one{n}.csv", system=n, **common))
+        single = run_predict(RunOptions(eval_dir=synth_corpus.eval, out=tmp_path / f"one{n}.csv", system=n, **common))
         assert single.out.read_bytes() == runs[n].out.read_bytes()
     assert system_output(Path("x/{system}.csv"), 2) == Path("x/2.csv")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bst_rt.runtime.datasets import read_dev_dataset
-from bst_rt.runtime.features import NUM_FEATURES, candidate_features, stack_features
+from bst_rt.runtime.candidate_features import NUM_FEATURES, candidate_features, stack_features
 from bst_rt.runtime.policy import AUDIO_ONLY, TEXT_ONLY, ensemble_probs, item_evidence
 
 TOL = 1e-5
@@ -14,7 +14,7 @@ TOL = 1e-5
 @pytest.fixture(scope="module")
 def heads_setup(ranked_run, tmp_path_factory):
     from bst_rt.export import heads as heads_module
-    from bst_rt.train.pool import load_run
+    from bst_rt.train.run import load_run
     from bst_rt.train.systems import load_systems
 
     run = load_run(ranked_run.run)
@@ -36,8 +36,9 @@ def _ort(path, audio, text, masked):
 
 
 def test_heads_graph_matches_the_torch_chain(heads_setup):
-    """family_probs = mean over folds of softmax(logits/T) (train.pool.family_probs); pool_probs = policy weights."""
-    from bst_rt.train.pool import family_probs, load_fold_models
+    """family_probs = mean over folds of softmax(logits/T) (train.models.family_probs); pool_probs = policy weights."""
+    from bst_rt.train.models import family_probs
+    from bst_rt.train.run import load_fold_models
 
     run, policies, layout, _, path, (audio, text, masked), _ = heads_setup
     chain = {f: family_probs(load_fold_models(run, f), audio, text, masked) for f in layout.families}

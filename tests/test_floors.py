@@ -1,5 +1,5 @@
 """Imports flow one way: export -> train -> runtime, and export -> synth -> runtime (the synthetic corpus sits beside
-training, not in it: neither imports the other).
+training, not in it: neither imports the other); and inside each floor no modules import each other in a circle.
 
 A source check (AST), like tests/test_torch_free.py's for the runtime: every `import`/`from` statement, at module
 level or inside a function, absolute or relative, and importlib.import_module / __import__ calls with a literal
@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import bst_rt.export
+import bst_rt.runtime
 import bst_rt.synth
 import bst_rt.train
 
@@ -23,8 +25,9 @@ FORBIDDEN = {
 FLOOR_DIRS = {"train": Path(bst_rt.train.__path__[0]), "synth": Path(bst_rt.synth.__path__[0])}
 
 
-def _imported_names(path: Path, package: str) -> list[tuple[int, str]]:
-    """(line, absolute module name) of every import in one source file of `package` (relative ones resolved)."""
+def _imported_names(path: Path, package: str, with_names: bool = False) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in one source file of `package` (relative ones resolved).
+    `with_names`: also `module.name` for each name of a `from module import name` (the name may be a module)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     here = package.split(".")
     found: list[tuple[int, str]] = []
@@ -33,13 +36,16 @@ def _imported_names(path: Path, package: str) -> list[tuple[int, str]]:
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level == 0:
-                found.append((node.lineno, node.module or ""))
-                continue
-            base = here[:len(here) - (node.level - 1)]
-            if node.module:
-                found.append((node.lineno, ".".join(base + [node.module])))
-            else:  # `from .. import export`: each name may be a module
-                found += [(node.lineno, ".".join(base + [alias.name])) for alias in node.names]
+                module = node.module or ""
+            else:
+                base = here[:len(here) - (node.level - 1)]
+                if not node.module:  # `from .. import export`: each name may be a module
+                    found += [(node.lineno, ".".join(base + [alias.name])) for alias in node.names]
+                    continue
+                module = ".".join(base + [node.module])
+            found.append((node.lineno, module))
+            if with_names:
+                found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
         elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
             func = node.func
             called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
@@ -86,3 +92,78 @@ def test_the_floor_check_catches_each_form(tmp_path: Path) -> None:
     (synth / "corpus.py").write_text("from bst_rt.runtime.taxonomy import CODES\nfrom ..train.pool import Arrays\n"
                                      "from . import dsp\n")
     assert [h.split(": ", 1)[1] for h in _offenders("synth", synth)] == ["bst_rt.train.pool"]
+
+
+# ---------------------------------------------------------------- no circles inside a floor
+
+ALL_FLOORS = {"runtime": Path(bst_rt.runtime.__path__[0]), "synth": FLOOR_DIRS["synth"],
+              "train": FLOOR_DIRS["train"], "export": Path(bst_rt.export.__path__[0])}
+
+
+def _import_graph(floor: str, root: Path) -> dict[str, set[str]]:
+    """module -> the modules of the same floor it imports (every form, function-level and TYPE_CHECKING included)."""
+    modules = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        parts = parts[:-1] if parts[-1] == "__init__" else parts
+        modules[".".join(["bst_rt", floor, *parts])] = path
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        graph[name] = {m for _, m in _imported_names(path, package, with_names=True) if m in modules and m != name}
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+@pytest.mark.parametrize("floor", sorted(ALL_FLOORS))
+def test_no_import_circle_inside_a_floor(floor: str) -> None:
+    graph = _import_graph(floor, ALL_FLOORS[floor])
+    assert len(graph) >= 5 and sum(map(len, graph.values())) >= 5, f"{floor}: expected its modules and imports"
+    circles = _circles(graph)
+    print(f"{floor}: {len(graph)} modules, {sum(map(len, graph.values()))} imports, {len(circles)} circles")
+    assert circles == [], f"bst_rt.{floor} has import circles: " + "; ".join(" <-> ".join(c) for c in circles)
+
+
+def test_the_circle_check_catches_each_form(tmp_path: Path) -> None:
+    train = tmp_path / "train"
+    train.mkdir()
+    (train / "__init__.py").write_text("")
+    (train / "a.py").write_text("from .b import x\n")
+    (train / "b.py").write_text("def f():\n    from bst_rt.train import c\n")  # function level, absolute
+    (train / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import a\n")
+    (train / "d.py").write_text("from .a import x\nfrom bst_rt.runtime import errors\n")  # into the circle: not in it
+    (train / "e.py").write_text("import bst_rt.train.f\n")
+    (train / "f.py").write_text("from bst_rt.train.e import y\n")
+    assert _circles(_import_graph("train", train)) == [
+        ["bst_rt.train.a", "bst_rt.train.b", "bst_rt.train.c"], ["bst_rt.train.e", "bst_rt.train.f"]]

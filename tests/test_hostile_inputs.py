@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bst_rt.runtime.batch import RunOptions, record_path, run_predict
+from bst_rt.runtime.predict_run import RunOptions, record_path, run_predict
 from bst_rt.runtime.cli import app
 from bst_rt.runtime.datasets import read_eval_package
 from bst_rt.runtime.errors import DataError
@@ -142,7 +142,7 @@ def hostile_run(bundle, tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     kinds = _write_package(root / "eval")
     out = root / "out" / "submission.csv"
-    result = run_predict(RunOptions(root / "eval", out, bundle, system=1, batch_size=4, threads=1))
+    result = run_predict(RunOptions(eval_dir=root / "eval", out=out, bundle=bundle, system=1, batch_size=4, threads=1))
     return kinds, out, result
 
 
@@ -184,7 +184,7 @@ def test_an_unreadable_audio_folder_entry_does_not_stop_the_run(bundle, tmp_path
     os.mkfifo(root / "audio" / "fifo.wav")
     write_audio("dc", root / "audio" / "ok.wav")
     (root / "metadata.csv").write_text(f"{EVAL_HEADER}\nfifo,a,b,c\nok,a,b,c\n", encoding="utf-8")
-    result = run_predict(RunOptions(root, tmp_path / "o.csv", bundle, batch_size=2, threads=1))
+    result = run_predict(RunOptions(eval_dir=root, out=tmp_path / "o.csv", bundle=bundle, batch_size=2, threads=1))
     assert [(p.id, p.fallback) for p in result.predictions] == [("fifo", "missing audio"), ("ok", None)]
 
 

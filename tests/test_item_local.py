@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bst_rt.runtime.batch import journal_path
+from bst_rt.runtime.predict_run import journal_path
 from bst_rt.runtime.cli import app
 from bst_rt.runtime.datasets import read_eval_package
 from bst_rt.runtime.manifest import MANIFEST_NAME

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bst_rt.runtime.bundle import load_bundle, sha256_file
+from bst_rt.runtime.bundle import load_bundle
+from bst_rt.runtime.hashing import file_sha256
 from bst_rt.runtime.errors import BundleError
 from bst_rt.runtime.manifest import MANIFEST_NAME
 from bst_rt.runtime.manifest_schema import manifest_json_schema, schema_text
@@ -65,7 +66,7 @@ def test_a_tokenizer_of_another_kind_is_refused_even_with_matching_hashes(bundle
     (dst / "tokenizer.json").write_text(json.dumps(tok), encoding="utf-8")
     manifest = json.loads((dst / MANIFEST_NAME).read_text(encoding="utf-8"))
     entry = next(v for v in manifest["files"].values() if v["file"] == "tokenizer.json")
-    entry["sha256"], entry["size"] = sha256_file(dst / "tokenizer.json"), (dst / "tokenizer.json").stat().st_size
+    entry["sha256"], entry["size"] = file_sha256(dst / "tokenizer.json"), (dst / "tokenizer.json").stat().st_size
     (dst / MANIFEST_NAME).write_text(json.dumps(manifest), encoding="utf-8")
     with pytest.raises(BundleError, match=r"post_processor\.type is 'BertProcessing'.*'RobertaProcessing'"):
         load_bundle(dst)

@@ -171,7 +171,7 @@ def test_atomic_write_fsyncs_the_folder_after_the_rename(tmp_path: Path, monkeyp
     assert (tmp_path / "out.csv").read_text() == "a,b\n"
 
 
-@pytest.mark.parametrize("module", ["bst_rt.runtime.cli", "bst_rt.export.cli", "bst_rt.train.cli"])
+@pytest.mark.parametrize("module", ["bst_rt.runtime.cli", "bst_rt.export.cli"])
 def test_both_clis_have_version_and_short_help(module: str) -> None:
     import importlib
     from importlib import metadata
@@ -239,7 +239,7 @@ def test_docs_name_the_real_inputs_and_the_citation() -> None:
     if not shared.is_dir():
         shared = Path("/work/shared/reference/roberta-base")
     if shared.is_dir():  # the checksums the docs state are those of the real files
-        from bst_rt.runtime.datasets import file_sha256
+        from bst_rt.runtime.hashing import file_sha256
 
         for name in ("vocab.json", "merges.txt"):
             assert file_sha256(shared / name) in inputs, name

@@ -84,7 +84,7 @@ def test_decision_graph_matches_numpy_on_random_evidence_with_ties_and_fallbacks
     from bst_rt.export.portable import reference_decision
     from bst_rt.export.portable_decision import build_decision
     from bst_rt.runtime import policy as policy_module
-    from bst_rt.runtime.features import NUM_FEATURES
+    from bst_rt.runtime.candidate_features import NUM_FEATURES
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((400, NUM_FEATURES)).astype(np.float32)

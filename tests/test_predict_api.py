@@ -55,7 +55,7 @@ def test_missing_or_undecodable_audio_falls_back_to_the_text_only_family(predict
 
 
 def predictor_clip(path, **meta):
-    from bst_rt.runtime.datasets import Clip
+    from bst_rt.runtime.clip import Clip
 
     return Clip(id="x", audio_path=path, **meta)
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from bst_rt.runtime.batch import RunOptions, journal_path, record_path, run_predict
+from bst_rt.runtime.predict_run import RunOptions, journal_path, record_path, run_predict
 from bst_rt.runtime.cli import app
 from bst_rt.runtime.datasets import read_eval_package
 from bst_rt.runtime.errors import BstError
@@ -76,14 +76,15 @@ def test_predict_runs_with_torch_sklearn_laion_and_onnx_unimportable(torch_free_
 
 
 def test_run_record_traces_the_submission(torch_free_run, bundle, synth_corpus):
-    from bst_rt.runtime.bundle import load_bundle, sha256_file
+    from bst_rt.runtime.bundle import load_bundle
+    from bst_rt.runtime.hashing import file_sha256
 
     _, out, _ = torch_free_run
     record = json.loads(record_path(out).read_text())
     package = read_eval_package(synth_corpus.eval)
     assert record["bundle_id"] == load_bundle(bundle).manifest.bundle_id
     assert record["system"] == 1 and record["provider"] == "cpu" and record["precision"] == "fp32"
-    assert record["metadata_sha256"] == sha256_file(package.metadata_path)
+    assert record["metadata_sha256"] == file_sha256(package.metadata_path)
     assert record["rows"] == len(package.clips) and sum(record["class_counts"].values()) == len(package.clips)
     assert "onnxruntime" in record["package_versions"] and "torch" not in record["package_versions"]
     zero = [c.id for c in package.clips if c.audio_path is not None and c.audio_path.stat().st_size == 0]
@@ -119,7 +120,7 @@ def test_resume_continues_a_killed_run_and_gives_the_same_csv(bundle, synth_corp
             raise KeyboardInterrupt
 
     out = tmp_path / "resumed.csv"
-    opts = RunOptions(synth_corpus.eval, out, bundle=bundle, system=1, provider="cpu", batch_size=4, metadata=subset)
+    opts = RunOptions(eval_dir=synth_corpus.eval, out=out, bundle=bundle, system=1, provider="cpu", batch_size=4, metadata=subset)
     with pytest.raises(KeyboardInterrupt):
         run_predict(opts, killer)
     assert not out.exists() and journal_path(out).is_file()
@@ -128,7 +129,7 @@ def test_resume_continues_a_killed_run_and_gives_the_same_csv(bundle, synth_corp
     opts.resume = True
     result = run_predict(opts)
     assert result.record["resumed_items"] == 8 and result.record["rows"] == 12
-    unbroken = RunOptions(synth_corpus.eval, tmp_path / "unbroken.csv", bundle=bundle, system=1, provider="cpu",
+    unbroken = RunOptions(eval_dir=synth_corpus.eval, out=tmp_path / "unbroken.csv", bundle=bundle, system=1, provider="cpu",
                           batch_size=5, metadata=subset)
     run_predict(unbroken)
     assert read_submission(out) == read_submission(unbroken.out)

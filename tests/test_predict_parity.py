@@ -1,7 +1,7 @@
 """The promise: the torch chain and the torch-free runtime give the same submission on the synthetic evaluation set.
 
 Torch chain = laion-clap's own file pipeline and text embedding (reference embedders) → torch fold models
-(`train.pool.family_probs`) → the same features/policy code with the sklearn ranker (`train.dev_eval.TorchChain`).
+(`train.models.family_probs`) → the same features/policy code with the sklearn ranker (`train.dev_eval.TorchChain`).
 Runtime = `bst_rt.runtime.predict.Predictor` on the exported bundle (numpy front end + ORT graphs).
 """
 from __future__ import annotations
@@ -69,7 +69,7 @@ def test_all_four_systems_give_identical_labels_and_scores(chains):
 
 def test_family_distributions_agree(chains):
     """Calibrated, fold-averaged distributions of every family: runtime graph outputs vs torch on laion embeddings."""
-    from bst_rt.train.pool import family_probs
+    from bst_rt.train.models import family_probs
 
     clips, _, _, evidence, chain, predictor = chains
     from bst_rt.runtime.datasets import DevDataset

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bst_rt.runtime.features import FEATURE_NAMES
+from bst_rt.runtime.candidate_features import FEATURE_NAMES
 from bst_rt.runtime.metrics import hierarchical_f1
 from bst_rt.runtime.policy import SystemPolicy
 from bst_rt.runtime.taxonomy import NUM_CLASSES, PARENT_INDEX
@@ -58,7 +58,7 @@ def test_rows_target_marks_the_true_class_once_per_item_at_most(rows):
 def test_training_rows_are_what_the_runtime_computes_for_each_item():
     """Training and deployment cannot drift: each item's rows equal the runtime path (item_evidence, then
     candidate_features) run on that item alone."""
-    from bst_rt.runtime.features import candidate_features
+    from bst_rt.runtime.candidate_features import candidate_features
     from bst_rt.runtime.policy import item_evidence
 
     inputs: dict = {}

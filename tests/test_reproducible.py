@@ -25,14 +25,17 @@ import torch
 from bst_rt.export import heads as heads_module
 from bst_rt.export.ranker import export_ranker
 from bst_rt.runtime.datasets import read_dev_dataset
-from bst_rt.runtime.features import FEATURE_NAMES
+from bst_rt.runtime.candidate_features import FEATURE_NAMES
 from bst_rt.runtime.policy import AUDIO_ONLY, TEXT_ONLY
 from bst_rt.runtime.session import make_session
 from bst_rt.runtime.submission import write_submission
 from bst_rt.runtime.taxonomy import CODES
 from bst_rt.train.dev_eval import TorchChain, label_free
-from bst_rt.train.pool import QUICK_OVERRIDES, load_run, run_pool
-from bst_rt.train.systems import RankOptions, load_ranker, load_systems, rank_run
+from bst_rt.train.members import QUICK_OVERRIDES
+from bst_rt.train.pool import run_pool
+from bst_rt.train.rank import rank_run
+from bst_rt.train.run import load_run
+from bst_rt.train.systems import RankOptions, load_ranker, load_systems
 
 dev, cs, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 torch.set_num_threads(1)

@@ -35,7 +35,7 @@ def test_data_floor_imports_neither_the_loop_nor_the_run_folder(module):
     assert not bad, f"{module} imports {bad}"
 
 
-@pytest.mark.parametrize("module", ["systems.py", "dev_eval.py", "dev_eval_folds.py", "ensemble.py"])
+@pytest.mark.parametrize("module", ["systems.py", "rank.py", "dev_eval.py", "fold_chains.py", "ensemble.py"])
 def test_run_folder_readers_do_their_json_through_run_py(module):
     """One reader/writer of the run folder's JSON documents: these modules no longer parse or dump JSON themselves."""
     assert "json" not in _imports(TRAIN / module), f"{module} still does its own JSON I/O"

@@ -17,11 +17,10 @@ from bst_rt.runtime.submission import (
     SUBMISSION_COLUMNS,
     collect_submission_errors,
     read_submission,
-    results_section,
     validate_submission,
-    write_meta_yaml,
     write_submission,
 )
+from bst_rt.runtime.meta_yaml import results_section, write_meta_yaml
 from bst_rt.runtime.taxonomy import CODES
 from bst_rt.runtime.yaml_out import dump_yaml
 

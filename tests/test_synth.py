@@ -20,7 +20,7 @@ from bst_rt.runtime.taxonomy import CLASSES, CODE_TO_INDEX, CODES, OTHER_CODES, 
 from bst_rt.runtime.text import mask_class_words, metadata_text
 from bst_rt.export.cli import app
 from bst_rt.synth.corpus import write_corpus
-from bst_rt.synth.features import embed_text
+from bst_rt.synth.stand_in_embeddings import embed_text
 
 # the documented contract (task reference §2 and issue 2), spelled out rather than imported from the generator
 DEV_COLUMNS = ["sound_id", "class", "class_idx", "class_top", "confidence", "uploader", "license", "title", "tags",

@@ -11,8 +11,9 @@ import torch
 from bst_rt.runtime.errors import BstError
 from bst_rt.runtime.taxonomy import PARENT_INDEX, parent_mass
 from bst_rt.train.calibrate import calibrated_probs, fit_temperature, nll
-from bst_rt.train.families import (FamilyConfig, TermBatch, augment, build_model, count_parameters, eq1_loss,
-                                list_families, load_family, parent_log_probs)
+from bst_rt.train.families import FamilyConfig, list_families, load_family
+from bst_rt.train.losses import TermBatch, augment, eq1_loss, parent_log_probs
+from bst_rt.train.models import build_model, count_parameters
 from bst_rt.train.teacher import label_posterior, teacher_targets
 
 REQUIRED = {"baseline", "audio-only", "text-only", "metadata-dropout", "class-word-masked", "prior-corrected",
@@ -208,7 +209,8 @@ def test_eq1_terms_and_lambdas_match_numpy_on_hand_made_batches(family):
 def test_shipped_lambdas_are_the_seed_recipe_and_reach_the_fold_terms():
     """v2mix's config carries the seed's low CS weights, and fold_terms hands them to the terms eq1_loss weighs."""
     from bst_rt.train.folds import Fold
-    from bst_rt.train.pool import Arrays, PoolData, fold_terms
+    from bst_rt.train.data import Arrays, PoolData
+    from bst_rt.train.fold_train import fold_terms
 
     cfg = load_family("v2mix-hier")
     assert (cfg.cs.lambda_soft, cfg.cs.lambda_hard, cfg.hier_weight) == (0.3, 0.2, 0.5)

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from bst_rt.train.families import build_model, list_families, load_family
+from bst_rt.train.data import Arrays, PoolData, load_arrays
+from bst_rt.train.families import list_families, load_family
+from bst_rt.train.fold_train import fold_terms, train_fold
 from bst_rt.train.folds import official_folds
-from bst_rt.train.pool import (QUICK_OVERRIDES, Arrays, PoolData, family_probs, fold_terms, load_arrays, train_fold)
+from bst_rt.train.members import QUICK_OVERRIDES
+from bst_rt.train.models import build_model, family_probs
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

@@ -13,8 +13,12 @@ from bst_rt.runtime.metrics import hierarchical_f1
 from bst_rt.runtime.taxonomy import NUM_CLASSES
 from bst_rt.export.cli import app
 from bst_rt.train.folds import official_folds
-from bst_rt.train.pool import (QUICK_OVERRIDES, PoolData, family_probs, load_arrays, load_fold_models, load_run,
-                            train_pool)
+from bst_rt.train.data import PoolData, load_arrays
+from bst_rt.train.ensemble import pool_candidates
+from bst_rt.train.members import QUICK_OVERRIDES
+from bst_rt.train.models import family_probs
+from bst_rt.train.pool import train_pool
+from bst_rt.train.run import load_fold_models, load_run
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -53,7 +57,7 @@ def test_calibration_lowers_heldout_nll(trained_run):
 
 def test_ensembles_reach_at_least_the_best_single_family(trained_run):
     run = load_run(trained_run.run)
-    selectable = run.selectable()
+    selectable = pool_candidates(run)
     oofs = {f: run.oof(f) for f in selectable}
     labels = next(iter(oofs.values()))["labels"]
     single = {f: hierarchical_f1(labels, z["probs"].argmax(1)) for f, z in oofs.items()}
@@ -141,13 +145,13 @@ def test_interrupted_pool_resumes_without_retraining_done_folds(synth_corpus, tm
         train_pool(data, tmp_path / "run", configs, log=stop_after_three)
     done = {p: p.read_bytes() for p in sorted((tmp_path / "run").glob("families/*/fold*/checkpoint.pt"))}
     assert len(done) == 3
-    reg = train_pool(data, tmp_path / "run", configs, log=lambda _: None)
-    assert reg["trained"] == [("baseline", 3), ("baseline", 4)] + [("diverging", k) for k in range(5)]
+    result = train_pool(data, tmp_path / "run", configs, log=lambda _: None)
+    assert result.trained == [("baseline", 3), ("baseline", 4)] + [("diverging", k) for k in range(5)]
     assert all(p.read_bytes() == b for p, b in done.items())
     # an abnormal family is excluded from every pool, with the reason in the registry
-    print("diverging:", reg["families"]["diverging"]["excluded"])
-    assert reg["families"]["diverging"]["excluded"]
-    assert all("diverging" not in p["weights"] for p in reg["ensembles"].values())
+    print("diverging:", result.registry["families"]["diverging"]["excluded"])
+    assert result.registry["families"]["diverging"]["excluded"]
+    assert result.ensembles and all("diverging" not in p.weights for p in result.ensembles.values())
     # resuming on other data is refused
     other = PoolData.build(data.dev.take(np.arange(len(data.dev) - 23)))
     other.dev.fingerprint = "another dataset"
@@ -211,7 +215,7 @@ def test_abnormal_exclusion_reads_validation_not_test_figures():
 
 
 def test_fold_records_the_validation_figures_the_screen_reads(trained_run):
-    from bst_rt.train.pool import validation_scores
+    from bst_rt.train.fold_job import validation_scores
 
     run = load_run(trained_run.run)
     dev = load_arrays(trained_run.data)
@@ -234,7 +238,7 @@ def test_fold_records_the_validation_figures_the_screen_reads(trained_run):
 def test_naive_concat_is_trained_and_reported_but_never_pooled(trained_run):
     run = load_run(trained_run.run)
     assert run.registry["families"]["naive-concat"]["status"] == "done"
-    assert "naive-concat" not in run.selectable()
+    assert "naive-concat" not in pool_candidates(run)
     for name, pool in run.ensembles.items():
         assert "naive-concat" not in pool["weights"], name
     doc = json.loads((trained_run.run / "ensemble.json").read_text())
@@ -246,7 +250,7 @@ def test_naive_concat_is_trained_and_reported_but_never_pooled(trained_run):
 
 def _fake_run(path: Path, probs: dict[str, np.ndarray], labels: np.ndarray, configs: dict):
     """A run folder with hand-made OOF probabilities (no training): enough for ensemble selection."""
-    from bst_rt.train.pool import Run
+    from bst_rt.train.run import Run
 
     fold = np.arange(len(labels)) % 5
     reg = {"families": {}}
@@ -303,7 +307,7 @@ def test_all_families_abnormal_train_and_rank_say_why(synth_corpus, tmp_path):
 def test_seed_pool_file_reproduces_the_seed_composition():
     from collections import Counter
 
-    from bst_rt.train.pool import load_pool_file
+    from bst_rt.train.members import load_pool_file
 
     members, base, doc = load_pool_file("seed-p33")
     names = [m.cfg.name for m in members]

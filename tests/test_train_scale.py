@@ -13,7 +13,9 @@ import torch
 from bst_rt.runtime.errors import BstError, DataError
 from bst_rt.runtime.taxonomy import CLASSES
 from bst_rt.train.device import cuda_works, resolve_device
-from bst_rt.train.pool import QUICK_OVERRIDES, load_fold_model, load_run, resolve_families, train_pool
+from bst_rt.train.members import QUICK_OVERRIDES, resolve_families
+from bst_rt.train.pool import PoolResult, train_pool
+from bst_rt.train.run import load_fold_model, load_run
 from bst_rt.train.synth_arrays import stand_in_pool
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -42,7 +44,7 @@ class Recorder:
         self.done.append((family, k))
 
 
-def _train(out: Path, **kw) -> dict:
+def _train(out: Path, **kw) -> PoolResult:
     data = stand_in_pool(230, n_cs=100, seed=3)
     return train_pool(data, out, resolve_families(FAMILIES, OVERRIDES), seed=0, log=lambda line: None, **kw)
 
@@ -52,8 +54,8 @@ def sequential_run(tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("scale") / "seq"
     rec = Recorder()
-    reg = _train(out, progress=rec)
-    return out, reg, rec
+    result = _train(out, progress=rec)
+    return out, result, rec
 
 
 def _fold_files(run: Path) -> dict[str, Path]:
@@ -76,9 +78,9 @@ def _assert_same_run(a: Path, b: Path) -> None:
 
 
 def test_cpu_training_is_bit_identical_run_to_run(sequential_run, tmp_path):
-    first, reg, rec = sequential_run
-    assert reg["devices"] == ["cpu"]
-    assert len(reg["trained"]) == 20 and rec.todo == 20 and len(rec.done) == 20
+    first, result, rec = sequential_run
+    assert result.devices == ["cpu"]
+    assert len(result.trained) == 20 and rec.todo == 20 and len(rec.done) == 20
     assert rec.epochs and all(1 <= e <= m == 2 and 0.0 <= acc <= 1.0 for e, m, acc in rec.epochs)
     _train(tmp_path / "again")
     _assert_same_run(first, tmp_path / "again")
@@ -92,16 +94,16 @@ def test_ray_run_equals_the_sequential_run_bit_for_bit(sequential_run, tmp_path)
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         rec = Recorder()
-        reg = _train(tmp_path / "ray", ray="auto", progress=rec)
+        result = _train(tmp_path / "ray", ray="auto", progress=rec)
     finally:
         if started:
             ray.shutdown()
-    assert reg["devices"] == ["cpu via ray"]
-    assert sorted(reg["trained"]) == sorted(_pairs(first))
+    assert result.devices == ["cpu via ray"]
+    assert sorted(result.trained) == sorted(_pairs(first))
     assert len(rec.done) == 20
     _assert_same_run(first, tmp_path / "ray")
     again = _train(tmp_path / "ray")  # resumes from the run folder: nothing left to train, no Ray needed
-    assert again["trained"] == []
+    assert again.trained == []
 
 
 def _pairs(run: Path) -> list[tuple[str, int]]:
@@ -115,8 +117,8 @@ def test_a_fold_without_fold_json_is_trained_again(sequential_run, tmp_path):
     copy = tmp_path / "resume"
     shutil.copytree(first, copy)
     (copy / "families" / "v2mix" / "fold2" / "fold.json").unlink()  # a killed worker left a partial fold
-    reg = _train(copy)
-    assert reg["trained"] == [("v2mix", 2)]
+    result = _train(copy)
+    assert result.trained == [("v2mix", 2)]
     _assert_same_run(first, copy)
 
 
@@ -214,10 +216,10 @@ def test_refuses_a_description_file_it_cannot_read_unless_told(tmp_path):
 
 
 def test_embed_device_is_for_the_torch_engine_only():
-    from bst_rt.train.embed import _Encoders
+    from bst_rt.train.embed import Encoders
 
     with pytest.raises(BstError, match="--device applies to the torch engine"):
-        _Encoders("onnx", clap_ckpt=None, random_weights=True, seed=0, tokenizer_dir=None, graphs=None,
+        Encoders("onnx", clap_ckpt=None, random_weights=True, seed=0, tokenizer_dir=None, graphs=None,
                   provider="cpu", threads=None, device="cuda")
 
 

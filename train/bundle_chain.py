@@ -10,7 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
-from bst_rt.runtime.datasets import Clip
+from bst_rt.runtime.clip import Clip
+from bst_rt.runtime.policy import SystemPolicy
 from bst_rt.runtime.predict import Predictor
 from bst_rt.runtime.taxonomy import CODE_TO_INDEX
 
@@ -27,7 +28,7 @@ class BundleChain:
         self.batch_size = batch_size
 
     @property
-    def policies(self):
+    def policies(self) -> list[SystemPolicy]:
         return [self.predictor.with_system(s).policy for s in self.systems]
 
     def predict(self, clips: Sequence[Clip]) -> dict[int, SystemOutput]:

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bst_rt.runtime.audio import CHUNK_RULE  # noqa: E402
-from bst_rt.runtime.datasets import file_sha256  # noqa: E402
+from bst_rt.runtime.hashing import file_sha256  # noqa: E402
 from bst_rt.runtime.errors import BstError  # noqa: E402
 
 RANDOM_WEIGHTS_WARNING = (

@@ -1,12 +1,12 @@
-"""Development-as-evaluation (seed §3.1): the development set goes through the frozen chain label-blind, and labels
-are read only once every prediction exists.
+"""Development-as-evaluation (docs/method.md, "Development as evaluation"): the development set goes through the
+frozen chain label-blind, and labels are read only once every prediction exists.
 
 The chain is anything with `predict(clips) -> {system_id: SystemOutput}`; it receives clips whose `label` is None
 (`label_free`). `TorchChain` is the training-side chain (fold checkpoints -> calibrated family probabilities ->
 pools (eq. 2, `policy.ensemble_probs`) -> `policy.decide_items` with the sklearn ranker); the exported bundle's chain
 plugs in the same way. Note: the fold models saw 4/5 of the development set in training, so these figures are
 optimistic: this all-folds run is the deployment check. The estimate is the fold-respecting protocol
-(`dev_eval_folds`), where each clip goes through the chain frozen from its own fold, next to the nested estimate.
+(`fold_chains.py`), where each clip goes through the chain frozen from its own fold, next to the nested estimate.
 """
 from __future__ import annotations
 
@@ -17,14 +17,16 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from bst_rt.runtime.datasets import Clip, DevDataset, read_dev_dataset
+from bst_rt.runtime.clip import Clip
+from bst_rt.runtime.datasets import DevDataset, read_dev_dataset
 from bst_rt.runtime.errors import BstError
-from bst_rt.runtime.features import FEATURE_NAMES
+from bst_rt.runtime.candidate_features import FEATURE_NAMES
 from bst_rt.runtime.metrics import evaluate_predictions
 from bst_rt.runtime.policy import SystemPolicy, decide_items, ensemble_probs
 
 from .ranker import ranker_scores
-from .run import RANKER_DIR, RANKER_JSON, family_probs, load_fold_models, load_run, read_json
+from .models import family_probs
+from .run import RANKER_DIR, RANKER_JSON, load_fold_models, load_run, read_json
 from .systems import class_text_embeddings, load_ranker, load_systems
 
 TABLE3_COLUMNS = ("hF", "accuracy", "parent_accuracy", "cross_parent_error")
@@ -45,6 +47,7 @@ class PredictionChain(Protocol):
     """The frozen inference chain dev-as-eval runs; it must never need a label."""
 
     name: str
+    policies: Sequence[SystemPolicy]
 
     def predict(self, clips: Sequence[Clip]) -> dict[int, SystemOutput]: ...
 

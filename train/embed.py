@@ -17,12 +17,13 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Callable, Iterator, Literal, Protocol, Sequence
 
 import numpy as np
 
 from bst_rt.runtime.atomic import atomic_save_npy
-from bst_rt.runtime.datasets import Clip, detect_dev_layout, read_dev_dataset, read_eval_package, safe_child
+from bst_rt.runtime.clip import Clip
+from bst_rt.runtime.datasets import detect_dev_layout, read_dev_dataset, read_eval_package, safe_child
 from bst_rt.runtime.errors import AudioError, BstError, DataError
 from bst_rt.runtime.layout import CLASS_TEXT_FILE, EMBEDDING_DIM, EMBEDDING_DIRS, features_dir
 from bst_rt.runtime.taxonomy import CLASSES, CODE_TO_INDEX
@@ -111,8 +112,9 @@ class EmbedReport:
         return line
 
 
-class _Encoders:
-    """audio(paths) -> ([n, 512] rows for the decodable ones, their positions, failure messages); text(texts)."""
+class Encoders:
+    """One engine's CLAP encoders: audio(paths) -> ([n, 512] rows for the decodable ones, their positions, failure
+    messages); text(texts) -> [n, 512]. The onnx engine is `runtime.encoders` on the exported fp32 graphs."""
 
     def __init__(self, engine: Engine, *, clap_ckpt: Path | None, random_weights: bool, seed: int,
                  tokenizer_dir: Path | None, graphs: GraphSource, provider: str, threads: int | None,
@@ -134,10 +136,7 @@ class _Encoders:
         from bst_rt.runtime.encoders import AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE, AudioEncoder, TextEncoder
 
         folder = graph_folder(graphs)
-        for name in (AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE, "clap_parity.json"):
-            if not (folder / name).is_file():
-                raise BstError(f"{folder / name}: missing from the CLAP graph folder")
-        self.provenance = json.loads((folder / "clap_parity.json").read_text(encoding="utf-8")).get("provenance", {})
+        self.provenance = graph_provenance(folder)
         self._audio = AudioEncoder(folder / AUDIO_GRAPH, provider=provider, threads=threads)  # type: ignore[arg-type]
         self._text = TextEncoder(folder / TEXT_GRAPH, folder / TOKENIZER_FILE, provider=provider,  # type: ignore[arg-type]
                                  threads=threads)
@@ -175,6 +174,16 @@ def graph_folder(graphs: GraphSource) -> Path:
     return Path(graphs()) if callable(graphs) else Path(graphs)
 
 
+def graph_provenance(folder: Path) -> dict:
+    """The encoder provenance an exported CLAP graph folder records (`clap_parity.json`), its graphs checked there."""
+    from bst_rt.runtime.encoders import AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE
+
+    for name in (AUDIO_GRAPH, TEXT_GRAPH, TOKENIZER_FILE, "clap_parity.json"):
+        if not (folder / name).is_file():
+            raise BstError(f"{folder / name}: missing from the CLAP graph folder")
+    return json.loads((folder / "clap_parity.json").read_text(encoding="utf-8")).get("provenance", {})
+
+
 def _check_record(features: Path, provenance: dict, *, existing: bool, log: Callable[[str], None]) -> None:
     """Refuse to mix embeddings of two encoders in one features/ folder; record ours on first write."""
     from bst_rt.runtime.atomic import atomic_write_text
@@ -195,7 +204,8 @@ def _check_record(features: Path, provenance: dict, *, existing: bool, log: Call
     atomic_write_text(path, json.dumps({"encoder": ours}, indent=2) + "\n")
 
 
-def _read_clips(root: Path) -> list[Clip]:
+def read_clips(root: Path) -> list[Clip]:
+    """The clips of a development set (every class, 'other' too) or of an evaluation package."""
     try:
         detect_dev_layout(root)
     except DataError:
@@ -203,25 +213,96 @@ def _read_clips(root: Path) -> list[Clip]:
     return read_dev_dataset(root, drop_other=False).clips
 
 
-def _batches(items: list, size: int):
+def _batches(items: list[Clip], size: int) -> Iterator[list[Clip]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+def _input_of(kind: str, clip: Clip) -> str:
+    """What the text encoder sees for a text kind: THE template, or it with the class words masked."""
+    return clip.text if kind == "text" else mask_class_words(clip.text)
+
+
+def embed_batch(encoders: Encoders, kind: str, clips: Sequence[Clip], features: Path) -> list[str | None]:
+    """Embed one batch of one kind and write each row atomically to `features/<kind dir>/<id>.npy`. Per clip: None
+    when written, else why not (undecodable audio). The one writer of both sources (a Ray actor calls it)."""
+    outcome: list[str | None] = [None] * len(clips)
+    if kind == "audio":
+        emb, ok, failures = encoders.audio([Path(c.audio_path) for c in clips])  # type: ignore[arg-type]
+        for i, why in zip([i for i in range(len(clips)) if i not in set(ok)], failures):
+            outcome[i] = why
+    else:
+        emb, ok = encoders.text([_input_of(kind, c) for c in clips]), list(range(len(clips)))
+    for row, i in zip(emb, ok):
+        atomic_save_npy(safe_child(features / KIND_DIRS[kind], clips[i].id, ".npy"), np.asarray(row, np.float32))
+    return outcome
+
+
+class EmbedSource(Protocol):
+    """Where `embed_dataset`'s rows are embedded. `start()` opens the encoders (only once something is left to do)
+    and returns their provenance (`RECORD_FILE`); `class_texts` embeds the class descriptions; `embed(todo,
+    features, batch_size)` embeds and writes every (kind, clip) of `todo` through `embed_batch`, yielding (kind,
+    rows done, rows written, failures) as batches finish, in any order."""
+
+    engine: str
+
+    def start(self) -> dict: ...
+
+    def class_texts(self, texts: list[str]) -> np.ndarray: ...
+
+    def embed(self, todo: dict[str, list[Clip]], features: Path, batch_size: int,
+              ) -> Iterator[tuple[str, int, int, list[str]]]: ...
+
+
+class LocalEmbedSource:
+    """This process: `Encoders` of the chosen engine, one batch of one kind at a time."""
+
+    def __init__(self, engine: Engine = "onnx", *, clap_ckpt: Path | None = None, random_weights: bool = False,
+                 seed: int = 0, tokenizer_dir: Path | None = None, graphs: GraphSource = None,
+                 provider: str = "cpu", threads: int | None = None, device: str = "cpu") -> None:
+        self.engine = engine
+        self._args = dict(clap_ckpt=clap_ckpt, random_weights=random_weights, seed=seed, tokenizer_dir=tokenizer_dir,
+                          graphs=graphs, provider=provider, threads=threads, device=device)
+        self._encoders: Encoders | None = None
+
+    def start(self) -> dict:
+        self._encoders = Encoders(self.engine, **self._args)  # type: ignore[arg-type]
+        return self._encoders.provenance
+
+    def class_texts(self, texts: list[str]) -> np.ndarray:
+        assert self._encoders is not None, "start() first"
+        return np.asarray(self._encoders.text(texts), dtype=np.float32)
+
+    def embed(self, todo: dict[str, list[Clip]], features: Path, batch_size: int,
+              ) -> Iterator[tuple[str, int, int, list[str]]]:
+        assert self._encoders is not None, "start() first"
+        for kind in KIND_DIRS:
+            for batch in _batches(todo[kind], batch_size):
+                failures = [why for why in embed_batch(self._encoders, kind, batch, features) if why is not None]
+                yield kind, len(batch), len(batch) - len(failures), failures
 
 
 def embed_dataset(root: Path, *, engine: Engine = "onnx", clap_ckpt: Path | None = None,
                   random_weights: bool = False, seed: int = 0, tokenizer_dir: Path | None = None,
                   graphs: GraphSource = None, batch_size: int = 8, provider: str = "cpu",
                   threads: int | None = None, progress: bool = True, device: str = "cpu",
-                  builtin_class_texts: bool = False,
+                  builtin_class_texts: bool = False, source: EmbedSource | None = None,
                   log: Callable[[str], None] = print) -> EmbedReport:
-    """Embed every clip of a development set or evaluation package under `root/features/` (see module doc)."""
+    """Embed every clip of a development set or evaluation package under `root/features/` (see module doc).
+    `source`: where the rows are embedded (default: this process, `LocalEmbedSource` of the engine arguments;
+    `bst-train embed --ray` passes `embed_ray.RayEmbedSource`): the run, its refusals, what is skipped, the
+    encoder record and the report are the same for every source."""
     root = Path(root)
     if batch_size < 1:
         raise BstError(f"batch size must be at least 1, got {batch_size}")
-    clips = _read_clips(root)
-    class_description_texts(root, builtin_fallback=builtin_class_texts)  # refuse a bad taxonomy file up front
+    clips = read_clips(root)
+    class_texts = class_description_texts(root, builtin_fallback=builtin_class_texts)  # a bad file: refused up front
+    if source is None:
+        source = LocalEmbedSource(engine, clap_ckpt=clap_ckpt, random_weights=random_weights, seed=seed,
+                                  tokenizer_dir=tokenizer_dir, graphs=graphs, provider=provider, threads=threads,
+                                  device=device)
     features = features_dir(root)
-    report = EmbedReport(root=root, engine=engine)
+    report = EmbedReport(root=root, engine=source.engine)
     todo: dict[str, list[Clip]] = {}
     for kind, sub in KIND_DIRS.items():
         todo[kind] = [c for c in clips if not safe_child(features / sub, c.id, ".npy").is_file()]
@@ -233,33 +314,20 @@ def embed_dataset(root: Path, *, engine: Engine = "onnx", clap_ckpt: Path | None
     if not any(todo.values()) and class_file.is_file():
         return report
 
-    encoders = _Encoders(engine, clap_ckpt=clap_ckpt, random_weights=random_weights, seed=seed,
-                         tokenizer_dir=tokenizer_dir, graphs=graphs, provider=provider, threads=threads,
-                         device=device)
-    _check_record(features, encoders.provenance, existing=any(report.skipped_existing.values()), log=log)
+    provenance = source.start()
+    _check_record(features, provenance, existing=any(report.skipped_existing.values()), log=log)
     if not class_file.is_file():
-        atomic_save_npy(class_file, np.asarray(encoders.text(class_description_texts(
-            root, builtin_fallback=builtin_class_texts)), dtype=np.float32))
+        atomic_save_npy(class_file, np.asarray(source.class_texts(class_texts), dtype=np.float32))
 
     from rich.progress import Progress
 
     total = sum(len(v) for v in todo.values())
     with Progress(disable=not progress, transient=False) as bar:
         task = bar.add_task(f"embedding {root.name}", total=total)
-        for batch in _batches(todo["audio"], batch_size):
-            emb, ok, failures = encoders.audio([Path(c.audio_path) for c in batch])  # type: ignore[arg-type]
-            for row, i in zip(emb, ok):
-                atomic_save_npy(safe_child(features / KIND_DIRS["audio"], batch[i].id, ".npy"), row.astype(np.float32))
-            report.written["audio"] += len(ok)
+        for kind, done, written, failures in source.embed(todo, features, batch_size):
+            report.written[kind] += written
             report.audio_failures += failures
-            bar.advance(task, len(batch))
-        for kind, prepare in (("text", lambda c: c.text), ("text_masked", lambda c: mask_class_words(c.text))):
-            for batch in _batches(todo[kind], batch_size):
-                emb = encoders.text([prepare(c) for c in batch])
-                for row, clip in zip(emb, batch):
-                    atomic_save_npy(safe_child(features / KIND_DIRS[kind], clip.id, ".npy"), row.astype(np.float32))
-                report.written[kind] += len(batch)
-                bar.advance(task, len(batch))
+            bar.advance(task, done)
     for failure in report.audio_failures[:5]:
         log(f"warning: {failure}")
     return report

@@ -1,4 +1,4 @@
-"""Ensemble selection on calibrated out-of-fold probabilities (seed report §2.4, eq. 2).
+"""Ensemble selection on calibrated out-of-fold probabilities (docs/method.md, "Eq. 2").
 
 Greedy forward selection with replacement (Caruana et al. 2004): start from the best single family, repeatedly add
 the family whose inclusion gives the highest hF, and keep the best bag seen. Weights = counts / bag size, so they
@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bst_rt.runtime.errors import BstError
 from bst_rt.runtime.metrics import hierarchical_f1
 from bst_rt.runtime.policy import weighted_sum
 
-from .run import ENSEMBLE_JSON, write_json
+from .run import ENSEMBLE_JSON, Run, write_json
 
 
 def hf_of(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -118,8 +119,8 @@ FAR_BELOW = 0.15  # absolute validation hF below the pool median
 def screen_families(registry: dict, collapse_share: float = COLLAPSE_SHARE, far_below: float = FAR_BELOW) -> None:
     """Mark abnormal done families `excluded` (with the reason) so no pool selects them; the report shows why.
 
-    Judged on validation behaviour only (seed §2.1): training loss, and each fold's inner validation split
-    (`val_finite`, `val_top_class_share`, `val_hF`). Test-fold scores are what the report and the ensemble
+    Judged on validation behaviour only (docs/method.md, "Abnormal families"): training loss, and each fold's inner
+    validation split (`val_finite`, `val_top_class_share`, `val_hF`). Test-fold scores are what the report and the ensemble
     selection measure; letting them also decide exclusion would select on the figures we then report. A family
     entry without validation figures (not in this call, written by an older version) keeps its verdict."""
     done = {f: e for f, e in registry["families"].items() if e["status"] == "done" and "val_hF_mean" in e}
@@ -141,10 +142,10 @@ def screen_families(registry: dict, collapse_share: float = COLLAPSE_SHARE, far_
         e["excluded"] = "; ".join(reasons) or None
 
 
-NOT_CLEAN = "takes BSD35k-CS uploader labels as clean (seed Table 1: they are not); trained and reported, never pooled"
+NOT_CLEAN = "takes BSD35k-CS uploader labels as clean (they are not clean); trained and reported, never pooled"
 
 
-def not_pooled(run) -> dict[str, str]:
+def not_pooled(run: Run) -> dict[str, str]:
     """Done families that no pool may hold, with the reason: abnormal (`excluded`) or trained on CS labels as clean."""
     out = {}
     for f in run.families:
@@ -156,13 +157,13 @@ def not_pooled(run) -> dict[str, str]:
     return out
 
 
-def pool_candidates(run) -> list[str]:
+def pool_candidates(run: Run) -> list[str]:
     """Families the ensemble selection may use."""
     barred = not_pooled(run)
     return [f for f in run.families if f not in barred]
 
 
-def why_no_pool(run) -> str | None:
+def why_no_pool(run: Run) -> str | None:
     """One line saying why a run has no ensemble (None when it can have one)."""
     if pool_candidates(run):
         return None
@@ -181,10 +182,8 @@ def why_no_pool(run) -> str | None:
     return f"every trained family is barred from the pools ({reasons})"
 
 
-def check_pools(run, pools: dict) -> None:
+def check_pools(run: Run, pools: dict) -> None:
     """Refuse pools (e.g. an ensemble.json from an older version) that hold a family no pool may hold."""
-    from bst_rt.runtime.errors import BstError
-
     barred = not_pooled(run)
     for name, pool in pools.items():
         bad = sorted(f for f, w in pool["weights"].items() if float(w) > 0 and f in barred)
@@ -193,11 +192,11 @@ def check_pools(run, pools: dict) -> None:
                            "run `bst-train train` again on this run to reselect the pools")
 
 
-def write_ensembles(run, pools: dict[str, PoolSpec] | None = None, oofs: dict[str, dict] | None = None) -> dict:
+def write_ensembles(run: Run, pools: dict[str, PoolSpec] | None = None, oofs: dict[str, dict] | None = None) -> dict:
     """Select every pool on the run's calibrated OOF probabilities and write RUN/ensemble.json. `oofs`: OOF tables
     the caller holds (the training loop, which just wrote them); the others are read from the run folder."""
     pools = pools or POOLS
-    families = run.selectable()
+    families = pool_candidates(run)
     barred = not_pooled(run)
     if not families:
         doc = {"objective": "none", "no_pool": why_no_pool(run), "not_pooled": barred, "pools": {}}

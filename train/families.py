@@ -1,10 +1,8 @@
-"""Classifier families: one JSON config each (`configs/<name>.json`, stem = name) on one model interface,
-`forward(audio [B,512], text [B,512], masked_text [B,512]) -> logits [B,23]`, plus the loss terms of eq. (1).
+"""Classifier families: one JSON config each (`configs/<name>.json`, stem = name), read into a `FamilyConfig`.
 
-The multimodal network is the official baseline's (task facts §7) layer for layer; `width_div` shrinks every hidden
-width for fast tests and is 1 in every shipped config. Forward has no data-dependent control flow, so every family
-traces with `torch.onnx.export` in eval mode. Augmentation and losses live here too: they are part of a family's
-recipe, while the loop that applies them is in `pool.py`.
+A family is a recipe: architecture and widths (built by `models.build_model`), optimiser settings, augmentation
+and the weights of the eq. (1) terms (applied by `losses.py`), and how BSD35k-CS enters. A seed is a training
+parameter, never part of the family. The configs are found by a scan of the folder by file stem.
 """
 from __future__ import annotations
 
@@ -14,16 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 from bst_rt.runtime.errors import BstError
-from bst_rt.runtime.layout import EMBEDDING_DIM
-from bst_rt.runtime.taxonomy import NUM_CLASSES, PARENT_INDEX, PARENTS
 
-EMBED_DIM = EMBEDDING_DIM
 TEXT_INPUTS = ("text", "masked")
 ARCHS = ("multimodal", "audio", "text")
 CS_MODES = ("none", "naive", "teacher")
@@ -109,8 +99,8 @@ class FamilyConfig:
 
     @property
     def treats_cs_as_clean(self) -> bool:
-        """BSD35k-CS uploader labels used as clean targets: seed Table 1 says they are not, so such a family is
-        trained and reported as a comparison but never enters a pool."""
+        """BSD35k-CS uploader labels used as clean targets: they are not clean (docs/method.md, "Data"), so such a
+        family is trained and reported as a comparison but never enters a pool."""
         return self.cs.mode == "naive"
 
 
@@ -137,204 +127,3 @@ def load_family(name: str, path: Path | None = None) -> FamilyConfig:
         raise BstError(f"{path}: unknown keys {unknown}")
     data["name"] = path.stem
     return FamilyConfig(**data)
-
-
-# ---------------------------------------------------------------- modules (task facts §7)
-
-
-class ResidualBlock(nn.Module):
-    def __init__(self, width: int, inner: int, dropout: float) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Linear(width, inner), nn.BatchNorm1d(inner), nn.LeakyReLU(0.01), nn.Dropout(dropout),
-            nn.Linear(inner, width), nn.BatchNorm1d(width),
-        )
-        self.act = nn.LeakyReLU(0.01)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(x + self.body(x))
-
-
-class Branch(nn.Module):
-    """One modality: BN(512) → 512 → 3 residual blocks (inner 1024) → 256 → 128 → BN(128)."""
-
-    def __init__(self, div: int, dropout: float, blocks: int = 3) -> None:
-        super().__init__()
-        w, inner, proj, out = 512 // div, 1024 // div, 256 // div, 128 // div
-        self.net = nn.Sequential(
-            nn.BatchNorm1d(EMBED_DIM),
-            nn.Linear(EMBED_DIM, w), nn.LeakyReLU(0.01), nn.Dropout(dropout),
-            *[ResidualBlock(w, inner, dropout) for _ in range(blocks)],
-            nn.Linear(w, proj), nn.LeakyReLU(0.01), nn.Dropout(dropout),
-            nn.Linear(proj, out), nn.BatchNorm1d(out),
-        )
-        self.out_dim = out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-class AttentionFusion(nn.Module):
-    """concat → Linear(2d→d) → tanh → Linear(d→2) → softmax: one weight per modality, fused = weighted sum."""
-
-    def __init__(self, dim: int, dropout: float) -> None:
-        super().__init__()
-        self.score = nn.Sequential(nn.Linear(2 * dim, dim), nn.Tanh(), nn.Linear(dim, 2))
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        w = torch.softmax(self.score(torch.cat([a, t], dim=1)), dim=1)
-        return self.drop(w[:, 0:1] * a + w[:, 1:2] * t)
-
-
-class Head(nn.Module):
-    """128 → 256 → 128 → 64, two residual blocks at 64 (inner 128), 64 → 32 → 23. The official head thins its
-    dropout towards the output: d after the first two projections, d/2 after the third and inside the residual
-    blocks, d/4 before the class layer (docs/baseline.md lists every rate)."""
-
-    def __init__(self, in_dim: int, div: int, dropout: float, blocks: int = 2) -> None:
-        super().__init__()
-        h1, h2, h3, h4 = (max(32, w // div) for w in (256, 128, 64, 32))
-        self.net = nn.Sequential(
-            nn.Linear(in_dim, h1), nn.LeakyReLU(0.01), nn.Dropout(dropout),
-            nn.Linear(h1, h2), nn.LeakyReLU(0.01), nn.Dropout(dropout),
-            nn.Linear(h2, h3), nn.LeakyReLU(0.01), nn.Dropout(dropout / 2),
-            *[ResidualBlock(h3, 2 * h3, dropout / 2) for _ in range(blocks)],
-            nn.Linear(h3, h4), nn.LeakyReLU(0.01), nn.Dropout(dropout / 4),
-            nn.Linear(h4, NUM_CLASSES),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-class MultimodalNet(nn.Module):
-    """The official multimodal baseline; `text_input="masked"` feeds the class-word-masked text embedding."""
-
-    def __init__(self, cfg: FamilyConfig) -> None:
-        super().__init__()
-        self.use_masked = cfg.text_input == "masked"
-        self.audio = Branch(cfg.width_div, cfg.dropout, cfg.branch_blocks)
-        self.text = Branch(cfg.width_div, cfg.dropout, cfg.branch_blocks)
-        self.fusion = AttentionFusion(self.audio.out_dim, cfg.dropout)
-        self.head = Head(self.audio.out_dim, cfg.width_div, cfg.dropout, cfg.head_blocks)
-
-    def forward(self, audio: torch.Tensor, text: torch.Tensor, masked_text: torch.Tensor) -> torch.Tensor:
-        t = masked_text if self.use_masked else text
-        return self.head(self.fusion(self.audio(audio), self.text(t)))
-
-
-class UnimodalNet(nn.Module):
-    """One branch and the head: `audio-only` (runtime fallback for empty metadata) or `text-only` (missing audio)."""
-
-    def __init__(self, cfg: FamilyConfig) -> None:
-        super().__init__()
-        self.modality = cfg.arch
-        self.use_masked = cfg.text_input == "masked"
-        self.branch = Branch(cfg.width_div, cfg.dropout, cfg.branch_blocks)
-        self.head = Head(self.branch.out_dim, cfg.width_div, cfg.dropout, cfg.head_blocks)
-
-    def forward(self, audio: torch.Tensor, text: torch.Tensor, masked_text: torch.Tensor) -> torch.Tensor:
-        if self.modality == "audio":
-            x = audio
-        else:
-            x = masked_text if self.use_masked else text
-        return self.head(self.branch(x))
-
-
-def build_model(cfg: FamilyConfig) -> nn.Module:
-    return MultimodalNet(cfg) if cfg.arch == "multimodal" else UnimodalNet(cfg)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-# ---------------------------------------------------------------- augmentation and losses
-
-
-def augment(x: torch.Tensor, cfg: FamilyConfig, gen: torch.Generator) -> torch.Tensor:
-    """Official augmentation: Gaussian noise (std 1e-4) and k random dimensions zeroed per row, k ~ U[1, 358]."""
-    x = x + cfg.noise_std * torch.randn(x.shape, generator=gen)
-    if cfg.zero_dims_max > 0:
-        k = torch.randint(1, cfg.zero_dims_max + 1, (x.shape[0], 1), generator=gen)
-        ranks = torch.rand(x.shape, generator=gen).argsort(dim=1).argsort(dim=1)
-        x = x * (ranks >= k).to(x.dtype)
-    return x
-
-
-def drop_rows(x: torch.Tensor, rate: float, gen: torch.Generator) -> torch.Tensor:
-    """Zero whole rows at `rate` (metadata dropout: the model must cope with no text at all)."""
-    if rate <= 0:
-        return x
-    keep = (torch.rand((x.shape[0], 1), generator=gen) >= rate).to(x.dtype)
-    return x * keep
-
-
-_PARENT_ONEHOT = torch.from_numpy((PARENT_INDEX[:, None] == np.arange(len(PARENTS))[None, :]).astype(np.float32))
-
-
-def parent_log_probs(logits: torch.Tensor) -> torch.Tensor:
-    """log of summed child probabilities per parent, [B,23] → [B,5] (L_hier's input)."""
-    log_p = torch.log_softmax(logits, dim=1)
-    masked = log_p[:, :, None] + torch.log(_PARENT_ONEHOT.to(logits.device))[None]
-    return torch.logsumexp(masked, dim=1)
-
-
-def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    return (values * weights).sum() / weights.sum().clamp_min(1e-12)
-
-
-def hard_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, cfg: FamilyConfig,
-              log_prior: torch.Tensor | None) -> torch.Tensor:
-    """Label-smoothed CE (+ logit adjustment by tau·log prior when the family is prior-corrected)."""
-    if cfg.logit_adjust_tau and log_prior is not None:
-        logits = logits + cfg.logit_adjust_tau * log_prior
-    ce = F.cross_entropy(logits, labels, reduction="none", label_smoothing=cfg.label_smoothing)
-    return weighted_mean(ce, weights)
-
-
-def soft_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Soft cross-entropy to teacher distributions (L_soft)."""
-    return -(targets * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
-
-
-def hier_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """L_hier: NLL of the true parent under summed child probabilities."""
-    parents = torch.from_numpy(PARENT_INDEX).to(labels.device)[labels]
-    nll = F.nll_loss(parent_log_probs(logits), parents, reduction="none")
-    return weighted_mean(nll, weights)
-
-
-@dataclass
-class TermBatch:
-    """One eq. (1) term's share of a training batch: its logits, targets (int [n] or soft [n,23]), row weights and
-    lambda. `main` marks the clean BSD10k term, the only one that gets logit adjustment and L_hier."""
-
-    name: str
-    logits: torch.Tensor
-    targets: torch.Tensor
-    weights: torch.Tensor
-    lam: float
-    main: bool = False
-
-
-def eq1_loss(batches: list[TermBatch], cfg: FamilyConfig,
-             log_prior: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Eq. (1): L = L_clean + lambda_s L_soft + lambda_h L_hard + lambda_hier L_hier, the lambdas carried by the terms
-    (cs.lambda_soft / cs.lambda_hard, external_weight) and `cfg.hier_weight`. Returns the total and each unweighted
-    term's value (`hier` for L_hier), so tests and logs can check the composition."""
-    total = torch.zeros((), device=batches[0].logits.device if batches else None)
-    parts: dict[str, float] = {}
-    for b in batches:
-        if b.targets.ndim == 2:
-            value = soft_loss(b.logits, b.targets)
-        else:
-            value = hard_loss(b.logits, b.targets, b.weights, cfg, log_prior if b.main else None)
-        parts[b.name] = float(value.detach())
-        total = total + b.lam * value
-        if cfg.hier_weight and b.main and b.targets.ndim == 1:
-            hier = hier_loss(b.logits, b.targets, b.weights)
-            parts["hier"] = float(hier.detach())
-            total = total + cfg.hier_weight * hier
-    return total, parts

@@ -1,5 +1,5 @@
 """One fold's training: the terms of eq. (1) a fold trains on (`fold_terms`) and the model trained on them
-(`train_fold`). Pure in-memory: the loop (pool.py) decides what to train and writes the result via run.py.
+(`train_fold`). Pure in-memory: the fold job (fold_job.py) calls it and writes the result through run.py.
 """
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from bst_rt.runtime.taxonomy import NUM_CLASSES
 
 from . import teacher
 from .data import Arrays, PoolData, concat_arrays
-from .families import FamilyConfig, TermBatch, augment, build_model, drop_rows, eq1_loss
+from .families import FamilyConfig
 from .folds import Fold
-from .run import predict_logits, row_tensors
+from .losses import TermBatch, augment, drop_rows, eq1_loss
+from .models import build_model, predict_logits, row_tensors
 
 EpochHook = Callable[[int, int, float], None]
-
 
 
 @dataclass

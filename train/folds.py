@@ -1,5 +1,5 @@
-"""The official BSD10k development protocol (task facts §3): the folds exist only as code, so this is the one place
-that makes them. Every family, teacher and ensemble uses these indices; nothing else may split the dev set."""
+"""The official BSD10k development protocol (docs/method.md, "Development protocol"): the folds exist only as code,
+so this is the one place that makes them. Every family, teacher and ensemble uses these indices; nothing else may split the dev set."""
 from __future__ import annotations
 
 from dataclasses import dataclass

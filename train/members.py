@@ -47,7 +47,7 @@ MEMBER_SEP = "@"
 class Member:
     """One trained pool member: a family config at one seed. Its name is the family's at the run's base seed and
     `family@seed` at any other (`v2mix@1`), so a one-seed run keeps plain names and the runtime's fallbacks
-    (`audio-only`, `text-only`) are always there by name. `section` is the seed report's composition group (§2.4)
+    (`audio-only`, `text-only`) are always there by name. `section` is the seed system's composition group (docs/method.md)
     the pool file put it in, for `bst-train report`."""
 
     cfg: FamilyConfig

@@ -1,6 +1,6 @@
-"""The pool loop: trains every member on the five official folds, then screens the families and selects the
-ensembles, writing the run folder through run.py, the contract its readers use (`load_run`, `load_fold_models`,
-`family_probs` live there). Data arrays are data.py's, one fold's training fold_train.py's, member lists members.py's.
+"""The pool loop: trains every member on the five official folds (each fold one `fold_job.train_and_write_fold`,
+here or as a Ray task, pool_ray.py), then screens the families and selects the ensembles, writing the run folder
+through run.py. `train_pool` returns a `PoolResult`.
 
 The loop keeps in memory what it has just written (fold scores, held-out probabilities, the OOF table, the registry)
 instead of reading it back; it reads the run folder only for folds an earlier call or a Ray worker trained, and for
@@ -8,8 +8,8 @@ a student's teacher checkpoint (which may come from either).
 """
 from __future__ import annotations
 
-import hashlib
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -18,80 +18,41 @@ import torch
 
 from bst_rt.runtime.errors import BstError
 from bst_rt.runtime.metrics import hierarchical_f1
-from bst_rt.runtime.taxonomy import NUM_CLASSES
 
-from . import calibrate, teacher
-from .data import Arrays, PoolData, arrays_fingerprint, load_arrays
+from .data import PoolData, load_arrays
+from .device import device_name, resolve_device
+from .ensemble import screen_families, why_no_pool, write_ensembles
 from .external import load_external
 from .families import FamilyConfig
-from .fold_train import EpochHook, FoldOutcome, fold_terms, train_fold
+from .fold_job import fold_line, train_and_write_fold, written_scores
 from .folds import N_FOLDS, Fold, official_folds
-from .members import QUICK_OVERRIDES, Member, load_pool_file, resolve_families, seed_members
-from .run import (CHECKPOINT, FOLD_JSON, HELDOUT_NPZ, REGISTRY_JSON, REGISTRY_SCHEMA, TEACHER_CACHE, Run,
-                  family_probs, fold_complete, fold_dir, load_fold_dir, load_fold_model, load_fold_models, load_run,
-                  read_json, write_fold, write_json, write_oof)
-
-#: names tests, bench and older callers import from here (their homes: data.py, fold_train.py, members.py, run.py)
-__all__ = ["Arrays", "PoolData", "arrays_fingerprint", "load_arrays", "Run", "family_probs", "load_fold_model",
-           "load_fold_models", "load_run", "QUICK_OVERRIDES", "run_pool", "train_pool", "train_and_write_fold",
-           "fold_terms", "train_fold", "resolve_families", "validation_scores", "load_pool_file"]
+from .members import Member, load_pool_file, resolve_families, seed_members
+from .pool_ray import train_folds_ray
+from .progress import NullProgress
+from .run import FOLD_JSON, REGISTRY_JSON, REGISTRY_SCHEMA, Run, fold_complete, fold_dir, read_json, write_json, write_oof
 
 Log = Callable[[str], None]
 
 
-def family_seed(seed: int, family: str, k: int) -> int:
-    """Distinct, reproducible seed per (pool seed, family, fold)."""
-    return seed * 100_003 + int(hashlib.sha256(family.encode()).hexdigest()[:6], 16) % 10_000 * 10 + k
+@dataclass(frozen=True)
+class SelectedPool:
+    """One ensemble pool as selected on the out-of-fold probabilities (RUN/ensemble.json holds its full record)."""
+
+    hF: float
+    weights: dict[str, float]
 
 
-def validation_scores(val_logits: np.ndarray, labels_val: np.ndarray, trained_finite: bool) -> dict:
-    """What the abnormal-family screen reads (seed §2.1: "abnormal validation behaviour"): the inner split that early
-    stopping and calibration already saw, never the test fold, so a family's exclusion is a training-time decision."""
-    finite = trained_finite and bool(np.isfinite(val_logits).all())
-    if not finite:
-        return {"val_hF": float("nan"), "val_finite": False, "val_top_class_share": float("nan")}
-    pred = val_logits.argmax(1)
-    share = np.bincount(pred, minlength=NUM_CLASSES).max() / max(len(pred), 1)
-    return {"val_hF": float(hierarchical_f1(labels_val, pred)), "val_finite": True,
-            "val_top_class_share": float(share)}
+@dataclass(frozen=True)
+class PoolResult:
+    """What `train_pool` leaves besides the run folder: the registry it wrote, the (family, fold) pairs this call
+    trained, the devices that trained the run's folds, the selected pools, and why there is no pool (or None)."""
 
-
-def _fold_scores(out: FoldOutcome, labels_val: np.ndarray, labels_test: np.ndarray) -> dict:
-    temperature = calibrate.fit_temperature(out.val_logits, labels_val)
-    pred = out.test_logits.argmax(1)
-    share = np.bincount(pred, minlength=NUM_CLASSES).max() / max(len(pred), 1)
-    finite = out.finite and bool(np.isfinite(out.test_logits).all())
-    return {**validation_scores(out.val_logits, labels_val, out.finite),
-        "hF": float(hierarchical_f1(labels_test, pred)) if finite else float("nan"),
-        "accuracy": float((pred == labels_test).mean()),
-        "temperature": temperature,
-        "nll_test_raw": calibrate.nll(out.test_logits, labels_test) if finite else float("nan"),
-        "nll_test_calibrated": calibrate.nll(out.test_logits, labels_test, temperature) if finite else float("nan"),
-        "best_val_accuracy": out.best_val_acc,
-        "epochs_run": out.epochs_run,
-        "best_epoch": out.best_epoch,
-        "finite": finite,
-        "top_class_share": float(share),
-    }
-
-
-def _with_validation(d: Path, scores: dict) -> dict:
-    """A fold written before validation figures were recorded: derive them from its stored validation logits."""
-    if "val_hF" in scores:
-        return scores
-    with np.load(d / HELDOUT_NPZ, allow_pickle=False) as z:
-        return {**scores, **validation_scores(z["val_logits"], z["val_labels"], bool(scores.get("finite", True)))}
-
-
-def _teacher_probs(run: Path, cfg: FamilyConfig, fold: Fold, data: PoolData,
-                   device: torch.device | None = None) -> np.ndarray:
-    d = fold_dir(run, cfg.cs.teacher, fold.k)
-
-    def compute() -> np.ndarray:
-        return family_probs([load_fold_dir(d, device or "cpu")], *data.cs.inputs())
-
-    key = f"{data.cs.fingerprint}:{hashlib.sha256((d / CHECKPOINT).read_bytes()).hexdigest()}"
-    return teacher.cached_cs_probs(d / TEACHER_CACHE, key, compute)
+    out: Path
+    registry: dict
+    trained: list[tuple[str, int]]
+    devices: list[str]
+    ensembles: dict[str, SelectedPool]
+    no_pool: str | None
 
 
 def _open_registry(out: Path, data: PoolData, seed: int, configs: list[FamilyConfig]) -> dict:
@@ -121,48 +82,15 @@ def _open_registry(out: Path, data: PoolData, seed: int, configs: list[FamilyCon
     return reg
 
 
-def fold_line(i: int, n: int, family: str, k: int, scores: dict) -> str:
-    return (f"[{i}/{n}] {family} fold {k + 1}/{N_FOLDS}: hF {scores['hF']:.4f} "
-            f"(epochs {scores['epochs_run']}, T {scores['temperature']:.2f})")
-
-
-def train_and_write_fold(out: Path, cfg: FamilyConfig, fold: Fold, data: PoolData, seed: int,
-                         device: torch.device | None = None, on_epoch: EpochHook | None = None) -> dict:
-    """Train one (family, fold) and write its fold folder (fold.json last); returns its scores. `seed` is the
-    member's seed (`family@seed`). Depends only on the run folder (the teacher's fold-k checkpoint) and its
-    arguments: sequential and Ray runs both call it."""
-    return _train_fold_folder(out, cfg, fold, data, seed, device, on_epoch)[0]
-
-
-def _train_fold_folder(out: Path, cfg: FamilyConfig, fold: Fold, data: PoolData, seed: int,
-                       device: torch.device | None = None,
-                       on_epoch: EpochHook | None = None) -> tuple[dict, np.ndarray]:
-    """`train_and_write_fold`, also returning the held-out calibrated probabilities it wrote (for the OOF table)."""
-    tprobs = _teacher_probs(out, cfg, fold, data, device) if cfg.cs.mode == "teacher" else None
-    terms = fold_terms(cfg, fold, data, tprobs)
-    fseed = family_seed(seed, cfg.name, fold.k)
-    result = train_fold(cfg, terms, data.dev.take(fold.val), data.dev.take(fold.test), fseed, device, on_epoch)
-    scores = _fold_scores(result, data.dev.labels[fold.val], data.dev.labels[fold.test])
-    args = {"family": cfg.name, "fold": fold.k, "seed": fseed, "pool_seed": seed,
-            "n_train": int(len(fold.train)), "n_val": int(len(fold.val)), "n_test": int(len(fold.test)),
-            "terms": result.term_sizes, "teacher": cfg.cs.teacher if cfg.cs.mode == "teacher" else None,
-            "data_fingerprints": data.fingerprints(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads()}
-    cal = write_fold(fold_dir(out, cfg.name, fold.k), cfg, fold, data, result, scores, args)
-    return scores, cal
-
-
 def train_pool(data: PoolData, out: Path, configs: list[FamilyConfig] | list[Member], *, seed: int = 0,
-               log: Log = print, extra: dict | None = None, device: torch.device | str = "cpu", progress=None,
-               ray: str | None = None, ray_options: dict | None = None) -> dict:
+               log: Log = print, extra: dict | None = None, device: torch.device | str = "cpu",
+               progress: NullProgress | None = None, ray: str | None = None,
+               ray_options: dict | None = None) -> PoolResult:
     """Train (or resume) every member × fold, then screen the families and select the ensembles. `configs` are
-    family configs (trained at `seed`, the base seed) or `Member`s. Returns the registry; `trained` lists the
-    (family, fold) pairs trained by this call. `device`: where models train
-    (a torch.device or an auto|cpu|cuda[:N] spec, bst_rt.train.device); `progress`: a bst_rt.train.progress.PoolProgress;
+    family configs (trained at `seed`, the base seed) or `Member`s. `device`: where models train (a torch.device or
+    an auto|cpu|cuda[:N] spec, bst_rt.train.device); `progress`: a bst_rt.train.progress.PoolProgress;
     `ray`: None (sequential here) or "auto"/ADDRESS: every missing fold is a Ray task first (bst_rt.train.pool_ray;
     workers resolve the device spec) and the loop below then only reads the fold folders back."""
-    from .ensemble import screen_families, write_ensembles
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     members = [m if isinstance(m, Member) else Member(m, m.name, seed) for m in configs]
@@ -178,16 +106,12 @@ def train_pool(data: PoolData, out: Path, configs: list[FamilyConfig] | list[Mem
     todo = _missing_folds(out, configs, folds, data)
     if progress is not None:
         progress.start(todo)
-    trained: list = []
+    trained: list[tuple[str, int]] = []
     if ray is not None:
-        from .pool_ray import train_folds_ray
-
         spec = device if isinstance(device, str) else str(device)
         trained, ran_on = train_folds_ray(out, todo, data, seed_of, spec, ray, progress=progress, log=log,
                                           **(ray_options or {}))
     else:
-        from .device import device_name, resolve_device
-
         device = resolve_device(device) if isinstance(device, str) else device
         ran_on = {device_name(device)} if todo else set()
     reg["devices"] = sorted(set(reg.get("devices", [])) | ran_on)  # which devices trained this run's folds
@@ -205,13 +129,14 @@ def train_pool(data: PoolData, out: Path, configs: list[FamilyConfig] | list[Mem
         for fold in folds:
             d = fold_dir(out, cfg.name, fold.k)
             if (d / FOLD_JSON).is_file():
-                entry["folds"][str(fold.k)] = _with_validation(d, read_json(d / FOLD_JSON))
+                entry["folds"][str(fold.k)] = written_scores(d)
                 continue
             entry["status"] = "training"
             if progress is not None:
                 progress.fold_started(cfg.name, fold.k)
-            scores, heldout[fold.k] = _train_fold_folder(out, cfg, fold, data, member.seed, device,
-                                                         progress.epoch if progress is not None else None)
+            written = train_and_write_fold(out, cfg, fold, data, member.seed, device,
+                                           progress.epoch if progress is not None else None)
+            scores, heldout[fold.k] = written.scores, written.heldout
             entry["folds"][str(fold.k)] = scores
             write_json(out / REGISTRY_JSON, reg)
             trained.append((cfg.name, fold.k))
@@ -226,10 +151,11 @@ def train_pool(data: PoolData, out: Path, configs: list[FamilyConfig] | list[Mem
                      hF_oof=float(hierarchical_f1(oof["labels"], oof["probs"].argmax(1))))
         write_json(out / REGISTRY_JSON, reg)
     screen_families(reg)
-    reg["ensembles"] = write_ensembles(Run(out, reg, {}), oofs=oofs)
+    run = Run(out, reg, {})
+    reg["ensembles"] = write_ensembles(run, oofs=oofs)
     write_json(out / REGISTRY_JSON, reg)
-    reg["trained"] = trained
-    return reg
+    pools = {name: SelectedPool(p["hF"], p["weights"]) for name, p in reg["ensembles"].items()}
+    return PoolResult(out, reg, trained, reg["devices"], pools, None if pools else why_no_pool(run))
 
 
 def _missing_folds(out: Path, configs: list[FamilyConfig], folds: list[Fold],
@@ -245,9 +171,9 @@ def _missing_folds(out: Path, configs: list[FamilyConfig], folds: list[Fold],
 
 def run_pool(dev_root: Path, cs_root: Path | None, out: Path, families: list[str] | None = None, *, seed: int = 0,
              overrides: dict | None = None, external: dict[str, Path] | None = None, log: Log = print,
-             device: torch.device | str = "cpu", progress=None, ray: str | None = None,
+             device: torch.device | str = "cpu", progress: NullProgress | None = None, ray: str | None = None,
              ray_options: dict | None = None, seeds: list[int] | None = None,
-             pool_file: str | Path | None = None) -> dict:
+             pool_file: str | Path | None = None) -> PoolResult:
     """Load the data named on the command line and train the pool (what `bst-train train` calls). `seeds` trains every
     family at each seed (members `family@seed` beyond the first); `pool_file` names the members instead."""
     pool_doc = None

@@ -3,7 +3,7 @@
 - Resource request per task: `cpus` CPU cores, plus a GPU fraction on CUDA so several small models share a GPU.
 - Order: a student fold k is submitted with the teacher's fold-k task as an argument, so Ray starts it only after
   the teacher fold is written (the student reads the teacher's checkpoint from the run folder, as sequentially).
-- The run folder stays the single source of truth: each task calls `pool.train_and_write_fold`, which writes the
+- The run folder stays the single source of truth: each task calls `fold_job.train_and_write_fold`, which writes the
   fold folder (every file atomic, `fold.json` last) exactly as a sequential run does. Nothing else travels back
   but the scores; `train_pool` then reads every fold from disk and builds OOF, registry and ensembles the same way.
   A killed worker's fold has no `fold.json`, so Ray's retry or the next `bst-train train` simply trains it again.
@@ -15,18 +15,25 @@ an ADDRESS connects there. A Ray already initialised by the caller (tests: `ray.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from types import ModuleType
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
 
 from bst_rt.runtime.errors import BstError
 
+from .data import PoolData
+from .device import device_name, resolve_device
 from .families import FamilyConfig
+from .fold_job import train_and_write_fold
 from .folds import Fold
+from .progress import NullProgress
 
 #: each CUDA fold task asks for this share of one GPU (the families are small MLPs)
 DEFAULT_GPU_FRACTION = 0.25
 
 
-def _require_ray():
+def _require_ray() -> ModuleType:
     try:
         import ray
     except ImportError:
@@ -34,7 +41,7 @@ def _require_ray():
     return ray
 
 
-def connect(address: str):
+def connect(address: str) -> ModuleType:
     """Initialise Ray once: 'auto' = an existing cluster or a new local one; anything else = that address."""
     ray = _require_ray()
     if not ray.is_initialized():
@@ -46,21 +53,17 @@ def connect(address: str):
     return ray
 
 
-def _fold_task(out: str, cfg: dict, fold: Fold, data, seed: int, device_spec: str, threads: int,
-               *_after) -> tuple[str, int, dict, str]:
-    """One (family, fold) in a Ray worker: same function as the sequential loop, one torch thread."""
-    import torch
-
-    from .device import device_name, resolve_device
-    from .pool import train_and_write_fold
-
+def _fold_task(out: str, cfg: dict, fold: Fold, data: PoolData, seed: int, device_spec: str, threads: int,
+               *_after: Any) -> tuple[str, int, dict, str]:
+    """One (family, fold) in a Ray worker: the sequential loop's fold job, one torch thread; only the scores travel
+    back (the held-out probabilities are in the fold folder)."""
     torch.set_num_threads(threads)
     device = resolve_device(device_spec)
-    scores = train_and_write_fold(Path(out), FamilyConfig(**cfg), fold, data, seed, device)
-    return cfg["name"], fold.k, scores, device_name(device)
+    written = train_and_write_fold(Path(out), FamilyConfig(**cfg), fold, data, seed, device)
+    return cfg["name"], fold.k, written.scores, device_name(device)
 
 
-def _task_options(ray, device_spec: str, cpus: float, gpu_fraction: float | None) -> tuple[dict, str]:
+def _task_options(ray: ModuleType, device_spec: str, cpus: float, gpu_fraction: float | None) -> tuple[dict, str]:
     """Ray resource request and the device spec the workers resolve ('auto' uses GPUs only if the cluster has some)."""
     has_gpu = ray.cluster_resources().get("GPU", 0) > 0
     if device_spec == "auto":
@@ -72,9 +75,9 @@ def _task_options(ray, device_spec: str, cpus: float, gpu_fraction: float | None
     return {"num_cpus": cpus}, device_spec
 
 
-def train_folds_ray(out: Path, todo: Sequence[tuple[FamilyConfig, Fold]], data, seed: int | Mapping[str, int],
-                    device_spec: str,
-                    address: str, *, progress=None, log: Callable[[str], None] = print, cpus: float = 1,
+def train_folds_ray(out: Path, todo: Sequence[tuple[FamilyConfig, Fold]], data: PoolData,
+                    seed: int | Mapping[str, int], device_spec: str, address: str, *,
+                    progress: NullProgress | None = None, log: Callable[[str], None] = print, cpus: float = 1,
                     gpu_fraction: float | None = None, threads: int = 1) -> tuple[list[tuple[str, int]], set[str]]:
     """Train every (family, fold) of `todo` as Ray tasks, teacher folds before their students' folds.
     Returns the (family, fold) pairs trained, in completion order, and the devices that ran them."""
@@ -111,7 +114,7 @@ def train_folds_ray(out: Path, todo: Sequence[tuple[FamilyConfig, Fold]], data, 
     return trained, devices
 
 
-def _get(ray, ref, label: tuple[str, int]):
+def _get(ray: ModuleType, ref: Any, label: tuple[str, int]) -> tuple[str, int, dict, str]:
     """The task's result, or its failure as one line (a BstError inside a task stays a BstError)."""
     try:
         return ray.get(ref)

@@ -1,5 +1,6 @@
-"""The candidate reranker (seed §2.5): a HistGradientBoosting classifier on held-out candidate features, thresholds of
-the parent-safe override tuned for hF, and the nested five-fold estimate of what it adds over the ensemble.
+"""The candidate reranker (docs/method.md, "Eq. 3 and the ranker"): a HistGradientBoosting classifier on held-out
+candidate features, thresholds of the parent-safe override tuned for hF, and the nested five-fold estimate of what it
+adds over the ensemble.
 
 Rows are built from the run's calibrated out-of-fold family probabilities with `bst_rt.runtime.policy.item_candidates`
 (the first half of the runtime's `decide_items`), and decisions are eq. 3 of `bst_rt.runtime.policy`, the code the
@@ -20,7 +21,7 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
-from bst_rt.runtime.features import FEATURE_NAMES, CandidateFeatures, stack_features
+from bst_rt.runtime.candidate_features import FEATURE_NAMES, CandidateFeatures, stack_features
 from bst_rt.runtime.metrics import evaluate_predictions, hierarchical_f1
 from bst_rt.runtime.policy import Decisions, ItemCandidates, RankerChoice, SystemPolicy, decide, decide_candidates, \
     item_candidates, ranker_choice
@@ -170,7 +171,7 @@ def cv_choices(rows: CandidateRows, item_mask: np.ndarray, seed: int) -> tuple[R
 
 
 def nested_estimate(rows: CandidateRows, specs: dict[int, TuningSpec], seed: int, log: Log = print) -> dict:
-    """Seed Table 4's "best nested ranker": outer fold scored by a ranker and thresholds that never saw it."""
+    """The seed system's "best nested ranker" figure (docs/method.md): outer fold scored by a ranker and thresholds that never saw it."""
     n = len(rows.labels)
     final = {sid: np.zeros(n, dtype=np.int64) for sid in specs}
     overridden = {sid: np.zeros(n, dtype=bool) for sid in specs}

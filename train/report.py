@@ -1,5 +1,6 @@
 """`bst-train report RUN`: the pool table — per-family hF over the five folds, why any family was excluded, the best single
-family, the ensembles, and the seed report's Table 4 beside them (real BSD10k figures, for scale only)."""
+family, the ensembles, and the seed system's published figures beside them (docs/method.md; real BSD10k figures, for
+scale only)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +21,7 @@ SEED_TABLE4: tuple[tuple[str, str, str], ...] = (
 )
 
 
-#: the seed report's pool composition (§2.4, 31 families), in its order; a family's section is the one its pool file
+#: the seed system's pool composition (31 families, docs/method.md), in its order; a family's section is the one its pool file
 #: gave it, else the one its config group belongs to
 SECTIONS: tuple[str, ...] = ("core v2mix", "prior, confidence and hierarchy", "external, FSD and text-diversity",
                              "baselines and teachers", "not pooled: BSD35k-CS labels taken as clean", "other")

@@ -6,14 +6,14 @@ the fold complete — an interrupted pool resumes at the first fold without one;
 calibrated out-of-fold probabilities; `ensemble.json` the selected pools; `ranker/` and `systems.json` what
 `bst-train rank` froze. Every module that reads or writes these files goes through this one (`read_json` /
 `write_json` for the JSON documents, `Run` for the rest), so the layout and its file names are spelled once.
-`family_probs` is THE deployment-time definition of a family's distribution (the heads graph is checked against it).
+The models it loads run through `models.py` (the forward pass, `family_probs`).
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,11 +24,10 @@ from bst_rt.runtime.taxonomy import NUM_CLASSES
 
 from . import calibrate
 from .data import Arrays, PoolData
-from .families import FamilyConfig, build_model
+from .families import FamilyConfig
+from .fold_train import FoldOutcome
 from .folds import N_FOLDS, Fold
-
-if TYPE_CHECKING:
-    from .fold_train import FoldOutcome
+from .models import build_model
 
 REGISTRY_SCHEMA = 1
 REGISTRY_JSON = "registry.json"
@@ -99,12 +98,6 @@ class Run:
     def families(self) -> list[str]:
         return [f for f, e in self.registry["families"].items() if e["status"] == "done"]
 
-    def selectable(self) -> list[str]:
-        """Done families a pool may hold: not excluded as abnormal, not trained on CS labels taken as clean."""
-        from .ensemble import pool_candidates
-
-        return pool_candidates(self)
-
     def oof(self, family: str) -> dict[str, np.ndarray]:
         with np.load(self.family_dir(family) / OOF_NPZ, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
@@ -126,7 +119,7 @@ def load_run(run_dir: Path | str) -> Run:
     return Run(path, registry, ensembles)
 
 
-# ---------------------------------------------------------------- fold models and the family distribution
+# ---------------------------------------------------------------- fold models
 
 
 def load_fold_dir(d: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, float]:
@@ -154,36 +147,10 @@ def load_fold_models(run: Run | Path | str, family: str) -> list[tuple[torch.nn.
     return [load_fold_model(run, family, k) for k in range(N_FOLDS)]
 
 
-def row_tensors(x: Arrays, rows: np.ndarray, device: torch.device | None = None) -> list[torch.Tensor]:
-    """The three model inputs of `rows` as tensors on `device`."""
-    return [torch.from_numpy(np.ascontiguousarray(a[rows])).to(device or "cpu") for a in x.inputs()]
-
-
-def predict_logits(model: torch.nn.Module, x: Arrays, batch: int = 4096) -> np.ndarray:
-    """Logits [N,23] as CPU numpy, on whichever device the model's parameters are."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(x), batch):
-            rows = np.arange(start, min(start + batch, len(x)))
-            out.append(model(*row_tensors(x, rows, device)).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), np.float32)
-
-
-def family_probs(models: Iterable[tuple[torch.nn.Module, float]], audio: np.ndarray, text: np.ndarray,
-                 masked: np.ndarray) -> np.ndarray:
-    """Deployment-time family distribution: mean over fold models of softmax(logits / T_fold), [N,23]."""
-    x = Arrays(np.arange(len(audio)), np.zeros(len(audio), np.int64), np.zeros(len(audio)),
-               np.asarray(audio, np.float32), np.asarray(text, np.float32), np.asarray(masked, np.float32))
-    probs = [calibrate.calibrated_probs(predict_logits(m, x), t) for m, t in models]
-    return np.mean(probs, axis=0).astype(np.float32)
-
-
 # ---------------------------------------------------------------- writing a fold and the OOF table
 
 
-def write_fold(d: Path, cfg: FamilyConfig, fold: Fold, data: PoolData, out: "FoldOutcome", scores: dict,
+def write_fold(d: Path, cfg: FamilyConfig, fold: Fold, data: PoolData, out: FoldOutcome, scores: dict,
                args: dict) -> np.ndarray:
     """Write one fold folder, fold.json last. Returns the held-out rows' calibrated probabilities (what the OOF
     table holds), so the loop need not read them back."""

@@ -1,4 +1,5 @@
-"""The four submitted systems (seed Table 2) and `bst-train rank`, which freezes them into RUN/ranker/ and RUN/systems.json.
+"""The four submitted systems (docs/method.md, "The four systems") and what `bst-train rank` (rank.py) needs to
+freeze them into RUN/ranker/ and RUN/systems.json, and readers need to load them back.
 
 1 primary  — top-12 ensemble + ranker, parent-safe override (cross-parent only above stricter thresholds);
 2 balanced — top-12 ensemble + ranker under lower correction pressure: half the override share, same-parent only;
@@ -16,18 +17,16 @@ import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from bst_rt.runtime.atomic import atomic_write_bytes
-from bst_rt.runtime.datasets import read_dev_dataset
 from bst_rt.runtime.errors import BstError, DataError
 from bst_rt.runtime.layout import EMBEDDING_DIM, class_text_path
-from bst_rt.runtime.policy import (AUDIO_ONLY, TEXT_ONLY, SystemPolicy, decide_items, load_policies, normalise_weights,
-                                   save_policies)
+from bst_rt.runtime.policy import SystemPolicy, load_policies, normalise_weights
 
 from . import ranker as ranker_module
-from .run import RANKER_DIR, RANKER_JSON, RANKER_MODEL, SYSTEMS_JSON, load_run, read_json, write_json
+from .run import RANKER_DIR, RANKER_JSON, RANKER_MODEL, SYSTEMS_JSON, Run, read_json
 
 RANKER_POOL = "top12"
 
@@ -85,7 +84,7 @@ def load_systems(run_dir: Path | str) -> list[SystemPolicy]:
     return load_policies(path)
 
 
-def load_ranker(run_dir: Path | str):
+def load_ranker(run_dir: Path | str) -> tuple[Any, dict]:
     """The fitted sklearn ranker and its ranker.json (train side only; the runtime reads the ONNX graph)."""
     import joblib
 
@@ -109,7 +108,7 @@ def class_text_embeddings(data_dir: Path | str) -> np.ndarray:
     return emb.astype(np.float32)
 
 
-def oof_by_dataset_order(run, families: list[str], ids: list[str], labels: np.ndarray) -> dict[str, np.ndarray]:
+def oof_by_dataset_order(run: Run, families: list[str], ids: list[str], labels: np.ndarray) -> dict[str, np.ndarray]:
     """Each family's calibrated OOF probabilities, re-ordered to the dataset's clips (ids and labels cross-checked)."""
     out = {}
     for fam in families:
@@ -124,94 +123,3 @@ def oof_by_dataset_order(run, families: list[str], ids: list[str], labels: np.nd
             raise BstError(f"{run.family_dir(fam) / 'oof.npz'}: labels differ from the dataset's (another dataset?)")
         out[fam] = np.asarray(probs, dtype=np.float64)[rows]
     return out
-
-
-def _oof_base(run, pools: dict, pool: str, ds, labels: np.ndarray, text_present: np.ndarray) -> np.ndarray:
-    """A no-ranker system's out-of-fold predictions, with the same missing-modality fallbacks as deployment."""
-    policy = SystemPolicy(0, pool, pool, pool_weights(pools, pool), False)
-    oof = oof_by_dataset_order(run, sorted(set(policy.families) | {TEXT_ONLY, AUDIO_ONLY}), ds.ids, labels)
-    no_text = np.zeros((len(labels), 0), dtype=np.float32)  # a system without ranker reads no text features
-    return decide_items(policy, None, oof, no_text, np.zeros((23, 0)), ds.embedding_mask("audio"), text_present,
-                        None).labels
-
-
-def rank_run(run_dir: Path | str, data_dir: Path | str, opts: RankOptions = RankOptions(), log: ranker_module.Log = print) -> dict:
-    """`bst-train rank`: candidate rows from OOF probabilities, nested estimate, final ranker, frozen systems."""
-    import joblib
-
-    from .ensemble import check_pools, why_no_pool
-    from .folds import official_folds
-
-    run = load_run(run_dir)
-    pools = run.ensembles
-    if RANKER_POOL not in pools:
-        why = why_no_pool(run) or "run `bst-train train` to completion (or again, to reselect the pools)"
-        raise BstError(f"{run.path}: ensemble.json has no {RANKER_POOL!r} pool: {why}")
-    check_pools(run, pools)
-    ds = read_dev_dataset(Path(data_dir))
-    labels = ds.label_indices
-    provisional = SystemPolicy(1, "primary", RANKER_POOL, pool_weights(pools, RANKER_POOL), True, k=opts.k)
-    families = sorted(set(provisional.families) | {TEXT_ONLY, AUDIO_ONLY})
-    oof = oof_by_dataset_order(run, families, ds.ids, labels)
-    text_present = np.array([bool(c.text.strip()) for c in ds.clips])
-    folds = ranker_module.fold_of_items(len(labels), [f.test for f in official_folds(labels)])
-    class_text = class_text_embeddings(data_dir)
-    rows = ranker_module.build_rows(provisional, oof, ds.load_embeddings("text", missing="zero"), text_present,
-                         ds.embedding_mask("audio"), class_text, labels, folds)
-    log(f"candidate rows: {ranker_module.describe_rows(rows)}")
-
-    specs = tuning_specs(opts)
-    nested = ranker_module.nested_estimate(rows, specs, opts.seed, log)
-    for sid, pool in ((3, "top5"), (4, "lowrisk")):  # no ranker: the held-out figure is the pool's OOF prediction
-        if pool in pools:
-            nested[f"system{sid}"] = {**ranker_module.table3(labels, _oof_base(run, pools, pool, ds, labels, text_present)),
-                                      "override_share": 0.0, "kind": "out-of-fold"}
-    model, thresholds = ranker_module.fit_final(rows, specs, opts.seed)
-    buf = io.BytesIO()
-    joblib.dump(model, buf)
-    blob = buf.getvalue()
-    policies = make_policies(pools, thresholds, opts, nested)
-    meta = {
-        "feature_names": ranker_module.feature_names(),
-        "k": opts.k,
-        "pool": RANKER_POOL,
-        "families": list(provisional.families),
-        "estimator": type(model).__name__,
-        "params": {**ranker_module.HGB_PARAMS, "random_state": opts.seed},
-        "model_file": RANKER_MODEL,
-        "model_sha256": hashlib.sha256(blob).hexdigest(),
-        "class_text_embeddings_sha256": hashlib.sha256(class_text.tobytes()).hexdigest(),
-        "data_fingerprint": ds.fingerprint(),
-        "rows": ranker_module.describe_rows(rows),
-        "thresholds": {str(s): t.as_dict() for s, t in thresholds.items()},
-        "nested_cv": nested,
-    }
-    folder = run.path / RANKER_DIR
-    atomic_write_bytes(folder / RANKER_MODEL, blob)
-    write_json(folder / RANKER_JSON, meta)
-    save_policies(run.path / SYSTEMS_JSON, policies)
-    from .dev_eval_folds import fit_fold_chains
-
-    fit_fold_chains(run.path, data_dir, opts, log)  # the five chains fold-respecting dev-as-eval runs
-    return meta
-
-
-def format_heldout_table(meta: dict, policies: list[SystemPolicy] | None = None) -> str:
-    """Table 3's columns (percent) on held-out predictions: nested-CV ranker systems, out-of-fold no-ranker ones."""
-    nested = meta["nested_cv"]
-    names = {p.system_id: p.name for p in policies or []}
-    lines = [f"held-out figures ({meta['rows']['items']} clips; ranker: nested 5-fold CV; others: out-of-fold)",
-             f"{'system':<18}{'hF':>8}{'flat':>8}{'top-level':>11}{'cross-parent':>14}{'overrides':>11}"
-             f"{'fixed/broke':>13}"]
-    base = {**nested.get("ensemble_oof", {}), "override_share": 0.0}
-    for sid in (0, 1, 2, 3, 4):
-        r = base if sid == 0 else nested.get(f"system{sid}")
-        if r is None or "accuracy" not in r:
-            continue
-        label = "top12, no ranker" if sid == 0 else f"{sid} {names.get(sid, '')}"
-        fixed = f"{r['fixed']}/{r['broken']}" if "fixed" in r else "-"
-        lines.append(f"{label:<18}{100 * r['hF']:>8.2f}{100 * r['accuracy']:>8.2f}{100 * r['parent_accuracy']:>11.2f}"
-                     f"{100 * r['cross_parent_error']:>14.2f}{100 * r['override_share']:>10.1f}%{fixed:>13}")
-    lines.append(f"true class among the ranker's candidates: {100 * meta['rows']['candidate_recall']:.1f}%")
-    return "\n".join(lines)
-

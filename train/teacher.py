@@ -1,4 +1,4 @@
-"""Teacher targets for BSD35k-CS (seed report §2.2): soft distributions and high-confidence hard relabels.
+"""Teacher targets for BSD35k-CS (docs/method.md, "Eq. 1"): soft distributions and high-confidence hard relabels.
 
 Leakage rule: the teacher of dev fold k is the teacher family's fold-k model, trained on fold k's train split only
 (validated and calibrated on fold k's validation split), so no fold-k test item or label shapes the targets the

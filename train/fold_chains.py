@@ -1,12 +1,12 @@
-"""Fold-respecting development-as-evaluation (seed §3.1): every development clip is predicted, label-blind, by a
-chain that never trained on it.
+"""The fold chains: one frozen chain per official fold, for fold-respecting development-as-evaluation
+(docs/method.md, "Development as evaluation"), where every development clip is predicted, label-blind, by a chain
+that never trained on it.
 
-The seed's System 1 scores 83.52 label-blind against 83.55 for the nested ranker, so each development clip must
-have gone through models fitted without it. Here clips of official fold k go through the chain frozen from fold k:
-the fold-k checkpoint of every family (trained on the other folds; temperature fitted on its validation split),
-pool weights selected on the other folds' out-of-fold probabilities, and a ranker plus override thresholds fitted
-on the other folds (thresholds by an inner CV there, as in the nested estimate). The fold only chooses which frozen
-chain runs; it is never a feature. `bst-train rank` freezes the five chains into RUN/fold_chains/ (`fit_fold_chains`).
+Clips of official fold k go through the chain frozen from fold k: the fold-k checkpoint of every family (trained on
+the other folds; temperature fitted on its validation split), pool weights selected on the other folds' out-of-fold
+probabilities, and a ranker plus override thresholds fitted on the other folds (thresholds by an inner CV there, as
+in the nested estimate). The fold only chooses which frozen chain runs; it is never a feature. `bst-train rank`
+freezes the five chains into RUN/fold_chains/ (`fit_fold_chains`); `FoldRespectingChain` runs them.
 
 The all-folds chain (`dev_eval.TorchChain`, or the exported bundle) averages five fold models of which four trained
 on each clip: it is the deployment check (does the shipped chain run end to end), not an estimate of the score.
@@ -17,18 +17,25 @@ import copy
 import hashlib
 import io
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+import joblib
+
 from bst_rt.runtime.atomic import atomic_write_bytes
-from bst_rt.runtime.datasets import Clip, read_dev_dataset
+from bst_rt.runtime.clip import Clip
+from bst_rt.runtime.datasets import read_dev_dataset
 from bst_rt.runtime.errors import BstError
 from bst_rt.runtime.policy import AUDIO_ONLY, TEXT_ONLY, SystemPolicy, load_policies, save_policies
 
 from . import ranker as ranker_module
 from .dev_eval import SystemOutput, TorchChain
+from .ensemble import POOLS, pool_candidates, select_weights
+from .folds import official_folds
 from .run import RANKER_JSON, RANKER_MODEL, SYSTEMS_JSON, load_fold_model, load_run, read_json, write_json
+from .systems import (RANKER_POOL, RankOptions, class_text_embeddings, make_policies, oof_by_dataset_order,
+                      pool_weights, tuning_specs)
 
 Log = Callable[[str], None]
 
@@ -40,8 +47,6 @@ PROTOCOL = "fold-respecting"
 
 def fold_pools(oof: dict[str, np.ndarray], labels: np.ndarray, groups: dict[str, str]) -> dict[str, dict]:
     """Every pool selected exactly as `write_ensembles` does, on the rows given (one fold's training folds)."""
-    from .ensemble import POOLS, select_weights
-
     pools = {}
     for name, spec in POOLS.items():
         if any(spec.group_caps.get(g, spec.group_cap) > 0 for g in groups.values()):
@@ -49,17 +54,15 @@ def fold_pools(oof: dict[str, np.ndarray], labels: np.ndarray, groups: dict[str,
     return pools
 
 
-def fit_fold_chains(run_dir: Path | str, data_dir: Path | str, opts=None, log: Log = print) -> dict:
-    """Freeze one chain per official fold k from what never saw fold k; writes RUN/fold_chains/. Returns the index."""
-    from .folds import official_folds
-    from .systems import (RANKER_POOL, RankOptions, class_text_embeddings, make_policies, oof_by_dataset_order,
-                          pool_weights, tuning_specs)
-
+def fit_fold_chains(run_dir: Path | str, data_dir: Path | str, opts: RankOptions | None = None,
+                    log: Log = print) -> dict:
+    """Freeze one chain per official fold k from what never saw fold k; writes RUN/fold_chains/. Returns the index
+    (RUN/fold_chains/fold_chains.json as written)."""
     opts = opts or RankOptions()
     run = load_run(run_dir)
     ds = read_dev_dataset(Path(data_dir))
     labels = ds.label_indices
-    selectable = run.selectable()
+    selectable = pool_candidates(run)
     groups = {f: run.registry["families"][f]["group"] for f in selectable}
     oof = oof_by_dataset_order(run, sorted(set(selectable) | {TEXT_ONLY, AUDIO_ONLY}), ds.ids, labels)
     folds = ranker_module.fold_of_items(len(labels), [f.test for f in official_folds(labels)])
@@ -94,18 +97,14 @@ def fit_fold_chains(run_dir: Path | str, data_dir: Path | str, opts=None, log: L
     return index
 
 
-def _dump(model) -> bytes:
-    import joblib
-
+def _dump(model: Any) -> bytes:
     buf = io.BytesIO()
     joblib.dump(model, buf)
     return buf.getvalue()
 
 
-def _load_fold(folder: Path):
+def _load_fold(folder: Path) -> tuple[list[SystemPolicy], Any, dict]:
     """One fold's frozen policies, ranker and its metadata (sha256 checked)."""
-    import joblib
-
     meta = read_json(folder / RANKER_JSON)
     blob = (folder / RANKER_MODEL).read_bytes()
     if hashlib.sha256(blob).hexdigest() != meta["model_sha256"]:

@@ -4,7 +4,8 @@ Training (`bst_rt.train.ranker`) and deployment (`bst_rt.runtime.predict`) both 
 the ranker was fitted on and the ones it sees on the evaluation set cannot drift. Everything here is a function of
 one item's inference-time evidence only: its ensemble and family distributions, its own text embedding and the fixed
 class-description embeddings. There is deliberately no id, fold or label parameter, and no statistic of any other
-item (seed report §2.5: sample/fold ids, dev-set confusion statistics and was-the-model-right flags are forbidden).
+item (docs/method.md, "Eq. 3 and the ranker": sample/fold ids, dev-set confusion statistics and was-the-model-right
+flags are forbidden).
 """
 from __future__ import annotations
 

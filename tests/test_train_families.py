@@ -230,3 +230,53 @@ def test_shipped_lambdas_are_the_seed_recipe_and_reach_the_fold_terms():
     lams = {t.name: (t.lam, len(t.x)) for t in terms}
     print("fold terms (lambda, rows):", lams)
     assert lams == {"clean": (1.0, 6), "cs-soft": (0.3, 6), "cs-hard": (0.2, 5)}
+
+
+def _dropout_rates(model: torch.nn.Module) -> list[float]:
+    return [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+
+
+def test_dropout_rates_are_the_official_baselines_in_module_order():
+    """The official models.py (MTG/dcase2026_task1_baseline) with dropout d = 0.1 (train_test.py): each modality encoder
+    has d after its input projection, d in each of its 3 residual blocks and d in its output projection; the attention
+    fusion d; the latent projector d, d, d/2; the 2 residual classifier blocks d/2 each; the class predictor d/4."""
+    d = 0.1
+    branch = [d] + [d] * 3 + [d]
+    head = [d, d, d / 2] + [d / 2] * 2 + [d / 4]
+    multi = build_model(load_family("baseline"))
+    audio = build_model(load_family("audio-only"))
+    assert load_family("baseline").dropout == d
+    np.testing.assert_allclose(_dropout_rates(multi), branch + branch + [d] + head)
+    np.testing.assert_allclose(_dropout_rates(audio), branch + head)
+
+
+def test_official_loader_drops_the_last_incomplete_batch(monkeypatch):
+    """train_test.py's DataLoader(batch_size=64, shuffle=True, drop_last=True): every trained batch is full; without
+    drop_last the remainder is a batch of its own; an epoch shorter than one batch still trains on its rows."""
+    from bst_rt.train import fold_train
+    from bst_rt.train.data import Arrays
+
+    sizes: list[int] = []
+    real = fold_train.eq1_loss
+
+    def spy(batches, cfg, log_prior=None):
+        sizes.append(len(batches[0].logits))
+        return real(batches, cfg, log_prior)
+
+    monkeypatch.setattr(fold_train, "eq1_loss", spy)
+    rng = np.random.default_rng(0)
+
+    def arrays(n):
+        x = rng.normal(size=(n, 512)).astype(np.float32)
+        return Arrays(np.arange(n), rng.integers(0, 23, n), np.full(n, np.nan), x, x, x)
+
+    small = {"epochs": 1, "width_div": 8, "branch_blocks": 0, "head_blocks": 0, "batch_size": 32}
+    val = arrays(10)
+    for drop_last, n, expected in ((True, 100, [32, 32, 32]), (False, 100, [32, 32, 32, 4]), (True, 20, [20])):
+        cfg = load_family("baseline").with_overrides({**small, "drop_last": drop_last})
+        tr = arrays(n)
+        sizes.clear()
+        fold_train.train_fold(cfg, [fold_train.Term("clean", tr, tr.labels, np.ones(n, np.float32), 1.0)],
+                              val, val, seed=0)
+        assert sizes == expected, (drop_last, n, sizes)
+    assert load_family("baseline").drop_last and load_family("audio-only").drop_last

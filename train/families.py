@@ -48,6 +48,7 @@ class FamilyConfig:
     epochs: int = 100
     patience: int = 15
     batch_size: int = 64
+    drop_last: bool = True  # official loader: the last incomplete batch of an epoch is not trained on
     lr: float = 1e-3
     weight_decay: float = 1e-5
     step_size: int = 20

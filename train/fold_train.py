@@ -87,8 +87,8 @@ def train_fold(cfg: FamilyConfig, terms: list[Term], val: Arrays, test: Arrays, 
         order = rng.permutation(len(main.x))
         for start in range(0, len(order), cfg.batch_size):
             picks = [order[start:start + cfg.batch_size]]
-            if len(picks[0]) < 2:  # BatchNorm needs two rows
-                continue
+            if len(picks[0]) < 2 or (cfg.drop_last and start and len(picks[0]) < cfg.batch_size):
+                continue  # BatchNorm needs two rows; drop_last keeps an epoch's first batch even when it is short
             picks += [rng.integers(0, len(t.x), cfg.batch_size) for t in terms[1:]]
             parts = [row_tensors(t.x, rows) for t, rows in zip(terms, picks)]
             audio, text, masked = (torch.cat([p[i] for p in parts]) for i in range(3))

@@ -68,7 +68,9 @@ class AttentionFusion(nn.Module):
 
 
 class Head(nn.Module):
-    """128 → 256 → 128 → 64, two residual blocks at 64 (inner 128), 64 → 32 → 23."""
+    """128 → 256 → 128 → 64, two residual blocks at 64 (inner 128), 64 → 32 → 23. The official head thins its
+    dropout towards the output: d after the first two projections, d/2 after the third and inside the residual
+    blocks, d/4 before the class layer (docs/baseline.md lists every rate)."""
 
     def __init__(self, in_dim: int, div: int, dropout: float, blocks: int = 2) -> None:
         super().__init__()
@@ -76,9 +78,9 @@ class Head(nn.Module):
         self.net = nn.Sequential(
             nn.Linear(in_dim, h1), nn.LeakyReLU(0.01), nn.Dropout(dropout),
             nn.Linear(h1, h2), nn.LeakyReLU(0.01), nn.Dropout(dropout),
-            nn.Linear(h2, h3), nn.LeakyReLU(0.01), nn.Dropout(dropout),
-            *[ResidualBlock(h3, 2 * h3, dropout) for _ in range(blocks)],
-            nn.Linear(h3, h4), nn.LeakyReLU(0.01),
+            nn.Linear(h2, h3), nn.LeakyReLU(0.01), nn.Dropout(dropout / 2),
+            *[ResidualBlock(h3, 2 * h3, dropout / 2) for _ in range(blocks)],
+            nn.Linear(h3, h4), nn.LeakyReLU(0.01), nn.Dropout(dropout / 4),
             nn.Linear(h4, NUM_CLASSES),
         )
 

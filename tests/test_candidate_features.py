@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from bst_rt.runtime import features as features_module
+from bst_rt.runtime import candidate_features as features_module
 from bst_rt.runtime.taxonomy import NUM_CLASSES, PARENT_INDEX
 
 # seed report §2.5: sample/fold ids, whole-dev confusion statistics, was-a-model-right flags

@@ -2,7 +2,8 @@
 
     waveform f32 [samples], sample_rate i64 [] -> waveform_48k f32 [ceil(samples * 48000 / sample_rate)]
 
-At 48 kHz an `If` passes the samples through untouched. Otherwise the graph builds the design's [L, W] phase
+At 48 kHz an `If` passes the samples through untouched. Otherwise the graph takes the design rate (the rate, or its
+nearest multiple of 50 Hz where the exact table would be too large: `bst_rt.runtime.resample.design_rate`), builds the design's [L, W] phase
 table from the rate (loop-free gcd over 48000's prime powers, Kaiser window by its I0 series, float64) and
 filters as the numpy twin does: the zero-padded waveform cut into rows of M samples, a `Loop` over the W / M
 blocks adding [rows, M] x [M, L] MatMuls in float64, one rounding to float32 at the end (ONNX Conv would need its
@@ -34,11 +35,8 @@ def _i0(g: _G, x: str) -> str:
     return total
 
 
-def _resample_branch() -> onnx.GraphProto:
-    """The else branch: the polyphase filter for a rate other than 48 kHz (reads the outer `waveform`, `sample_rate`)."""
-    g = _G()
-    c = lambda v, dt=np.int64: g.const(v, dt)  # noqa: E731
-    sr = "sample_rate"
+def _shape(g: _G, c, sr: str) -> tuple[str, str, str, str, str, str]:
+    """(L, M, ratio, scale, half, W) of `bst_rt.runtime.resample._exact_shape` for the rate tensor `sr`."""
     gcd = c(1)
     for p, k in design.GCD_FACTORS:
         for e in range(1, k + 1):
@@ -52,7 +50,23 @@ def _resample_branch() -> onnx.GraphProto:
     scale = g.op("Min", ratio, c(1.0, np.float64))
     half = g.op("Div", c(float(design.HALF_WIDTH), np.float64), scale)
     pad = g.op("Cast", g.op("Ceil", half), to=I64)
-    width = g.op("Add", g.op("Div", g.op("Mul", g.op("Sub", up, c(1)), down), up), g.op("Add", g.op("Mul", pad, c(2)), c(2)))
+    support = g.op("Add", g.op("Div", g.op("Mul", g.op("Sub", up, c(1)), down), up), g.op("Add", g.op("Mul", pad, c(2)), c(2)))
+    width = g.op("Mul", g.op("Div", g.op("Sub", g.op("Add", support, down), c(1)), down), down)  # whole hops
+    return up, down, ratio, scale, half, width
+
+
+def _resample_branch() -> onnx.GraphProto:
+    """The else branch: the polyphase filter for a rate other than 48 kHz (reads the outer `waveform`, `sample_rate`)."""
+    g = _G()
+    c = lambda v, dt=np.int64: g.const(v, dt)  # noqa: E731
+    up, _, _, _, _, width = _shape(g, c, "sample_rate")
+    # design_rate: the nearest multiple of FALLBACK_STEP_HZ where the exact table would be too large
+    step = design.FALLBACK_STEP_HZ
+    rounded = g.op("Mul", g.op("Div", g.op("Add", "sample_rate", c(step // 2)), c(step)), c(step))
+    huge = g.op("Greater", g.op("Mul", up, width), c(design.MAX_TABLE))
+    sr = g.op("Where", huge, rounded, "sample_rate")
+    up, down, ratio, scale, half, width = _shape(g, c, sr)
+    pad = g.op("Cast", g.op("Ceil", half), to=I64)
     blocks = g.op("Div", g.op("Sub", g.op("Add", width, down), c(1)), down)  # ceil(W / M) kernel rows
     taps = g.op("Mul", blocks, down)
     # the phase table, [L, blocks * M] (columns from W on are zero: |t| >= half there)

@@ -32,6 +32,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .errors import AudioError
+from . import resample as resample_design
 from .resample import StreamResampler
 
 SAMPLE_RATE_HZ = 48000
@@ -171,8 +172,9 @@ def samples_to_mel_fusion(samples: np.ndarray, sample_rate: int) -> tuple[np.nda
 
 def length_rule(n: int, source_rate_hz: int) -> int:
     """librosa's resampled length, `ceil(n * (48000 / sr))` in float64 as librosa computes it: the float ratio
-    sometimes lands a hair above an integer (327222 samples at 22.05 kHz -> 712321, not 712320)."""
-    return int(np.ceil(n * (float(SAMPLE_RATE_HZ) / source_rate_hz)))
+    sometimes lands a hair above an integer (327222 samples at 22.05 kHz -> 712321, not 712320); at the
+    resampler's design rate (`resample.design_rate`: the rate itself, but for rates with a huge phase table)."""
+    return resample_design.output_length(n, source_rate_hz)
 
 
 def _fix_length(wave: np.ndarray, n: int) -> np.ndarray:

@@ -47,12 +47,13 @@ def portable_section(systems: Sequence[str], heads_inputs: Sequence[str]) -> dic
             "non_finite": "NaN -> 0, +inf -> 1, -inf -> -1",
             "source_rate_hz": list(SOURCE_RATE_RANGE_HZ),
             "resample": f"inside the {RESAMPLE_GRAPH} graph ({RESAMPLER}); feed the file's own rate",
-            "refused_rates": {"rule": "g = gcd(48000, rate); k = max(1, ceil(min_hop / (rate / g))); L = k * 48000 / g;"
-                                      " M = k * rate / g; pad = ceil(half_width / min(1, 48000 / rate));"
-                                      " W = M * ceil(((L - 1) * M // L + 2 * pad + 2) / M); L * W > max_table:"
-                                      " undecodable audio (do not run the graph)",
-                              "half_width": resample_design.HALF_WIDTH, "min_hop": resample_design.MIN_HOP,
-                              "max_table": resample_design.MAX_TABLE},
+            "design_rate": {"rule": "g = gcd(48000, rate); k = max(1, ceil(min_hop / (rate / g))); L = k * 48000 / g;"
+                                    " M = k * rate / g; pad = ceil(half_width / min(1, 48000 / rate));"
+                                    " W = M * ceil(((L - 1) * M // L + 2 * pad + 2) / M); if L * W > max_table the"
+                                    " graph filters the rate as its nearest multiple of step_hz (inside the graph:"
+                                    " feed the file's own rate; nothing is refused)",
+                            "half_width": resample_design.HALF_WIDTH, "min_hop": resample_design.MIN_HOP,
+                            "max_table": resample_design.MAX_TABLE, "step_hz": resample_design.FALLBACK_STEP_HZ},
             "sample_rate_hz": SAMPLE_RATE_HZ,
             "int16_round_trip": "inside the frontend graph (idempotent: a caller may also do it)",
             "no_audio": "missing, empty or undecodable audio: skip frontend and audio_encoder; audio_present = false,"

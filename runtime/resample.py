@@ -14,6 +14,11 @@ The L phases of h are a [L, W] table (W a whole number of hops M), so the filter
 products of [rows, M] blocks of the padded input with [M, L] slices of the table, in float64 (a Loop of MatMuls
 in the graph).
 Output length: librosa's rule `ceil(n * 48000 / sr)`. 48 kHz passes through untouched.
+
+A rate that shares almost no factor with 48000 (47999 Hz, 44056 Hz) would need a table of millions of phases. Such a
+rate is filtered as its nearest multiple of `FALLBACK_STEP_HZ` (`design_rate`), whose table is small: the clip
+plays back at most 25 Hz / 8000 Hz = 0.3 % fast or slow, far inside one mel band, and every client does the same,
+so no clip is lost to its rate and no client decides it differently.
 """
 from __future__ import annotations
 
@@ -21,8 +26,6 @@ import functools
 import math
 
 import numpy as np
-
-from .errors import AudioError
 
 TARGET_RATE_HZ = 48000
 #: the passband's half-amplitude point, as a fraction of the lower of the two rates' Nyquist frequencies
@@ -35,8 +38,10 @@ KAISER_BETA = 0.1102 * (ATTENUATION_DB - 8.7)
 I0_TERMS = 30
 #: prime powers dividing 48000 = 2^7 * 3 * 5^3, for the loop-free gcd
 GCD_FACTORS = ((2, 7), (3, 1), (5, 3))
-#: the phase table may hold at most this many taps (L * W); rates that would need more are refused
+#: the phase table may hold at most this many taps (L * W); a rate that would need more is filtered as its nearest
+#: multiple of FALLBACK_STEP_HZ (which divides 48000, so that table has at most 960 phases)
 MAX_TABLE = 1 << 24
+FALLBACK_STEP_HZ = 50
 #: the input hop M is raised to at least this (L and M scaled by the same k: the same phases, repeated), so a
 #: 96 kHz source (M = 2) sums a few [rows, 64] products instead of hundreds of [rows, 2] ones
 MIN_HOP = 64
@@ -64,9 +69,7 @@ def _i0(x: np.ndarray) -> np.ndarray:
     return total
 
 
-def table_shape(rate: int) -> tuple[int, int, int, int]:
-    """(L, M, D, W): phases, input hop, left padding and taps per phase for `rate`; W is a whole number of hops
-    (the taps past the filter's support are zeros), so the filter is a sum of W / M products of [rows, M] blocks."""
+def _exact_shape(rate: int) -> tuple[int, int, int, int]:
     g = gcd48k(rate)
     up, down = TARGET_RATE_HZ // g, rate // g
     k = max(1, -(-MIN_HOP // down))
@@ -77,12 +80,27 @@ def table_shape(rate: int) -> tuple[int, int, int, int]:
     return up, down, pad, -(-support // down) * down
 
 
+def design_rate(rate: int) -> int:
+    """The rate the filter is designed for: `rate` itself, or its nearest multiple of FALLBACK_STEP_HZ (halves
+    round up) when the exact table would exceed MAX_TABLE taps; the graph computes the same rule."""
+    up, _, _, width = _exact_shape(rate)
+    if up * width <= MAX_TABLE:
+        return int(rate)
+    return (int(rate) + FALLBACK_STEP_HZ // 2) // FALLBACK_STEP_HZ * FALLBACK_STEP_HZ
+
+
+def table_shape(rate: int) -> tuple[int, int, int, int]:
+    """(L, M, D, W) of the design for `rate` (`design_rate`): phases, input hop, left padding and taps per phase;
+    W is a whole number of hops (the taps past the filter's support are zeros), so the filter is a sum of W / M
+    products of [rows, M] blocks."""
+    return _exact_shape(design_rate(rate))
+
+
 @functools.lru_cache(maxsize=16)
 def phase_table(rate: int) -> np.ndarray:
     """[L, W] float64: row p holds the taps of output phase p, aligned to its input window."""
+    rate = design_rate(rate)
     up, down, pad, width = table_shape(rate)
-    if up * width > MAX_TABLE:
-        raise AudioError(f"sample rate {rate} Hz needs a {up}x{width} resampling table (over {MAX_TABLE} taps)")
     scale = min(1.0, TARGET_RATE_HZ / rate)
     fc = CUTOFF * 0.5 * scale
     half = HALF_WIDTH / scale
@@ -99,8 +117,8 @@ def phase_table(rate: int) -> np.ndarray:
 
 
 def output_length(n: int, rate: int) -> int:
-    """librosa's rule in float64, as `bst_rt.runtime.audio.length_rule`."""
-    return int(np.ceil(n * (float(TARGET_RATE_HZ) / rate)))
+    """librosa's rule in float64 (as `bst_rt.runtime.audio.length_rule`) at the design rate."""
+    return int(np.ceil(n * (float(TARGET_RATE_HZ) / design_rate(rate))))
 
 
 class StreamResampler:

@@ -103,12 +103,33 @@ def test_resample_graph_is_the_design_and_its_distance_to_soxr(clap_graphs, real
         assert x_emb <= _soxr_tolerance(rate), (name, rate, x_emb)
 
 
-def test_resample_design_refuses_a_rate_whose_table_is_too_large():
-    from bst_rt.runtime.errors import AudioError
+AWKWARD_RATES = (47999, 44056, 23757, 191999, 8001)  # sharing almost no factor with 48000
 
-    with pytest.raises(AudioError, match="resampling table"):
-        audio_module.samples_to_mel_fusion(np.zeros(5000, np.float32), 47999)
-    assert design.table_shape(44100)[:2] == (160, 147)
+
+def test_a_rate_with_a_huge_table_is_filtered_as_its_nearest_multiple_of_50_hz_in_graph_and_runtime(tmp_path):
+    """No clip is lost to its rate: the graph and the numpy twin both take the design rate, bit for bit, and a
+    file at such a rate goes through the Python runtime's streaming path to the same samples."""
+    from bst_rt.export.portable_resample import export_resample
+
+    graph = _session(export_resample(tmp_path / "resample.onnx"))
+    for k, rate in enumerate(AWKWARD_RATES):
+        exact_up, _, _, exact_width = design._exact_shape(rate)
+        assert exact_up * exact_width > design.MAX_TABLE, rate  # the exact design would be too large
+        d = design.design_rate(rate)
+        assert d % design.FALLBACK_STEP_HZ == 0 and abs(d - rate) <= design.FALLBACK_STEP_HZ // 2, (rate, d)
+        up, _, _, width = design.table_shape(rate)
+        assert up * width <= design.MAX_TABLE
+        x = _synthetic(rate, 40 + k)
+        twin = design.resample(x, rate)
+        ours = graph.run(None, {"waveform": x, "sample_rate": np.array(rate, np.int64)})[0]
+        assert twin.shape[0] == audio_module.length_rule(x.shape[0], rate) == int(np.ceil(x.shape[0] * 48000 / d))
+        err = float(np.abs(ours - twin).max())
+        print(f"{rate} Hz -> design {d} Hz ({up} phases): graph vs numpy twin max |diff| {err:.1e}")
+        assert err == 0.0, rate
+        path = tmp_path / f"awkward-{rate}.wav"
+        sf.write(path, x, rate, subtype="FLOAT")
+        np.testing.assert_array_equal(audio_module.load_audio(path), audio_module.int16_round_trip(ours))
+    assert design.design_rate(44100) == 44100 and design.table_shape(44100)[:2] == (160, 147)
 
 
 # ---- the proof: packages in every format, both clients -----------------------------------------------------------

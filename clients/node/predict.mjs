@@ -89,18 +89,6 @@ function readPackage(root) {
   });
 }
 
-// rates the resample graph is not run on (its phase table would be too large): manifest caller_audio.refused_rates
-function tableTooLarge(rate, spec) {
-  if (!spec) return false;  // a manifest that lists no limit refuses no rate
-  const gcd = (a, b) => (b === 0 ? a : gcd(b, a % b));
-  const g = gcd(48000, rate);
-  const k = Math.max(1, Math.ceil(spec.min_hop / (rate / g)));
-  const L = (k * 48000) / g, M = (k * rate) / g;
-  const pad = Math.ceil(spec.half_width / Math.min(1, 48000 / rate));
-  const W = M * Math.ceil((Math.floor(((L - 1) * M) / L) + 2 * pad + 2) / M);
-  return L * W > spec.max_table;
-}
-
 // the clip's audio as the resample graph's feeds, or the fallback reason (the Python runtime's reasons)
 async function readAudio(file) {
   if (file === null) return { reason: "missing audio" };
@@ -164,9 +152,6 @@ async function main() {
     for (const clip of batch) {
       let mel = null;
       const got = await readAudio(clip.audio);
-      if (!got.reason && tableTooLarge(got.sampleRate, portable.caller_audio.refused_rates)) {
-        got.reason = `undecodable audio: ${clip.audio}: sample rate ${got.sampleRate} Hz needs too large a resampling table`;
-      }
       if (got.reason) {
         if (got.reason !== "missing audio") process.stderr.write(`warning: ${got.reason}; text-only fallback\n`);
       } else {

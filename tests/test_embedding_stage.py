@@ -1,6 +1,7 @@
 """The embedding stage's speed shortcuts change no embedding, and the audio prefetch keeps order, errors and hashes."""
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -65,8 +66,8 @@ def test_masked_text_is_encoded_only_when_read_and_changed(predictor):
     encoder = predictor.text_encoder
     for needs_masked, expected_rows in ((True, len(set(texts) | set(masked))), (False, len(set(texts)))):
         counting.rows = 0
-        encoder_view = type("E", (), {"session": counting, "tokenizer": encoder.tokenizer,
-                                      "rows_per_run": encoder.rows_per_run})()
+        encoder_view = copy.copy(encoder)  # the real encoder (its run_tokens) over the counting session
+        encoder_view.session = counting
         stage = EmbeddingStage(predictor.audio_encoder, encoder_view, needs_masked, clock)
         emb = stage.embed(read_batch(clips, clock))
         assert counting.rows == expected_rows

@@ -167,7 +167,7 @@ def test_decision_graphs_match_the_python_decision_for_all_systems(bundle, real_
     assert (~ev.audio_present).any() and (~ev.text_present).any()  # both fallback paths are exercised
     for system in sorted(b.manifest.systems):
         other = predictor.with_system(int(system))
-        python = other._decide(clips, ev)  # policy.decide_items: eq. 3 item by item, as the runtime does
+        python = other._decide(clips, ev, int(system))  # policy.decide_items: eq. 3 item by item, as the runtime does
         graph = _session(b.path(b.graph(decision_graph(system)).file))
         feeds = {"family_probs": ev.family_probs, "pool_probs": ev.pool_probs, "text_embedding": ev.text,
                  "audio_present": ev.audio_present, "text_present": ev.text_present}

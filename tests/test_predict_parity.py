@@ -19,8 +19,24 @@ LABEL_AGREEMENT = 1.0
 #: evaluation package (40 clips: at most one flip) and on the shared real recordings (14: none); issue 24's floor
 INT8_LABEL_AGREEMENT = 0.97
 REAL_AUDIO = Path("/work/shared/audio/librosa-data")
-#: per-item probabilities (the chosen label's score, and every calibrated family distribution), fp32
+#: per-item probabilities (the chosen label's score, and every calibrated family distribution), fp32, on clips that
+#: need no resampling (48 kHz, missing or no audio)
 PROB_TOL = 1e-5
+#: the same on clips at another rate: the runtime resamples with the bundle's design, laion-clap's file pipeline
+#: with soxr HQ (docs/portable.md: audio embeddings differ by up to 5.4e-4 at 22.05 kHz); labels must still agree
+RESAMPLED_PROB_TOL = 2e-3
+
+
+def _tolerances(clips) -> np.ndarray:
+    """Per clip: PROB_TOL where the runtime's audio needs no resampling, RESAMPLED_PROB_TOL elsewhere."""
+    import soundfile as sf
+
+    def rate(c) -> int:
+        try:
+            return sf.info(str(c.audio_path)).samplerate if c.audio_path is not None else 48000
+        except Exception:  # noqa: BLE001 - an undecodable file falls back: no audio, no resampling
+            return 48000
+    return np.array([PROB_TOL if rate(c) == 48000 else RESAMPLED_PROB_TOL for c in clips])
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +79,13 @@ def test_all_four_systems_give_identical_labels_and_scores(chains):
 
         want = np.array([CODES[i] for i in torch_out[sid].labels])
         agree = float(np.mean(got == want))
-        err = float(np.abs(np.array([p.score for p in runtime[sid]]) - torch_out[sid].scores).max())
-        print(f"system {sid}: label agreement {agree:.4f} over {len(clips)} clips, max |score diff| {err:.2e}")
+        diff = np.abs(np.array([p.score for p in runtime[sid]]) - torch_out[sid].scores)
+        tol = _tolerances(clips)
+        print(f"system {sid}: label agreement {agree:.4f} over {len(clips)} clips, max |score diff| 48 kHz/no audio"
+              f" {float(diff[tol == PROB_TOL].max(initial=0)):.2e} (tol {PROB_TOL:g}), resampled"
+              f" {float(diff[tol != PROB_TOL].max(initial=0)):.2e} (tol {RESAMPLED_PROB_TOL:g})")
         assert agree == LABEL_AGREEMENT
-        assert err <= PROB_TOL
+        assert (diff <= tol).all()
         assert np.array_equal([p.overridden for p in runtime[sid]], torch_out[sid].overridden)
 
 
@@ -79,12 +98,15 @@ def test_family_distributions_agree(chains):
 
     view = DevDataset(root=chain.features_root, name="view", metadata_path=chain.features_root, clips=list(clips))
     a, t, m = (view.load_embeddings(k, missing="zero") for k in ("audio", "text", "text_masked"))
-    worst = 0.0
+    tol = _tolerances(clips)
+    worst = np.zeros(len(clips))
     for j, fam in enumerate(predictor.families):
         want = family_probs(chain.models[fam], a, t, m)
-        worst = max(worst, float(np.abs(evidence.family_probs[:, j] - want).max()))
-    print(f"family distributions, runtime vs torch chain: max |diff| {worst:.2e} (tol {PROB_TOL:g})")
-    assert worst <= PROB_TOL
+        worst = np.maximum(worst, np.abs(evidence.family_probs[:, j] - want).max(axis=1))
+    print(f"family distributions, runtime vs torch chain: max |diff| 48 kHz/no audio"
+          f" {float(worst[tol == PROB_TOL].max(initial=0)):.2e} (tol {PROB_TOL:g}), resampled"
+          f" {float(worst[tol != PROB_TOL].max(initial=0)):.2e} (tol {RESAMPLED_PROB_TOL:g})")
+    assert (worst <= tol).all()
 
 
 def test_fallback_items_are_predicted_by_their_fallback_family(chains):

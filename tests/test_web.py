@@ -37,7 +37,9 @@ PAGE = WEB / "dist"
 DRIVER = WEB / "test" / "drive.mjs"
 CHROMIUM = Path(os.environ.get("BST_CHROMIUM", "/usr/bin/chromium"))
 REAL_CLIPS = Path("/work/shared/audio/librosa-data")
-TOLERANCE = {"fp32": (1e-5, 1e-4), "int8": (5e-3, 5e-3)}  # (score, top-3 probability)
+TOLERANCE = {"fp32": (5e-5, 1e-4), "int8": (5e-3, 5e-3)}  # (score, top-3 probability)
+# fp32 score: the dropped Ogg files are decoded by the npm Vorbis decoder, whose PCM differs from libsndfile's by up
+# to 1.8e-7 (docs/portable.md); measured score difference 1.5e-5, lossless files agree to 5e-7
 
 
 def _need_browser() -> None:

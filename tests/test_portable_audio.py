@@ -229,7 +229,7 @@ def test_node_client_and_bst_rt_predict_agree_on_every_format(bundle, real_cuts,
         assert py_fallbacks and py_fallbacks == _fallbacks(node.stderr), (py_fallbacks, node.stderr[-500:])
         real = [k for k in a if k.startswith("real-")]
         same = sum(a[k][0] == b[k][0] for k in real)
-        err = max(abs(a[k][1] - b[k][1]) for k in a)
+        err = max(abs(a[k][1] - b[k][1]) for k in a if k != "truncated")  # the truncated MP3: its tolerance above
         files = sorted((root / "audio").glob("real-*"))
         _node_pcm(files, tmp_path)
         pcm = max(float(np.abs(sf.read(str(f), dtype="float32", always_2d=True)[0].mean(axis=1)

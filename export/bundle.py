@@ -128,15 +128,20 @@ def export_bundle(run_dir: Path, out: Path, opts: ExportOptions = ExportOptions(
         graphs.update(_portable_graphs(staging, policies, layout, class_text, graphs, ranker_info,
                                        audio, text, masked))
         manifest = _manifest(staging, run, policies, layout, graphs, clap, ranker_info, opts)
-        atomic_write_text(staging / MANIFEST_NAME, manifest.to_json())
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
+        _publish(staging, out, manifest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     log(f"bundle {manifest.bundle_id} written to {out}")
     return manifest
+
+
+def _publish(staging: Path, out: Path, manifest: Manifest) -> None:
+    """The manifest last, then the whole folder renamed into place: a bundle is never seen half-written."""
+    atomic_write_text(staging / MANIFEST_NAME, manifest.to_json())
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(staging, out)
 
 
 # ---- CLAP -------------------------------------------------------------------------------------------------------
@@ -239,10 +244,7 @@ def requantize_bundle(bundle: Path, out: Path, int8_format: str, log: Log = prin
         # a new id: a run journal of the source bundle must not resume with other int8 graphs
         manifest = dataclasses.replace(src.manifest, graphs={**graphs, **int8_graph_specs(staging, parity)},
                                        bundle_id=f"{src.manifest.bundle_id}+{int8_format}")
-        atomic_write_text(staging / MANIFEST_NAME, manifest.to_json())
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
+        _publish(staging, out, manifest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

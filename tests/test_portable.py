@@ -257,3 +257,23 @@ def test_node_client_matches_bst_rt_predict(bundle, real_package, tmp_path):
               f"bst-rt predict {t1 - t0:.1f} s, node client {t2 - t1:.1f} s (1 thread each, incl. start-up)")
         assert same == len(py)
         assert err <= 1e-5
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_node_client_refuses_a_tampered_bundle_or_an_unknown_system_in_one_line(bundle, real_package, tmp_path):
+    """The Node client enforces the manifest's sha256 of every graph it opens (chain.mjs, as the page does)."""
+    if not (NODE_CLIENT / "node_modules" / "onnxruntime-node").is_dir():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_CLIENT, check=True, timeout=600)
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    for item in Path(bundle).iterdir():
+        (tampered / item.name).symlink_to(item)
+    (tampered / "heads.onnx").unlink()
+    (tampered / "heads.onnx").write_bytes((Path(bundle) / "heads.onnx").read_bytes() + b"\0")
+    for folder, system, expected in ((tampered, "1", "heads.onnx: sha256 "), (Path(bundle), "9", "no system 9")):
+        out = tmp_path / f"out-{system}.csv"
+        proc = subprocess.run(["node", str(NODE_CLIENT / "predict.mjs"), str(folder), str(real_package), str(out),
+                               "--system", system], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1 and not out.exists(), proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr

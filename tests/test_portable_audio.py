@@ -245,10 +245,24 @@ def test_node_client_and_bst_rt_predict_agree_on_every_format(bundle, real_cuts,
         print(f"{fmt:7s}{n:5d}  {same:>7d}/{n_real:<10d}  {err:18.2e}  {pcm:20.2e}                {fb}")
 
 
-def test_decode_module_uses_no_node_only_api():
-    """The browser client imports clients/node/decode.mjs too: bytes in, samples out, no fs / Buffer / process."""
-    source = (NODE_CLIENT / "decode.mjs").read_text(encoding="utf-8")
+@pytest.mark.parametrize("module", ["decode.mjs", "chain.mjs", "text.mjs"])
+def test_shared_client_modules_use_no_node_only_api(module):
+    """The browser client imports these clients/node modules too (decoder, the chain, the text rule): no fs /
+    Buffer / process; the Node-only parts (files, hashing streams) stay in predict.mjs."""
+    source = (NODE_CLIENT / module).read_text(encoding="utf-8")
     code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("//"))
-    for banned in (r"[\"']node:", r"\brequire\(", r"(?<![A-Za-z])Buffer\b", r"\bprocess\.", r"__dirname"):
-        assert not re.search(banned, code), banned  # (wavefile's `fromBuffer` takes a Uint8Array)
-    assert "export async function decodeAudio(bytes, name" in code
+    for banned in (r"[\"']node:", r"\brequire\(", r"(?<![A-Za-z])Buffer\b", r"\bprocess\.", r"__dirname",
+                   r"\bdocument\.", r"\bwindow\."):
+        assert not re.search(banned, code), (module, banned)  # (wavefile's `fromBuffer` takes a Uint8Array)
+    imports = re.findall(r"^import .* from \"([^\"]+)\";", code, flags=re.M)
+    assert all(not i.startswith(("node:", "fs", "path", "crypto")) for i in imports), imports
+
+
+def test_the_node_client_and_the_page_run_the_one_chain_module():
+    """One copy of the portable chain in JavaScript: predict.mjs and the page both import clients/node/chain.mjs."""
+    web = NODE_CLIENT.parent / "web" / "src"
+    assert 'from "./chain.mjs"' in (NODE_CLIENT / "predict.mjs").read_text(encoding="utf-8")
+    assert 'from "../../node/chain.mjs"' in (web / "main.mjs").read_text(encoding="utf-8")
+    assert not (web / "chain.mjs").exists()
+    for client in (NODE_CLIENT / "predict.mjs", web / "main.mjs"):  # neither builds graph feeds of its own
+        assert ".run(" not in client.read_text(encoding="utf-8"), client

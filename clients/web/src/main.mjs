@@ -1,7 +1,7 @@
 // The page: load the bundle served beside it (`bst-rt web`), take dropped files / a folder / a sidecar CSV, run the
 // portable chain on each file in this browser (nothing is uploaded) and show the `bst-rt classify` columns.
 import * as ort from "onnxruntime-web/wasm";
-import { BundleRefused, Chain, checkManifest, downloadBytes, hasInt8, systems } from "./chain.mjs";
+import { BundleRefused, Chain, checkManifest, downloadBytes, hasInt8, systems } from "../../node/chain.mjs";
 import { AUDIO_SUFFIXES, readSidecar, stemOf, suffixOf, toCsv } from "./csv.mjs";
 import { decodeAudio } from "../../node/decode.mjs";
 

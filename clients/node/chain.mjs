@@ -1,12 +1,12 @@
-// The portable chain (docs/portable.md) with no Node-only or DOM-only API: the caller hands in the onnxruntime
-// module (onnxruntime-web or onnxruntime-node), a reader of bundle files and the manifest, so the browser page and a
-// Node script run one chain. One clip per graph call: a clip's label depends on that clip and the bundle only, and
-// the bundle's int8 encoders are built for one item per call.
+// The portable chain (docs/portable.md), THE one JavaScript copy: the Node client (predict.mjs) and the browser page
+// (clients/web) both run it. No Node-only or DOM-only API (tests/test_portable_audio.py checks): the caller hands in
+// the onnxruntime module (onnxruntime-node or onnxruntime-web), a reader of bundle files and the manifest. One clip
+// per graph call: a clip's label depends on that clip and the bundle only, and the bundle's int8 encoders are built
+// for one item per call.
 import { Tokenizer } from "@huggingface/tokenizers";
-import { maskClassWords, metadataText } from "../../node/text.mjs";
+import { maskClassWords, metadataText } from "./text.mjs";
 
-/** Contracts this chain runs: v1 takes 48 kHz samples; v2 (schema 1.2) adds the `resample` graph, fed the file's
- *  own rate. */
+/** Contracts this chain runs: v2 (schema 1.2+) starts with the `resample` graph, fed the file's own rate. */
 export const CONTRACTS = ["bst-portable-v2"];
 export const TOP_K = 5;
 const DIM = 512;
@@ -34,7 +34,7 @@ export function externalFiles(manifest, spec) {
  *  tokenizer and the encoders' external weights. */
 export function downloadBytes(manifest, system, int8) {
   const p = manifest.portable;
-  const graphs = [...(manifest.graphs.resample ? ["resample"] : []), "frontend", "heads", p.decision_graphs[system]]
+  const graphs = ["resample", "frontend", "heads", p.decision_graphs[system]]
     .map((n) => graphSpec(manifest, n, false))
     .concat(["audio_encoder", "text_encoder"].map((n) => graphSpec(manifest, n, int8)));
   const files = graphs.flatMap((g) => [g, ...externalFiles(manifest, g)]);
@@ -52,8 +52,7 @@ export function checkManifest(manifest) {
   if (!CONTRACTS.includes(p.contract)) {
     throw new BundleRefused(`manifest.json: portable contract ${p.contract}, this page runs ${CONTRACTS.join(" or ")}`);
   }
-  const resample = p.contract === "bst-portable-v1" ? [] : ["resample"];
-  for (const name of [...resample, "frontend", "audio_encoder", "text_encoder", "heads", ...Object.values(p.decision_graphs)]) {
+  for (const name of ["resample", "frontend", "audio_encoder", "text_encoder", "heads", ...Object.values(p.decision_graphs)]) {
     graphSpec(manifest, name, false);
   }
   return manifest;
@@ -67,6 +66,10 @@ export function systems(manifest) {
 export async function sha256Hex(bytes) {
   const digest = new Uint8Array(await globalThis.crypto.subtle.digest("SHA-256", bytes));
   return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function checkHash(file, got, want) {
+  if (got !== want) throw new BundleRefused(`${file}: sha256 ${got.slice(0, 12)}... is not the manifest's ${String(want).slice(0, 12)}... (tampered or incomplete bundle)`);
 }
 
 function makeTokenizer(json, spec, ort) {
@@ -90,13 +93,17 @@ function makeTokenizer(json, spec, ort) {
 
 /**
  * The bundle's graphs, opened once per (graph, precision) and verified against the manifest's sha256 first.
- * `readFile(name, onBytes)` resolves to a Uint8Array of a bundle file (the page fetches it, reporting progress).
+ * `readFile(name)` resolves to a Uint8Array of a bundle file (the page fetches it, reporting progress). A caller
+ * with a file system (Node) also passes `onDisk = { path(name), sha256(name) }`: the graphs are then hashed as
+ * streams and onnxruntime opens them and their external weights from disk, so no copy of the 600 MB of encoder
+ * weights is held in JavaScript as well.
  */
 export class Chain {
-  constructor(ort, manifest, readFile, { sessionOptions = {}, onStatus = () => {} } = {}) {
+  constructor(ort, manifest, readFile, { sessionOptions = {}, onStatus = () => {}, onDisk = null } = {}) {
     this.ort = ort;
     this.manifest = checkManifest(manifest);
     this.readFile = readFile;
+    this.onDisk = onDisk;
     this.sessionOptions = { executionProviders: ["wasm"], ...sessionOptions };
     this.onStatus = onStatus;
     this.sessions = new Map();
@@ -104,13 +111,11 @@ export class Chain {
     const ct = manifest.portable.caller_text;
     this.classWords = new Set(ct.masked_text.class_words);
     this.strip = ct.masked_text.strip_chars;
-    this.rate = manifest.portable.caller_audio.sample_rate_hz;
   }
 
   async verified(file, sha) {
     const bytes = await this.readFile(file);
-    const got = await sha256Hex(bytes);
-    if (got !== sha) throw new BundleRefused(`${file}: sha256 ${got.slice(0, 12)}... is not the manifest's ${sha.slice(0, 12)}... (tampered or incomplete bundle)`);
+    checkHash(file, await sha256Hex(bytes), sha);
     return bytes;
   }
 
@@ -119,6 +124,10 @@ export class Chain {
     if (!this.sessions.has(spec.file)) {
       this.sessions.set(spec.file, (async () => {
         this.onStatus(`loading ${spec.file}`);
+        if (this.onDisk) {
+          for (const f of [spec, ...externalFiles(this.manifest, spec)]) checkHash(f.file, await this.onDisk.sha256(f.file), f.sha256);
+          return this.ort.InferenceSession.create(this.onDisk.path(spec.file), this.sessionOptions);
+        }
         const bytes = await this.verified(spec.file, spec.sha256);
         const externalData = await Promise.all(externalFiles(this.manifest, spec).map(async (f) => (
           { path: f.file, data: await this.verified(f.file, f.sha256) })));
@@ -140,7 +149,7 @@ export class Chain {
 
   /** Open every graph a system needs (the page's load step; timed by the bench). */
   async load(system, int8) {
-    const names = [...(this.manifest.graphs.resample ? ["resample"] : []), "frontend", "audio_encoder", "text_encoder", "heads", this.manifest.portable.decision_graphs[system]];
+    const names = ["resample", "frontend", "audio_encoder", "text_encoder", "heads", this.manifest.portable.decision_graphs[system]];
     await Promise.all(names.map((n) => this.session(n, int8 && (n === "audio_encoder" || n === "text_encoder"))));
     await this.tokenize(["warm"]);
   }
@@ -152,16 +161,10 @@ export class Chain {
    */
   async classify({ wave, sampleRate, audioReason = null, title = "", tags = "", description = "" }, system, int8) {
     const ort = this.ort, m = this.manifest;
-    let haveAudio = !!(wave && wave.length > 0);
+    const haveAudio = !!(wave && wave.length > 0);
     const audio = new Float32Array(DIM);
     if (haveAudio) {
       wave = await this.to48k(wave, sampleRate);
-      if (!wave) {
-        haveAudio = false;
-        audioReason = `undecodable audio: sample rate ${sampleRate} Hz; this bundle's chain takes ${this.rate} Hz`;
-      }
-    }
-    if (haveAudio) {
       const frontend = await this.session("frontend");
       const mel = await frontend.run({ waveform: new ort.Tensor("float32", wave, [wave.length]),
                                        length: new ort.Tensor("int64", BigInt64Array.from([BigInt(wave.length)]), []) });
@@ -200,10 +203,8 @@ export class Chain {
              top: topK(probs, m.classes, TOP_K), fallback };
   }
 
-  /** The bundle's `resample` graph takes any rate to the chain's; a bundle without one takes its own rate only
-   *  (null for another rate: the clip falls back as undecodable, never resampled by a second, different method). */
+  /** The bundle's `resample` graph takes the file's own rate to the front end's 48 kHz (48 kHz passes through). */
   async to48k(wave, sampleRate) {
-    if (!this.manifest.graphs.resample) return sampleRate === this.rate ? wave : null;
     const g = await this.session("resample");
     const out = await g.run({ waveform: new this.ort.Tensor("float32", wave, [wave.length]),
                               sample_rate: new this.ort.Tensor("int64", BigInt64Array.from([BigInt(sampleRate)]), []) });

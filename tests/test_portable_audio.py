@@ -157,6 +157,8 @@ def _write_package(root: Path, fmt: str, real_cuts) -> Path:
                      subtype="PCM_16")
         elif fmt == "flac":
             sf.write(audio / f"{cid}.flac", x, rate, subtype="PCM_16")
+        elif fmt == "aiff":
+            sf.write(audio / f"{cid}.aiff", x, rate, format="AIFF", subtype="PCM_24")
         elif fmt == "mp3":
             sf.write(audio / f"{cid}.mp3", x, rate, format="MP3")
         else:
@@ -208,7 +210,7 @@ def test_node_client_and_bst_rt_predict_agree_on_every_format(bundle, real_cuts,
     if not (NODE_CLIENT / "node_modules" / "onnxruntime-node").is_dir():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_CLIENT, check=True, timeout=600)
     report = []
-    for fmt in ("wav44", "wav48", "flac", "mp3", "ogg"):
+    for fmt in ("wav44", "wav48", "flac", "aiff", "mp3", "ogg"):
         root = _write_package(tmp_path / fmt, fmt, real_cuts)
         py_out, node_out = tmp_path / f"{fmt}.py.csv", tmp_path / f"{fmt}.node.csv"
         py = subprocess.run([sys.executable, "-m", "bst_rt.runtime", "predict", str(root), "--bundle", str(bundle),
@@ -243,6 +245,72 @@ def test_node_client_and_bst_rt_predict_agree_on_every_format(bundle, real_cuts,
     print("\nformat  rows  real labels equal  score max abs diff  PCM max abs diff (libsndfile vs npm)  fallbacks")
     for fmt, n, same, n_real, err, pcm, fb in report:
         print(f"{fmt:7s}{n:5d}  {same:>7d}/{n_real:<10d}  {err:18.2e}  {pcm:20.2e}                {fb}")
+
+
+#: (file name, soundfile format, subtype, endian, channels): what decode.mjs reads as libsndfile does, bit for bit
+DECODER_CASES = [(f"wav-{sub.lower()}.wav", "WAV", sub, "FILE", 2) for sub in
+                 ("PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")]
+DECODER_CASES += [("flac-16-stereo.flac", "FLAC", "PCM_16", "FILE", 2), ("flac-24-mono.flac", "FLAC", "PCM_24", "FILE", 1),
+                  ("flac-16-six.flac", "FLAC", "PCM_16", "FILE", 6)]
+DECODER_CASES += [(f"aiff-{sub.lower()}.aiff", "AIFF", sub, "FILE", 2) for sub in
+                  ("PCM_S8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ULAW", "ALAW")]
+DECODER_CASES += [("aiff-24-mono.aiff", "AIFF", "PCM_24", "FILE", 1), ("aiff-16-six.aiff", "AIFF", "PCM_16", "FILE", 6),
+                  ("aifc-sowt-16.aiff", "AIFF", "PCM_16", "LITTLE", 2)]
+#: AIFF-C variants @audio/decode-aiff 1.3.0 does not read (libsndfile does): the documented text-only fallback
+AIFF_GAPS = [("aifc-raw-u8.aiff", "AIFF", "PCM_U8", "FILE", 2), ("aifc-le-24.aiff", "AIFF", "PCM_24", "LITTLE", 2),
+             ("aifc-le-32.aiff", "AIFF", "PCM_32", "LITTLE", 2)]
+
+
+def _node_decode(files: list[Path], out: Path) -> dict[str, str]:
+    """decode.mjs on each file: its mono samples to `<file>.f32`, or its one-line error (returned by file name)."""
+    script = out / "decode-each.mjs"
+    script.write_text(
+        f'import fs from "node:fs";\nimport {{ decodeAudio }} from "{(NODE_CLIENT / "decode.mjs").as_uri()}";\n'
+        "const errors = {};\n"
+        "for (const f of process.argv.slice(2)) {\n"
+        "  try { const { wave, sampleRate } = await decodeAudio(new Uint8Array(fs.readFileSync(f)), f);\n"
+        "        fs.writeFileSync(f + '.f32', new Uint8Array(wave.buffer)); fs.writeFileSync(f + '.rate', String(sampleRate)); }\n"
+        "  catch (err) { errors[f] = err.message; }\n}\n"
+        "process.stdout.write(JSON.stringify(errors));\n")
+    proc = subprocess.run(["node", str(script), *map(str, files)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    return json.loads(proc.stdout)
+
+
+@needs_node
+def test_decode_module_reads_every_lossless_format_as_libsndfile_does(real_cuts, tmp_path):
+    """WAV, FLAC and AIFF/AIFF-C from a real recording: decode.mjs's mono samples and rate equal libsndfile's (the
+    Python runtime's decoder, mean over channels in float32) bit for bit; the AIFF-C variants the npm decoder
+    cannot read are refused in one line (the client then falls back to text-only, as docs/portable.md says)."""
+    if not (NODE_CLIENT / "node_modules" / "@audio" / "decode-aiff").is_dir():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_CLIENT, check=True, timeout=600)
+    _, x, rate = real_cuts[0]
+    x = x[: 5 * rate]
+    files = {}
+    for name, fmt, sub, endian, channels in DECODER_CASES + AIFF_GAPS:
+        data = np.stack([np.roll(x, 7 * c) * (1 - 0.1 * c) for c in range(channels)], axis=1)  # distinct channels
+        write_rate = 96000 if channels == 6 else rate  # a rate of its own too
+        sf.write(tmp_path / name, np.clip(data, -1, 1), write_rate, format=fmt, subtype=sub, endian=endian)
+        files[name] = tmp_path / name
+    errors = _node_decode(list(files.values()), tmp_path)
+    print("\nfile                   subtype   libsndfile frames  decode.mjs vs libsndfile (mono, max abs diff)")
+    for name, fmt, sub, endian, channels in DECODER_CASES:
+        path = files[name]
+        assert str(path) not in errors, (name, errors.get(str(path)))
+        ref, ref_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        ref = ref.mean(axis=1) if channels > 1 else ref[:, 0]
+        got = np.fromfile(str(path) + ".f32", np.float32)
+        diff = float(np.abs(ref - got).max()) if got.shape == ref.shape else float("inf")
+        print(f"{name:23s}{sub:10s}{ref.shape[0]:>10d}  {diff:.1e}")
+        assert int((tmp_path / f"{name}.rate").read_text()) == ref_rate, name
+        assert got.shape == ref.shape and diff == 0.0, (name, got.shape, ref.shape, diff)
+    for name, *_ in AIFF_GAPS:
+        sf.read(str(files[name]))  # libsndfile reads it ...
+        message = errors.get(str(files[name]), "")
+        print(f"{name:23s}refused by decode.mjs: {message}")
+        assert message and "\n" not in message, name  # ... decode.mjs refuses it in one line
 
 
 @pytest.mark.parametrize("module", ["decode.mjs", "chain.mjs", "text.mjs"])

@@ -4,8 +4,8 @@
 // the browser client (clients/web, issue 23) imports this same module: keep it that way.
 //
 // Decoders are well-kept npm packages, none hand-written: wavefile (WAV: 8/16/24/32-bit PCM, 32/64-bit float,
-// WAVE_FORMAT_EXTENSIBLE, any rate and channel count), @wasm-audio-decoders/flac, mpg123-decoder (MP3) and
-// @wasm-audio-decoders/ogg-vorbis. The container is recognised from the bytes, as libsndfile does (an Ogg file
+// WAVE_FORMAT_EXTENSIBLE, any rate and channel count), @wasm-audio-decoders/flac, mpg123-decoder (MP3),
+// @wasm-audio-decoders/ogg-vorbis and @audio/decode-aiff (AIFF and AIFF-C, pure JavaScript). The container is recognised from the bytes, as libsndfile does (an Ogg file
 // under a .wav name still decodes); the name only appears in messages. Samples are scaled as libsndfile scales them
 // (integer PCM: s / 2^(bits-1), 8-bit unsigned: (s - 128) / 128), NaN -> 0, +-inf -> +-1, and mixed to mono as the
 // mean over channels in float32 (sequential sum, then one division, as numpy's mean over a few channels).
@@ -13,11 +13,12 @@ import * as wavefilePkg from "wavefile";
 import { FLACDecoder } from "@wasm-audio-decoders/flac";
 import { MPEGDecoder } from "mpg123-decoder";
 import { OggVorbisDecoder } from "@wasm-audio-decoders/ogg-vorbis";
+import decodeAiffBytes from "@audio/decode-aiff";
 
 // Node loads wavefile's CommonJS build (its exports under `default`), a bundler its ES module (named exports)
 const { WaveFile } = wavefilePkg.WaveFile ? wavefilePkg : wavefilePkg.default;
 
-/** Suffixes the Python runtime accepts (bst_rt.runtime.datasets.AUDIO_SUFFIXES); AIFF has no npm decoder here. */
+/** Suffixes the Python runtime accepts (bst_rt.runtime.datasets.AUDIO_SUFFIXES). */
 export const AUDIO_SUFFIXES = [".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"];
 
 const ascii = (bytes, start, end) => String.fromCharCode(...bytes.subarray(start, end));
@@ -92,6 +93,36 @@ function flacScale(decoded) {
   return { ...decoded, channels };
 }
 
+// The sample size and compression of an AIFF / AIFF-C file, from its COMM chunk (null if there is none).
+function aiffFormat(bytes) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const aifc = bytes.length >= 12 && ascii(bytes, 8, 12) === "AIFC";
+  for (let pos = 12; pos + 8 <= bytes.length;) {
+    const size = view.getUint32(pos + 4, false);
+    if (ascii(bytes, pos, pos + 4) === "COMM" && pos + 16 <= bytes.length) {
+      const comp = aifc && size >= 22 && pos + 30 <= bytes.length ? ascii(bytes, pos + 26, pos + 30) : "NONE";
+      return { bits: view.getUint16(pos + 14, false), comp };
+    }
+    pos += 8 + size + (size & 1);
+  }
+  return null;
+}
+
+// @audio/decode-aiff 1.3.0 reads 8-bit AIFF PCM as unsigned, (b - 128) / 128; AIFF stores it signed and libsndfile
+// reads b / 128 with b two's complement. The byte is recovered exactly (a multiple of 1/128) and read signed, so
+// 8-bit AIFF gives libsndfile's samples bit for bit too.
+function aiffSigned8(decoded, bytes) {
+  const format = aiffFormat(bytes);
+  if (!format || format.bits !== 8 || !["NONE", "twos"].includes(format.comp)) return decoded;
+  const channels = decoded.channels.map((ch) => ch.map((v) => (v < 0 ? v + 1 : v - 1)));
+  return { ...decoded, channels };
+}
+
+function decodeAiff(bytes) {
+  const r = decodeAiffBytes(bytes);
+  return aiffSigned8({ sampleRate: r.sampleRate, channels: r.channelData }, bytes);
+}
+
 async function runDecoder(Decoder, bytes) {
   const decoder = new Decoder();
   await decoder.ready;
@@ -116,8 +147,8 @@ export async function decodeAudio(bytes, name = "audio") {
   else if (kind === "flac") decoded = flacScale(await runDecoder(FLACDecoder, bytes));
   else if (kind === "mp3") decoded = await runDecoder(MPEGDecoder, bytes);
   else if (kind === "ogg") decoded = await runDecoder(OggVorbisDecoder, bytes);
-  else if (kind === "aiff") throw new Error("AIFF is not decoded by this client");
-  else throw new Error("not a WAV, FLAC, MP3 or Ogg Vorbis file");
+  else if (kind === "aiff") decoded = decodeAiff(bytes);
+  else throw new Error("not a WAV, FLAC, MP3, Ogg Vorbis or AIFF file");
   const { sampleRate, channels } = decoded;
   if (!channels || channels.length === 0 || channels[0].length === 0) throw new Error("no audio samples");
   if (!Number.isInteger(sampleRate) || sampleRate < 1000 || sampleRate > 768000) {

@@ -1,36 +1,44 @@
-"""The Node.js client vs `bst-rt predict` side by side on one evaluation package: wall time, peak RSS, agreement.
-Each runs in its own process with one ONNX thread; start-up (session creation) is included on both sides.
+"""The Node.js client vs `bst-rt predict` side by side on one real evaluation package: clips/s, peak RSS, agreement.
 
-    .venv/bin/python bench/portable_node.py BUNDLE EVAL_DIR [--system 1]
-    .venv/bin/python bench/portable_node.py BUNDLE --real-audio DIR   # the real recordings as a 44.1 kHz WAV package
+    .venv/bin/python bench/portable_node.py [--bundle DIR] [--real-audio DIR | --eval-dir EVAL_DIR] [--system 1]
 
-With --real-audio every recording in DIR (any format libsndfile reads) is written as 44.1 kHz 16-bit WAV, the
-format the task ships, so both clients decode and resample it themselves.
+The bundle is the one `bst-rt predict` would use (`--bundle`, else $BST_BUNDLE, else the one `bst-train demo`
+recorded, else ./artifacts/demo: `bst_rt.runtime.bundle.resolve_bundle_dir`); with none, run `bst-train demo` first.
+The package is, by default, the shared real recordings (/work/shared/audio/librosa-data, any format libsndfile
+reads, at their own rates) written as 44.1 kHz 16-bit WAV, the format the task ships, so both clients decode and
+resample it themselves; `--eval-dir` takes a package as it is. Each client runs in its own process with one ONNX
+thread, one after the other; "wall" includes start-up (bundle hash checks, session creation), "after load" is each
+client's own count from its first clip (`OUT.run.json` elapsed minus `bundle check + sessions` for Python, the
+"in N s" line for Node). The machine (lscpu model and flags, 1-min load before and after) heads the output.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
-import platform
+import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-NODE_CLIENT = Path(__file__).resolve().parents[1] / "clients" / "node" / "predict.mjs"
+ROOT = Path(__file__).resolve().parents[1]
+NODE_CLIENT = ROOT / "clients" / "node" / "predict.mjs"
+REAL_AUDIO = Path("/work/shared/audio/librosa-data")
 
 
-def _timed(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS of the child in MB) via /usr/bin/time-free wait4."""
+def _timed(cmd: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS of the child in MB, its stderr) via wait4."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{cmd[0]} failed: {proc.stderr.read()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+        sys.exit(f"{Path(cmd[1]).name if cmd[0] == 'node' else 'bst-rt predict'} failed: {err.strip()[-2000:]}")
+    return wall, usage.ru_maxrss / 1024, err
 
 
 def _rows(path: Path) -> dict[str, tuple[str, float]]:
@@ -51,6 +59,8 @@ def _real_package(audio_dir: Path, root: Path) -> Path:
         wave = soxr.resample(data, rate, 44100, quality="HQ")
         sf.write(root / "audio" / f"real-{k:02d}.wav", np.clip(wave, -1, 1), 44100, subtype="PCM_16")
         rows.append((f"real-{k:02d}", path.stem.replace("_", " "), "recording", ""))
+    if not rows:
+        sys.exit(f"{audio_dir}: no .ogg/.wav/.flac recordings")
     with open(root / "eval_metadata.csv", "w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(("anonymous_id", "title", "tags", "description"))
@@ -58,43 +68,88 @@ def _real_package(audio_dir: Path, root: Path) -> Path:
     return root
 
 
-def _machine() -> str:
-    model = platform.processor() or platform.machine()
+def _audio_seconds(eval_dir: Path) -> tuple[float, str]:
+    """Total audio seconds of the package and its formats / rates, as libsndfile reports them."""
+    import soundfile as sf
+
+    seconds, kinds = 0.0, set()
+    for path in sorted((eval_dir / "audio").iterdir()):
+        try:
+            info = sf.info(str(path))
+        except (RuntimeError, sf.LibsndfileError):
+            continue
+        seconds += info.frames / info.samplerate
+        kinds.add(f"{info.format} {info.subtype} {info.samplerate / 1000:g} kHz")
+    return seconds, ", ".join(sorted(kinds))
+
+
+def _machine() -> list[str]:
+    """lscpu's model name and flags, the CPU count and the 1-min load average."""
+    model, flags = "unknown CPU", "unknown"
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
         model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), model)
-        flags = next((ln.split(":", 1)[1].split() for ln in out.splitlines() if ln.startswith("Flags")), [])
-        model += f" ({', '.join(f for f in ('avx2', 'avx512f', 'fma') if f in flags) or 'no avx2'})"
+        flags = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Flags")), flags)
     except (OSError, subprocess.SubprocessError):
         pass
-    return f"{model}, {os.cpu_count()} CPUs, 1-min load {os.getloadavg()[0]:.1f}"
+    return [f"machine: {model}, {os.cpu_count()} CPUs, 1-min load {os.getloadavg()[0]:.2f} at start", f"flags: {flags}"]
+
+
+def _node_after_load(stderr: str) -> float:
+    found = re.findall(r"predictions \(system \S+\) written to .* in ([0-9.]+) s", stderr)
+    if not found:
+        sys.exit(f"node client: no timing line in its output: {stderr.strip()[-500:]}")
+    return float(found[-1])
+
+
+def _python_after_load(run_json: Path) -> float:
+    record = json.loads(run_json.read_text(encoding="utf-8"))
+    return float(record["elapsed_s"]) - float(record["stage_seconds"].get("bundle check + sessions", 0.0))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("bundle")
-    ap.add_argument("eval_dir", nargs="?")
-    ap.add_argument("--real-audio", type=Path, help="build a 44.1 kHz WAV package from these recordings")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", type=Path, help="bundle folder (default: the one `bst-rt predict` uses)")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--real-audio", type=Path, default=REAL_AUDIO, help="recordings to write as a 44.1 kHz WAV package")
+    src.add_argument("--eval-dir", type=Path, help="an evaluation package, used as it is")
     ap.add_argument("--system", default="1")
     args = ap.parse_args()
-    if (args.eval_dir is None) == (args.real_audio is None):
-        sys.exit("give EVAL_DIR or --real-audio DIR")
+
+    from bst_rt.runtime.bundle import load_bundle, resolve_bundle_dir
+    from bst_rt.runtime.errors import BstError
+
+    try:
+        bundle_dir = resolve_bundle_dir(args.bundle)
+        bundle = load_bundle(bundle_dir, verify=False)
+    except BstError as err:
+        sys.exit(f"error: {err}")
+    header = _machine()
     with tempfile.TemporaryDirectory() as tmp:
-        if args.real_audio is not None:
-            args.eval_dir = str(_real_package(args.real_audio, Path(tmp) / "real44k"))
+        eval_dir = args.eval_dir or _real_package(args.real_audio, Path(tmp) / "real44k")
+        seconds, kinds = _audio_seconds(eval_dir)
         py_csv, node_csv = Path(tmp) / "py.csv", Path(tmp) / "node.csv"
-        py = _timed([sys.executable, "-m", "bst_rt.runtime", "predict", args.eval_dir, "--bundle", args.bundle, "-o",
-                     str(py_csv), "--system", args.system, "--threads", "1", "--provider", "cpu"])
-        node = _timed(["node", str(NODE_CLIENT), args.bundle, args.eval_dir, str(node_csv), "--system", args.system])
+        py_wall, py_rss, _ = _timed([sys.executable, "-m", "bst_rt.runtime", "predict", str(eval_dir), "--bundle",
+                                     str(bundle_dir), "-o", str(py_csv), "--system", args.system, "--threads", "1",
+                                     "--provider", "cpu"])
+        py_run = _python_after_load(py_csv.with_suffix(".run.json"))
+        node_wall, node_rss, node_err = _timed(["node", str(NODE_CLIENT), str(bundle_dir), str(eval_dir), str(node_csv),
+                                                "--system", args.system])
+        node_run = _node_after_load(node_err)
         a, b = _rows(py_csv), _rows(node_csv)
+    n = len(a)
     same = sum(a[k][0] == b.get(k, ("",))[0] for k in a)
     err = max(abs(a[k][1] - b[k][1]) for k in a if k in b)
-    print(f"machine: {_machine()}; {len(a)} clips, system {args.system}")
-    print(f"{'client':<16}{'wall s':>8}{'peak RSS MB':>13}")
-    print(f"{'bst-rt predict':<16}{py[0]:>8.1f}{py[1]:>13.0f}")
-    print(f"{'node client':<16}{node[0]:>8.1f}{node[1]:>13.0f}")
-    print(f"node / python: time x{node[0] / py[0]:.2f}, RSS x{node[1] / py[1]:.2f}; labels equal {same}/{len(a)}, "
-          f"score max abs diff {err:.2g}")
+    print(*header, sep="\n")
+    print(f"package: {eval_dir if args.eval_dir else f'{args.real_audio} as 44.1 kHz 16-bit WAV'}: {n} clips, "
+          f"{seconds:.0f} s of audio ({kinds})")
+    print(f"bundle: {bundle.manifest.bundle_id} ({bundle_dir}); system {args.system}; one ONNX thread each, CPU")
+    print(f"{'client':<16}{'wall s':>8}{'clips/s':>9}{'after load s':>14}{'clips/s':>9}{'peak RSS MB':>13}")
+    for name, wall, run, rss in (("bst-rt predict", py_wall, py_run, py_rss), ("node client", node_wall, node_run, node_rss)):
+        print(f"{name:<16}{wall:>8.1f}{n / wall:>9.3f}{run:>14.1f}{n / run:>9.3f}{rss:>13.0f}")
+    print(f"node / python: clips/s x{py_wall / node_wall:.2f} (wall), x{py_run / node_run:.2f} (after load); "
+          f"RSS x{node_rss / py_rss:.2f}; labels equal {same}/{n}, score max abs diff {err:.2g}; "
+          f"1-min load {os.getloadavg()[0]:.2f} at end")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
 // CSV in and out, no Node-only API: the sidecar reader (as `bst-rt classify --sidecar`) and the `--csv` writer.
+import { AUDIO_SUFFIXES } from "../../node/decode.mjs";  // the Python runtime's suffixes: one list, the decoder's
+
+export { AUDIO_SUFFIXES };
 
 /** RFC 4180 rows: quoted fields, doubled quotes, newlines inside quotes; a UTF-8 BOM is dropped. */
 export function parseCsv(text) {
@@ -24,7 +27,6 @@ export function parseCsv(text) {
   return rows;
 }
 
-export const AUDIO_SUFFIXES = [".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"];
 export const SIDECAR_ID_COLUMNS = ["id", "file", "filename", "anonymous_id", "sound_id"];
 
 export function suffixOf(name) {

@@ -11,7 +11,7 @@ export const CONTRACTS = ["bst-portable-v2"];
 export const TOP_K = 5;
 const DIM = 512;
 
-/** A defect of the whole bundle: the page shows its message on one line and classifies nothing. */
+/** A defect of the whole bundle: the client shows its message on one line and classifies nothing. */
 export class BundleRefused extends Error {}
 
 /** The manifest's graph for `name`, its int8 variant when asked and present (as the Python runtime's Bundle.graph). */
@@ -50,7 +50,7 @@ export function checkManifest(manifest) {
   const p = manifest.portable;
   if (!p || !p.contract) throw new BundleRefused("manifest.json: no portable section (re-export the bundle with bst-train export)");
   if (!CONTRACTS.includes(p.contract)) {
-    throw new BundleRefused(`manifest.json: portable contract ${p.contract}, this page runs ${CONTRACTS.join(" or ")}`);
+    throw new BundleRefused(`manifest.json: portable contract ${p.contract}, this client runs ${CONTRACTS.join(" or ")}`);
   }
   for (const name of ["resample", "frontend", "audio_encoder", "text_encoder", "heads", ...Object.values(p.decision_graphs)]) {
     graphSpec(manifest, name, false);

@@ -6,6 +6,13 @@ cost is a separate row). Text: torch runs laion's `get_text_embedding` (its toke
 runtime its `tokenizers` encoder padded to the batch's longest text: what each side really does.
 
     .venv/bin/python bench/encoders.py [--graphs DIR] [--repeats 3] [--threads N]
+
+`--text-last-layer` instead times the exported text graph (last layer for token 0 only, what the pooler reads)
+against the same graph with the last layer on every token, side by side in one process, one session each with
+the runtime's options and one intra-op thread, at batch 1 and 8 and 16/32/64 tokens (repeats interleaved, so
+both see the same neighbours):
+
+    .venv/bin/python bench/encoders.py --text-last-layer [--repeats 15]
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ TEXTS = [
     "Door creak. door wood creak house. An old wooden door opens slowly and creaks.",
     "Whoosh riser. sfx transition whoosh. Designed whoosh rising into an impact for trailers.",
 ]
+FULL_TEXT_GRAPH = "clap_text.full_last_layer.onnx"  # bench-only twin of clap_text.onnx
 CLIP_SECONDS = [4.0, 10.0, 25.0, 7.5, 12.0, 2.0, 30.0, 9.0]  # mixed: some take the fusion (longer) path
 
 
@@ -157,13 +165,85 @@ def _table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+TEXT_SHAPES = [(b, t) for b in (1, 8) for t in (16, 32, 64)]
+
+
+def text_last_layer_worker(graphs: Path, repeats: int) -> dict:
+    """ms per call of clap_text.onnx (token-0 last layer) and its full-last-layer twin, interleaved, 1 thread."""
+    from bst_rt.runtime.encoders import TEXT_GRAPH
+    from bst_rt.runtime.session import make_session
+
+    sessions = {"full": make_session(graphs / FULL_TEXT_GRAPH, threads=1), "cls": make_session(graphs / TEXT_GRAPH,
+                                                                                           threads=1)}
+    rng = np.random.default_rng(0)
+    rows = []
+    for batch, tokens in TEXT_SHAPES:
+        ids = rng.integers(3, 50000, (batch, tokens), dtype=np.int64)
+        ids[:, 0], ids[:, -1] = 0, 2
+        mask = np.ones_like(ids)
+        if batch > 1:  # a padded batch, as the runtime sends: shorter texts end early
+            for row, length in enumerate(np.linspace(tokens // 4, tokens, batch).astype(int)):
+                ids[row, length - 1], ids[row, length:], mask[row, length:] = 2, 1, 0
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        outs = {k: s.run(None, feeds)[0] for k, s in sessions.items()}  # warm-up, and the two graphs' agreement
+        times: dict[str, list[float]] = {"full": [], "cls": [], "full_cpu": [], "cls_cpu": []}
+        for _ in range(repeats):
+            for k, s in sessions.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                s.run(None, feeds)
+                times[k].append((time.perf_counter() - t0) * 1000)
+                times[f"{k}_cpu"].append((time.process_time() - c0) * 1000)
+        rows.append({"batch": batch, "tokens": tokens, **{f"{k}_ms": statistics.median(v) for k, v in times.items()},
+                     "max_abs_diff": float(np.abs(outs["full"] - outs["cls"]).max())})
+    assert "torch" not in sys.modules, "an ORT worker must not import torch"
+    return {"rows": rows}
+
+
+def _text_last_layer(repeats: int) -> None:
+    from bst_rt.runtime.int8_format import describe_cpu
+
+    print(f"machine: {_machine()}")
+    print(f"CPU flags: {describe_cpu()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                        "from bst_rt.train.clap import load_clap; "
+                        "from bst_rt.export.clap import export_text_graph; from bst_rt.runtime.encoders import TEXT_GRAPH; "
+                        "m = load_clap(None, random_weights=True, seed=0); d = Path(sys.argv[1]); "
+                        "export_text_graph(m, d / TEXT_GRAPH); export_text_graph(m, d / sys.argv[2], full_last_layer=True)",
+                        tmp, FULL_TEXT_GRAPH], check=True, stderr=subprocess.DEVNULL)
+        out = subprocess.run([sys.executable, __file__, "--worker", "text-last-layer", "--graphs", tmp,
+                              "--repeats", str(repeats)], check=True, capture_output=True, text=True)
+    rows = json.loads(out.stdout.strip().splitlines()[-1])["rows"]
+    print(f"CLAP text graph (RoBERTa, seeded random weights), onnxruntime fp32, 1 intra-op thread, runtime session "
+          f"options; median ms (wall and CPU) per call of {repeats} interleaved runs after a warm-up; "
+          f"load average at end {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print("| batch | tokens | full last layer ms | token-0 last layer ms | full / token-0 | CPU-ms full | CPU-ms token-0 "
+          "| full / token-0 (CPU) | max abs diff |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['batch']} | {r['tokens']} | {r['full_ms']:.2f} | {r['cls_ms']:.2f} | "
+              f"{r['full_ms'] / r['cls_ms']:.3f} | {r['full_cpu_ms']:.2f} | {r['cls_cpu_ms']:.2f} | "
+              f"{r['full_cpu_ms'] / r['cls_cpu_ms']:.3f} | {r['max_abs_diff']:.1e} |")
+    for what, key in (("wall", ""), ("CPU", "_cpu")):
+        full, cls = sum(r[f"full{key}_ms"] for r in rows), sum(r[f"cls{key}_ms"] for r in rows)
+        print(f"all shapes, {what}: {full:.1f} ms vs {cls:.1f} ms, token-0 saves {100 * (1 - cls / full):.1f} %")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--graphs", type=Path, help="folder with exported CLAP graphs (default: export them now)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads for every engine (default: all)")
+    ap.add_argument("--text-last-layer", action="store_true",
+                    help="time the text graph's token-0 last layer against the full last layer (1 thread)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker == "text-last-layer":
+        print(json.dumps(text_last_layer_worker(args.graphs, args.repeats)))
+        return
+    if args.text_last_layer:
+        _text_last_layer(args.repeats)
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, args.graphs, args.repeats, args.threads)))
         return

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from laion_clap import CLAP_Module
 
 OPSET = 17
+#: bumped whenever the exported graphs compute differently (2: the text graph's last layer for token 0 only), so
+#: caches keyed by it (`graph_cache.cache_key`) never hand out graphs of an older version
+GRAPHS_VERSION = 2
 GRAPH_TOLERANCE = validate_module.TOLERANCES["audio_encoder"]  # max abs diff, normalised embeddings, ORT fp32 vs torch
 INT8_MIN_COSINE = validate_module.INT8_MIN_COSINE
 
@@ -154,8 +157,9 @@ class BranchFreeAudio(torch.nn.Module):
         return F.normalize(self.projection(latent), dim=-1)
 
 
-class TextGraph(torch.nn.Module):
-    """(input_ids, attention_mask) -> normalised [B,512]: RoBERTa pooler output -> projection, as laion."""
+class FullTextGraph(torch.nn.Module):
+    """(input_ids, attention_mask) -> normalised [B,512] exactly as laion computes it: HF's RobertaModel (all 12
+    layers on every token), pooler_output -> text_projection. The torch reference of every text parity check."""
 
     def __init__(self, clap_module: CLAP_Module) -> None:
         super().__init__()
@@ -164,6 +168,54 @@ class TextGraph(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         pooled = self.text_branch(input_ids=input_ids, attention_mask=attention_mask)["pooler_output"]
+        return F.normalize(self.projection(pooled), dim=-1)
+
+
+class TextGraph(FullTextGraph):
+    """The exported text graph: FullTextGraph's output, with the last layer computed for token 0 only.
+
+    The pooler reads only `hidden[:, 0]` of the last layer, so there only token 0's query, attention output and
+    feed-forward are needed; keys and values still come from every token. Layers 0..10 and the mask are HF's own
+    calls; the last layer is written with its own submodules and HF's attention function (the one
+    `RobertaSelfAttention` dispatches to), so the maths is the same, row for row."""
+
+    def __init__(self, clap_module: CLAP_Module) -> None:
+        super().__init__(clap_module)
+        roberta = sys.modules[type(self.text_branch).__module__]
+        needed = ("ALL_ATTENTION_FUNCTIONS", "eager_attention_forward")
+        if not (all(hasattr(roberta, n) for n in needed) and hasattr(self.text_branch, "_create_attention_masks")):
+            import transformers
+
+            raise BstError(f"transformers {transformers.__version__}: its RoBERTa internals are not the ones the "
+                           "CLS-only text graph is written against (transformers 5)")
+        self._attention_functions, self._eager = roberta.ALL_ATTENTION_FUNCTIONS, roberta.eager_attention_forward
+
+    def _last_layer_token0(self, layer: torch.nn.Module, hidden: torch.Tensor,
+                           mask: torch.Tensor | None) -> torch.Tensor:
+        """`RobertaLayer.forward` for query position 0: [B, T, H] -> [B, 1, H]."""
+        sa = layer.attention.self
+        batch, tokens = hidden.shape[0], hidden.shape[1]
+        cls = hidden[:, :1]
+        query = sa.query(cls).view(batch, 1, -1, sa.attention_head_size).transpose(1, 2)
+        key = sa.key(hidden).view(batch, tokens, -1, sa.attention_head_size).transpose(1, 2)
+        value = sa.value(hidden).view(batch, tokens, -1, sa.attention_head_size).transpose(1, 2)
+        if mask is not None and mask.dim() == 4:  # [B, 1, T, T] (or [B, 1, 1, T]): query row 0
+            mask = mask[:, :, :1, :]
+        attend = self._attention_functions.get_interface(sa.config._attn_implementation, self._eager)
+        context, _ = attend(sa, query, key, value, mask, dropout=0.0, scaling=sa.scaling)
+        context = context.reshape(batch, 1, -1).contiguous()
+        attention_output = layer.attention.output(context, cls)
+        return layer.output(layer.intermediate(attention_output), attention_output)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        tb = self.text_branch
+        hidden = tb.embeddings(input_ids=input_ids)
+        mask, _ = tb._create_attention_masks(attention_mask=attention_mask, encoder_attention_mask=None,
+                                             embedding_output=hidden, encoder_hidden_states=None, cache=None)
+        *first, last = tb.encoder.layer
+        for layer in first:
+            hidden = layer(hidden, mask)
+        pooled = tb.pooler(self._last_layer_token0(last, hidden, mask))
         return F.normalize(self.projection(pooled), dim=-1)
 
 
@@ -190,10 +242,13 @@ def export_audio_graph(model: CLAP_Module, path: str | os.PathLike, opset: int =
     return path
 
 
-def export_text_graph(model: CLAP_Module, path: str | os.PathLike, opset: int = OPSET) -> Path:
+def export_text_graph(model: CLAP_Module, path: str | os.PathLike, opset: int = OPSET,
+                      full_last_layer: bool = False) -> Path:
+    """The bundle's text graph (`TextGraph`); `full_last_layer` exports `FullTextGraph` instead, the comparison
+    `bench/encoders.py --text-last-layer` times it against."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = TextGraph(model).eval()
+    wrapper = (FullTextGraph if full_last_layer else TextGraph)(model).eval()
     ids = torch.tensor([[0, 100, 200, 300, 2], [0, 400, 2, 1, 1]], dtype=torch.int64)
     mask = (ids != 1).long()
     tmp = path.with_name(f".{path.name}.tmp")
@@ -283,7 +338,7 @@ def measure_parity(model: CLAP_Module, graph_dir: str | os.PathLike, texts: Sequ
     ids, mask = Tokenizer.from_file(graph_dir / TOKENIZER_FILE).encode_batch(texts)
     with torch.no_grad():
         ref_audio = BranchFreeAudio(model).eval()(torch.from_numpy(mel), torch.from_numpy(longer)).numpy()
-        ref_text = TextGraph(model).eval()(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+        ref_text = FullTextGraph(model).eval()(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
     feeds_a, feeds_t = {"mel_fusion": mel, "longer": longer}, {"input_ids": ids, "attention_mask": mask}
     out: dict = {"tolerance_max_abs_diff": GRAPH_TOLERANCE, "int8_min_cosine_required": INT8_MIN_COSINE}
     audio32 = validate_module.run_graph(graph_dir / AUDIO_GRAPH, feeds_a)[AUDIO_OUTPUT]

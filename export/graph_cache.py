@@ -6,9 +6,21 @@ module's `graph_source`, which exports only when there is something to embed, so
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from bst_rt.train.clap import ClapProvenance
 
 GRAPH_CACHE = Path.home() / ".cache" / "bst-rt" / "clap-graphs"
+
+
+def cache_key(prov: ClapProvenance, seed: int) -> str:
+    """The cache folder's name: the weights, the tokenizer and `GRAPHS_VERSION`, so graphs exported by an older
+    version of the graph code are never reused."""
+    from .clap import GRAPHS_VERSION
+
+    weights = f"ckpt-{prov.checkpoint_sha256[:16]}" if prov.checkpoint_sha256 else f"random-seed{seed}"
+    return f"{weights}-{prov.tokenizer}-{prov.tokenizer_sha256[:12]}-graphs{GRAPHS_VERSION}"
 
 
 def exported_graphs(clap_ckpt: Path | None, random_weights: bool, seed: int, tokenizer_dir: Path | None) -> Path:
@@ -19,10 +31,7 @@ def exported_graphs(clap_ckpt: Path | None, random_weights: bool, seed: int, tok
     from .clap import export_clap
 
     model = clap.load_clap(clap_ckpt, random_weights=random_weights, seed=seed, tokenizer_dir=tokenizer_dir)
-    prov = model.bst_provenance
-    key = (f"ckpt-{prov.checkpoint_sha256[:16]}" if prov.checkpoint_sha256 else f"random-seed{seed}") + \
-        f"-{prov.tokenizer}-{prov.tokenizer_sha256[:12]}"
-    folder = GRAPH_CACHE / key
+    folder = GRAPH_CACHE / cache_key(model.bst_provenance, seed)
     if not (folder / "clap_parity.json").is_file():
         export_clap(model, folder, int8=False)
     return folder

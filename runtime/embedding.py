@@ -6,14 +6,14 @@ the other items of its batch:
   no family reads);
 - a string is encoded once per batch: a text that class-word masking leaves unchanged, and repeated texts, reuse
   the embedding of the identical string (same input, same graph: the same vector, not an approximation);
-- each text is padded to its own bucket (its token count rounded up to a multiple of `TOKEN_BUCKET`, at most 77),
-  fixed by the text alone, and texts of one bucket run together: padding costs at most 7 tokens a text instead of
-  up to 76 (text time follows the token count), and the batch's longest text never changes the shapes another text
-  is computed with;
+- each text runs at its exact token count (`encoders.TextEncoder`: no padding reaches the graph), so its embedding
+  is fixed by the text alone; texts of one token count share a call. The fewer distinct counts a call group has,
+  the fuller the calls, so a run encodes the texts of a whole window of clips at once (`EmbeddingStage.prime`,
+  windows from `prefetch`: the first is one batch, so the first prediction is not delayed, then each twice the
+  last up to `TEXT_WINDOW` clips) rather than batch by batch; the embeddings are the same bits either way;
 - an encoder's `rows_per_run` caps the items of one graph call: int8 graphs run one item per call
   (`encoders.INT8_ROWS_PER_RUN`: their activation scales are per call, so batch-mates would move an item's
-  embedding); fp32 graphs stay batched (bit-identical either way; the cost is in bench/'s output). A text run
-  alone needs no bucket: it runs at its exact token count (the padding a bucket adds is pure waste);
+  embedding); fp32 graphs stay batched (bit-identical either way; the cost is in bench/'s output);
 - `prefetch` reads the next batch (decode, resample, mel, and the sha256 the run record needs) in one worker
   thread while onnxruntime runs the current batch; the queue holds one batch, so at most two batches of mels are
   alive.
@@ -38,11 +38,10 @@ from .hashing import file_sha256
 from .encoders import EMBEDDING_DIM, AudioEncoder, TextEncoder
 from .errors import AudioError
 from .layout import MASKED_INPUT  # noqa: F401 (re-exported for predict.py)
-from .text import MAX_TOKENS, mask_class_words
+from .text import mask_class_words
 
-TOKEN_BUCKET = 8
-#: texts of one bucket are run in sessions of at most this many rows (bounds the text graph's activations)
-TEXT_ROWS_PER_RUN = 32
+#: the most clips whose texts `prime` encodes together (bounds the table's memory and the wait for a window)
+TEXT_WINDOW = 256
 
 
 class StageClock:
@@ -75,6 +74,8 @@ class AudioBatch:
     mels: list[tuple[np.ndarray, bool] | None]
     reasons: list[str | None]
     sha256: list[str | None]
+    #: on the first batch of a text window: the clips of the whole window (this batch and the next ones)
+    window: Sequence[Clip] | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ def _sha256_or_none(path: Path | None) -> str | None:
         return None
 
 
-def read_batch(clips: Sequence[Clip], clock: StageClock, hash_files: bool = False) -> AudioBatch:
+def read_batch(clips: Sequence[Clip], clock: StageClock, hash_files: bool = False,
+               window: Sequence[Clip] | None = None) -> AudioBatch:
     """Front end of one batch, one clip's waveform at a time (never the batch's). With `hash_files` each file is
     hashed right after it was decoded (its bytes are in the page cache then), so the run record need not read the
     package again after the CSV is written."""
@@ -124,12 +126,37 @@ def read_batch(clips: Sequence[Clip], clock: StageClock, hash_files: bool = Fals
                 hashes.append(_sha256_or_none(clip.audio_path))
         else:
             hashes.append(None)
-    return AudioBatch(clips, mels, reasons, hashes)
+    return AudioBatch(clips, mels, reasons, hashes, window)
 
 
-def prefetch(batches: Iterable[Sequence[Clip]], clock: StageClock, hash_files: bool = False) -> Iterator[AudioBatch]:
-    """`read_batch` of each batch, one batch ahead in a worker thread (queue of one: bounded memory). An error in
-    the worker is raised here, in the caller's thread; closing the iterator early stops the worker."""
+def text_windows(batches: Iterable[Sequence[Clip]], cap: int = TEXT_WINDOW,
+                 ) -> Iterator[tuple[Sequence[Clip], Sequence[Clip] | None]]:
+    """(batch, window) for every batch in order; `window` is set on a window's first batch: the clips of the
+    window's batches. The first window is the first batch; each next one holds at least twice the clips of the
+    last, up to `cap` (a batch is never split, so a window may pass `cap` by less than one batch)."""
+    it = iter(batches)
+    want = 1
+    while True:
+        window: list[Sequence[Clip]] = []
+        n = 0
+        for batch in it:
+            window.append(batch)
+            n += len(batch)
+            if n >= want:
+                break
+        if not window:
+            return
+        clips = [c for b in window for c in b]
+        for k, batch in enumerate(window):
+            yield batch, (clips if k == 0 else None)
+        want = min(max(2 * n, 1), max(cap, 1))
+
+
+def prefetch(batches: Iterable[Sequence[Clip]], clock: StageClock, hash_files: bool = False,
+             windows: bool = False) -> Iterator[AudioBatch]:
+    """`read_batch` of each batch, one batch ahead in a worker thread (queue of one: bounded memory). With
+    `windows`, each window's first batch carries the window's clips (`text_windows`). An error in the worker is
+    raised here, in the caller's thread; closing the iterator early stops the worker."""
     q: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
     done = object()
@@ -145,8 +172,9 @@ def prefetch(batches: Iterable[Sequence[Clip]], clock: StageClock, hash_files: b
 
     def work() -> None:
         try:
-            for clips in batches:
-                if not put(read_batch(clips, clock, hash_files)):
+            pairs = text_windows(batches) if windows else ((b, None) for b in batches)
+            for clips, window in pairs:
+                if not put(read_batch(clips, clock, hash_files, window)):
                     return
             put(done)
         except BaseException as exc:  # handed to the consumer, raised there
@@ -167,14 +195,12 @@ def prefetch(batches: Iterable[Sequence[Clip]], clock: StageClock, hash_files: b
         worker.join()
 
 
-def _bucket(n_tokens: int, size: int = TOKEN_BUCKET) -> int:
-    return min(MAX_TOKENS, -(-max(n_tokens, 1) // size) * size)
-
-
 class EmbeddingStage:
     """Audio batch + metadata → the heads graph's inputs. `needs_masked`: whether the heads graph reads the
     masked text embedding (when it does not, the masked pass is skipped and its input left at zeros). Each
-    encoder's `rows_per_run` (one item per call for int8 graphs) is honoured here too."""
+    encoder's `rows_per_run` (one item per call for int8 graphs) is honoured here too. `prime(clips)` encodes
+    the texts of a window of clips ahead; `embed` then reads them from that table (the same bits as encoding
+    them with the batch: see the module docstring)."""
 
     def __init__(self, audio_encoder: AudioEncoder, text_encoder: TextEncoder, needs_masked: bool,
                  clock: StageClock) -> None:
@@ -182,9 +208,17 @@ class EmbeddingStage:
         self.text_encoder = text_encoder
         self.needs_masked = needs_masked
         self.clock = clock
-        self.text_rows_per_run = min(text_encoder.rows_per_run or TEXT_ROWS_PER_RUN, TEXT_ROWS_PER_RUN)
-        #: texts run alone need no shared shape: each at its exact token count
-        self.token_bucket = 1 if self.text_rows_per_run == 1 else TOKEN_BUCKET
+        self._table: dict[str, np.ndarray] = {}
+
+    def _texts_of(self, texts: Sequence[str]) -> list[str]:
+        """The strings the text graph is asked for: each non-empty text, and its masked form when read."""
+        plain = [t for t in texts if t]
+        return plain + ([mask_class_words(t) for t in plain] if self.needs_masked else [])
+
+    def prime(self, clips: Sequence[Clip]) -> None:
+        """Encode the texts of `clips` (a window of the run) together; the table replaces the last window's."""
+        self._table = {}
+        self._table = self.embed_texts(self._texts_of([c.text for c in clips]))
 
     def embed(self, batch: AudioBatch) -> Embeddings:
         clips, mels = batch.clips, batch.mels
@@ -207,42 +241,30 @@ class EmbeddingStage:
         idx = [i for i in range(n) if text_present[i]]
         if idx:
             plain = [texts[i] for i in idx]
-            masked_texts = [mask_class_words(t) for t in plain] if self.needs_masked else []
-            table = self.embed_texts(plain + masked_texts)
+            table = self.embed_texts(self._texts_of(plain))
             text[idx] = np.stack([table[t] for t in plain])
             if self.needs_masked:
-                masked[idx] = np.stack([table[t] for t in masked_texts])
+                masked[idx] = np.stack([table[mask_class_words(t)] for t in plain])
         return Embeddings(audio, text, masked, audio_present, text_present, reasons)
 
     def embed_texts(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """Embedding of each distinct string, each padded to its own token bucket (see the module docstring)."""
+        """Embedding of each distinct string: from the primed table, else encoded now (each at its exact token
+        count, strings of one count together)."""
         unique = list(dict.fromkeys(texts))
-        if not unique:
-            return {}
-        tok = self.text_encoder.tokenizer
-        with self.clock.stage("tokenise"):
-            ids = tok.token_ids(unique)
-        groups: dict[int, list[int]] = {}
-        for j, t in enumerate(ids):
-            groups.setdefault(_bucket(len(t), self.token_bucket), []).append(j)
-        out: dict[str, np.ndarray] = {}
-        step = self.text_rows_per_run
-        for length, members in sorted(groups.items()):
-            for s in range(0, len(members), step):
-                part = members[s : s + step]
-                input_ids, mask = tok.pad([ids[j] for j in part], length)
-                with self.clock.stage("text graph"):
-                    emb = self.text_encoder.run_tokens(input_ids, mask)
-                out.update((unique[j], emb[r]) for r, j in enumerate(part))
+        missing = [t for t in unique if t not in self._table]
+        out = {t: self._table[t] for t in unique if t in self._table}
+        if missing:
+            with self.clock.stage("text graph"):
+                emb = self.text_encoder.embed(missing)
+            out.update(zip(missing, emb))
         return out
 
     def embed_texts_plain(self, texts: Sequence[str]) -> np.ndarray:
-        """Reference without the shortcuts: every string encoded, duplicates included, each alone at its bucket
-        (what `embed_texts` must equal exactly; tests compare the two)."""
+        """Reference without the shortcuts: every string encoded, duplicates included, each alone at its exact
+        token count (what `embed_texts` and a primed table must equal exactly; tests compare them)."""
         tok = self.text_encoder.tokenizer
         rows = []
         for t in texts:
             ids = tok.token_ids([t])
-            input_ids, mask = tok.pad(ids, _bucket(len(ids[0]), self.token_bucket))
-            rows.append(self.text_encoder.run_tokens(input_ids, mask)[0])
+            rows.append(self.text_encoder.run_tokens(*tok.pad(ids, len(ids[0])))[0])
         return np.stack(rows) if rows else np.zeros((0, EMBEDDING_DIM), dtype=np.float32)

@@ -7,7 +7,7 @@ int64 -> `text_embedding` [batch, 512]. Embeddings come out L2-normalised.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -28,6 +28,8 @@ TOKENIZER_FILE = "tokenizer.json"
 #: the whole tensor), so rows sharing a call move each other's embeddings: they are run one item per call. fp32
 #: graphs are bit-identical batched (tests/test_item_local.py measures both).
 INT8_ROWS_PER_RUN = 1
+#: texts of one token count are run in calls of at most this many rows (bounds the text graph's activations)
+TEXT_ROWS_PER_RUN = 32
 
 
 class AudioEncoder:
@@ -65,9 +67,11 @@ class AudioEncoder:
 
 
 class TextEncoder:
-    """Texts -> [B, 512], padded to the longest text of each graph call; at most `rows_per_run` texts a call
-    (`INT8_ROWS_PER_RUN` for an int8 graph, each text then at its exact token count; None: the whole batch).
-    Every call of the text graph goes through `run_tokens`, the one place its inputs are named (`TEXT_INPUTS`)."""
+    """Texts -> [B, 512], each text at its exact token count: no padding ever reaches the graph, so a text's
+    embedding is a function of that text alone (never of the texts it shares a call with, the batch, the window or
+    the client). Texts of one token count run together, at most `rows_per_run` a call (`INT8_ROWS_PER_RUN` for an
+    int8 graph; None: `TEXT_ROWS_PER_RUN`, which bounds the graph's activations). Every call of the text graph
+    goes through `run_tokens`, the one place its inputs are named (`TEXT_INPUTS`)."""
 
     def __init__(self, graph_path: str | os.PathLike, tokenizer_path: str | os.PathLike,
                  provider: Providers = "cpu", threads: int | None = None, rows_per_run: int | None = None):
@@ -77,17 +81,30 @@ class TextEncoder:
         self.rows_per_run = rows_per_run
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        if len(texts) == 0:
-            return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
-        step = self.rows_per_run or len(texts)
-        parts = []
-        for s in range(0, len(texts), step):
-            parts.append(self.run_tokens(*self.tokenizer.encode_batch(texts[s:s + step])))
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        out = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float32)
+        ids = self.tokenizer.token_ids(texts) if len(texts) else []
+        for rows, input_ids, mask in exact_length_calls(ids, self.tokenizer, self.rows_per_run):
+            out[rows] = self.run_tokens(input_ids, mask)
+        return out
 
     def run_tokens(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """One call of the graph on already tokenised, padded rows (the embedding stage pads by token bucket)."""
+        """One call of the graph on already tokenised rows (`embed` gives them all the same, exact length)."""
         return run_text_graph(self.session, input_ids, attention_mask)
+
+
+def exact_length_calls(ids: Sequence[Sequence[int]], tokenizer: Tokenizer, rows_per_run: int | None = None,
+                       ) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+    """The text graph's calls for these token id lists: (row indices, input_ids, attention_mask), rows of one
+    token count together (shortest first), at most `rows_per_run` (default `TEXT_ROWS_PER_RUN`) a call."""
+    step = min(rows_per_run or TEXT_ROWS_PER_RUN, TEXT_ROWS_PER_RUN)
+    groups: dict[int, list[int]] = {}
+    for j, t in enumerate(ids):
+        groups.setdefault(len(t), []).append(j)
+    for length, members in sorted(groups.items()):
+        for s in range(0, len(members), step):
+            part = members[s:s + step]
+            input_ids, mask = tokenizer.pad([ids[j] for j in part], length)
+            yield part, input_ids, mask
 
 
 def run_audio_graph(session: Any, mel_fusion: np.ndarray, longer: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from .audio import SAMPLE_RATE_HZ, SOURCE_RATE_RANGE_HZ
 from .bundle import Bundle
 from .errors import BundleError
 from .layout import EMBEDDING_DIM, HEADS_INPUTS, HEADS_OUTPUTS, PORTABLE_CONTRACT
-from .encoders import AUDIO_INPUTS, TEXT_INPUTS, run_audio_graph, run_text_graph
+from .encoders import AUDIO_INPUTS, TEXT_INPUTS, exact_length_calls, run_audio_graph, run_text_graph
 from . import resample as resample_design
 from .resample import RESAMPLER
 from .session import make_session
@@ -66,7 +66,8 @@ def portable_section(systems: Sequence[str], heads_inputs: Sequence[str]) -> dic
             "tokenizer_file": "tokenizer.json",
             "truncate_chars": MAX_TEXT_CHARS,
             "max_tokens": MAX_TOKENS,
-            "padding": "to the batch's longest with the <pad> id, attention_mask 0 there",
+            "padding": "none: each text runs at its exact token count (attention_mask all 1); texts of one count"
+                       " may share a call, so a text's embedding never depends on the texts beside it",
             "masked_text": {"rule": "split on ' ', drop words whose lower-case form stripped of these characters"
                                     " is a class word, re-join with ' '", "strip_chars": MASK_STRIP_CHARS,
                             "class_words": sorted(CLASS_WORDS)},
@@ -124,7 +125,11 @@ class PortableChain:
         return tuple(self.frontend.run(None, {"waveform": wave, "length": np.array(wave.shape[0], np.int64)}))
 
     def _text(self, texts: list[str]) -> np.ndarray:
-        return run_text_graph(self.text, *self.tokenizer.encode_batch(texts))
+        """Each text at its exact token count, texts of one count in one call (the contract's text rule)."""
+        out = np.zeros((len(texts), EMBEDDING_DIM), np.float32)
+        for rows, ids, mask in exact_length_calls(self.tokenizer.token_ids(texts), self.tokenizer):
+            out[rows] = run_text_graph(self.text, ids, mask)
+        return out
 
     def predict(self, waves: Sequence[tuple[np.ndarray, int] | None],
                 texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

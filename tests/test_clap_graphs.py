@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bst_rt.export.clap import (AUDIO_GRAPH, AUDIO_INT8, GRAPH_TOLERANCE, INT8_MIN_COSINE, TEXT_GRAPH, TEXT_INT8,
-                             TOKENIZER_FILE, BranchFreeAudio, TextGraph, random_mel)
+                             TOKENIZER_FILE, BranchFreeAudio, FullTextGraph, random_mel)
 from bst_rt.runtime.int8_format import DEFAULT_INT8_FORMAT
 from bst_rt.runtime.session import make_session
 from bst_rt.runtime.tokenizer import Tokenizer
@@ -64,7 +64,7 @@ def test_text_graph_matches_torch_and_ignores_padding(clap_reference, clap_graph
     ids, mask = tok.encode_batch(TEXTS)
     ort = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
     with torch.no_grad():
-        ref = TextGraph(clap_reference).eval()(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+        ref = FullTextGraph(clap_reference).eval()(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
     err = float(np.abs(ort - ref).max())
     singles = np.concatenate([session.run(None, dict(zip(("input_ids", "attention_mask"), tok.encode_batch([t]))))[0]
                               for t in TEXTS])

@@ -47,13 +47,53 @@ def test_text_shortcuts_give_identical_embeddings(predictor):
     stage = predictor.embedding
     table = stage.embed_texts(TEXTS)
     fast = np.stack([table[t] for t in TEXTS])
-    plain = stage.embed_texts_plain(TEXTS)  # every string, duplicates included, one at a time
+    plain = stage.embed_texts_plain(TEXTS)  # every string, duplicates included, one at a time, exact length
     assert np.array_equal(fast, plain)
-    # against the encoder's own batch form (padded to the batch's longest): equal up to float rounding
-    ref = predictor.text_encoder.embed(TEXTS)
+    # against one call padded to the longest text (the padding the runtime no longer uses): equal up to rounding
+    enc = predictor.text_encoder
+    ref = enc.run_tokens(*enc.tokenizer.encode_batch(TEXTS))
     err = float(np.abs(fast - ref).max())
-    print(f"bucketed vs batch-longest padding: max abs diff {err:.2e}")
+    print(f"exact length vs padded to the call's longest: max abs diff {err:.2e}")
     assert err < 1e-5
+
+
+def _clips(texts):
+    return [Clip(id=str(i), title=t, tags="", description="", audio_path=None) for i, t in enumerate(texts)]
+
+
+def test_a_primed_window_gives_the_same_bits_as_each_text_alone(predictor):
+    """The run's text windows (`prime`) are a speed shortcut only: every text's embedding in every batch equals
+    that text encoded alone at its exact length, whatever window or batch it came in."""
+    texts = TEXTS + [f"{t} take {k}" for k, t in enumerate(TEXTS)] + ["", "rain"]
+    clips = _clips(texts)
+    clock = StageClock()
+    primed = predictor.embedding
+    primed.prime(clips)
+    fresh = predictor.embedding
+    for s in range(0, len(clips), 3):
+        batch = read_batch(clips[s:s + 3], clock)
+        a, b = primed.embed(batch), fresh.embed(batch)
+        assert np.array_equal(a.text, b.text) and np.array_equal(a.masked, b.masked)
+        for i, c in enumerate(batch.clips):
+            if c.text:
+                assert np.array_equal(a.text[i], primed.embed_texts_plain([c.text])[0])
+            else:
+                assert not a.text[i].any()
+
+
+def test_text_windows_cover_every_batch_once_and_grow_from_one_batch():
+    from bst_rt.runtime.embedding import text_windows
+
+    batches = [_clips(["x"] * 4) for _ in range(40)] + [_clips(["y"])]
+    pairs = list(text_windows(iter(batches), cap=32))
+    assert [b for b, _ in pairs] == batches  # order kept, nothing lost or repeated
+    starts = [k for k, (_, w) in enumerate(pairs) if w is not None]
+    sizes = [len(pairs[k][1]) for k in starts]
+    assert starts[0] == 0 and sizes[:4] == [4, 8, 16, 32] and max(sizes) <= 32
+    for k, size in zip(starts, sizes):  # a window is exactly the clips of its batches
+        assert [c for b, _ in pairs[k:k + size // 4 + 1] for c in b][:size] == list(pairs[k][1])
+    assert sum(sizes) == sum(len(b) for b in batches)
+    assert list(text_windows(iter([]))) == []
 
 
 def test_masked_text_is_encoded_only_when_read_and_changed(predictor):

@@ -3,9 +3,9 @@
 - **streams**: one session with two intra-op threads over the batches in turn (today) against ONE session with
   one intra-op thread run by two Python threads over alternate batches (onnxruntime's `run` is thread-safe and
   releases the GIL, so this is two single-thread streams without a second copy of the weights);
-- **grouping**: the texts of the package as the run encodes them today (per batch of clips, each string padded to
-  its 8-token bucket, one call per bucket) against texts grouped by their exact token count over a window of the
-  package (no padding at all), with the check that every text's embedding in the window equals that text run
+- **grouping**: the texts of the package as the run encoded them before (per batch of clips, each string padded to
+  its 8-token bucket, one call per bucket) against what it does now: texts grouped by their exact token count over
+  a window of the package (no padding at all; here the whole package is one window), with the check that every text's embedding in the window equals that text run
   alone at its exact length (bit for bit).
 
     .venv/bin/python bench/fp32_levers.py [--bundle artifacts/demo] [--eval artifacts/demo-work/corpus/eval]
@@ -32,11 +32,17 @@ sys.path.insert(0, str(ROOT))
 
 from bst_rt.runtime.audio import file_to_mel_fusion  # noqa: E402
 from bst_rt.runtime.datasets import read_eval_package  # noqa: E402
-from bst_rt.runtime.embedding import TEXT_ROWS_PER_RUN, TOKEN_BUCKET, _bucket  # noqa: E402
-from bst_rt.runtime.encoders import run_audio_graph, run_text_graph  # noqa: E402
+from bst_rt.runtime.encoders import TEXT_ROWS_PER_RUN, run_audio_graph, run_text_graph  # noqa: E402
 from bst_rt.runtime.session import make_session  # noqa: E402
 from bst_rt.runtime.text import mask_class_words  # noqa: E402
 from bst_rt.runtime.tokenizer import Tokenizer  # noqa: E402
+
+#: the grouping the run used before exact lengths: each text padded to its token count rounded up to a multiple of 8
+TOKEN_BUCKET, MAX_TOKENS = 8, 77
+
+
+def _bucket(n_tokens: int, size: int = TOKEN_BUCKET) -> int:
+    return min(MAX_TOKENS, -(-max(n_tokens, 1) // size) * size)
 
 
 def machine() -> str:

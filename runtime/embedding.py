@@ -240,11 +240,11 @@ class EmbeddingStage:
         masked = np.zeros((n, EMBEDDING_DIM), dtype=np.float32)
         idx = [i for i in range(n) if text_present[i]]
         if idx:
-            plain = [texts[i] for i in idx]
-            table = self.embed_texts(self._texts_of(plain))
-            text[idx] = np.stack([table[t] for t in plain])
+            wanted = self._texts_of([texts[i] for i in idx])  # plain texts, then their masked forms when read
+            table = self.embed_texts(wanted)
+            text[idx] = np.stack([table[t] for t in wanted[:len(idx)]])
             if self.needs_masked:
-                masked[idx] = np.stack([table[mask_class_words(t)] for t in plain])
+                masked[idx] = np.stack([table[t] for t in wanted[len(idx):]])
         return Embeddings(audio, text, masked, audio_present, text_present, reasons)
 
     def embed_texts(self, texts: Sequence[str]) -> dict[str, np.ndarray]:

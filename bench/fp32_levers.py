@@ -3,10 +3,10 @@
 - **streams**: one session with two intra-op threads over the batches in turn (today) against ONE session with
   one intra-op thread run by two Python threads over alternate batches (onnxruntime's `run` is thread-safe and
   releases the GIL, so this is two single-thread streams without a second copy of the weights);
-- **grouping**: the texts of the package as the run encoded them before (per batch of clips, each string padded to
-  its 8-token bucket, one call per bucket) against what it does now: texts grouped by their exact token count over
-  a window of the package (no padding at all; here the whole package is one window), with the check that every text's embedding in the window equals that text run
-  alone at its exact length (bit for bit).
+- **grouping**: the texts of the package as the run encodes them (per batch of clips, each distinct string padded
+  to its 8-token bucket, one call per bucket: `encoders.token_bucket_calls`) against the lever: texts grouped by
+  their exact token count over the whole package (no padding at all: fewer tokens and fewer calls), with the check
+  that every text's embedding in those groups equals that text run alone at its exact length (bit for bit).
 
     .venv/bin/python bench/fp32_levers.py [--bundle artifacts/demo] [--eval artifacts/demo-work/corpus/eval]
         [--batch-size 4] [--rounds 3]
@@ -32,18 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 from bst_rt.runtime.audio import file_to_mel_fusion  # noqa: E402
 from bst_rt.runtime.datasets import read_eval_package  # noqa: E402
-from bst_rt.runtime.encoders import TEXT_ROWS_PER_RUN, run_audio_graph, run_text_graph  # noqa: E402
+from bst_rt.runtime.encoders import run_audio_graph, run_text_graph, token_bucket_calls  # noqa: E402
 from bst_rt.runtime.session import make_session  # noqa: E402
 from bst_rt.runtime.text import mask_class_words  # noqa: E402
 from bst_rt.runtime.tokenizer import Tokenizer  # noqa: E402
-
-#: the grouping the run used before exact lengths: each text padded to its token count rounded up to a multiple of 8
-TOKEN_BUCKET, MAX_TOKENS = 8, 77
-
-
-def _bucket(n_tokens: int, size: int = TOKEN_BUCKET) -> int:
-    return min(MAX_TOKENS, -(-max(n_tokens, 1) // size) * size)
-
 
 def machine() -> str:
     out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
@@ -103,34 +95,15 @@ def bench_streams(bundle: Path, mels: list, batch: int, token_rows: list, rounds
 
 
 def per_batch_calls(tok: Tokenizer, texts_by_batch: list[list[str]]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Today's text calls: per batch of clips, distinct strings grouped by 8-token bucket."""
-    calls = []
-    for texts in texts_by_batch:
-        unique = list(dict.fromkeys(texts))
-        ids = tok.token_ids(unique)
-        groups: dict[int, list[list[int]]] = {}
-        for t in ids:
-            groups.setdefault(_bucket(len(t), TOKEN_BUCKET), []).append(t)
-        for length, members in sorted(groups.items()):
-            for s in range(0, len(members), TEXT_ROWS_PER_RUN):
-                calls.append(tok.pad(members[s:s + TEXT_ROWS_PER_RUN], length))
-    return calls
+    """The run's text calls: per batch of clips, distinct strings grouped by 8-token bucket."""
+    return [(i, m) for texts in texts_by_batch
+            for _, i, m in token_bucket_calls(tok.token_ids(list(dict.fromkeys(texts))), tok)]
 
 
 def exact_calls(tok: Tokenizer, texts: list[str]) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[list[int]]]:
-    """Distinct strings of the window grouped by exact token count; also the row order (indices into `unique`)."""
-    unique = list(dict.fromkeys(texts))
-    ids = tok.token_ids(unique)
-    groups: dict[int, list[int]] = {}
-    for j, t in enumerate(ids):
-        groups.setdefault(len(t), []).append(j)
-    calls, order = [], []
-    for length, members in sorted(groups.items()):
-        for s in range(0, len(members), TEXT_ROWS_PER_RUN):
-            part = members[s:s + TEXT_ROWS_PER_RUN]
-            calls.append(tok.pad([ids[j] for j in part], length))
-            order.append(part)
-    return calls, order
+    """Distinct strings of the package grouped by exact token count; also the row order (indices into `unique`)."""
+    parts = list(token_bucket_calls(tok.token_ids(list(dict.fromkeys(texts))), tok, bucket=1))
+    return [(i, m) for _, i, m in parts], [rows for rows, _, _ in parts]
 
 
 def bench_grouping(bundle: Path, tok: Tokenizer, texts_by_batch: list[list[str]], rounds: int) -> None:

@@ -6,11 +6,12 @@ the other items of its batch:
   no family reads);
 - a string is encoded once per batch: a text that class-word masking leaves unchanged, and repeated texts, reuse
   the embedding of the identical string (same input, same graph: the same vector, not an approximation);
-- each text runs at its exact token count (`encoders.TextEncoder`: no padding reaches the graph), so its embedding
-  is fixed by the text alone; texts of one token count share a call. The fewer distinct counts a call group has,
-  the fuller the calls, so a run encodes the texts of a whole window of clips at once (`EmbeddingStage.prime`,
-  windows from `prefetch`: the first is one batch, so the first prediction is not delayed, then each twice the
-  last up to `TEXT_WINDOW` clips) rather than batch by batch; the embeddings are the same bits either way;
+- each text is padded to its own bucket (`encoders.token_bucket_calls`: its token count rounded up to a multiple
+  of `TOKEN_BUCKET`, at most 77), fixed by the text alone, and texts of one bucket run together: padding costs at
+  most 7 tokens a text instead of up to 76 (text time follows the token count), and the batch's longest text never
+  changes the shapes another text is computed with. A text run alone (int8) needs no bucket: it runs at its exact
+  token count. (Exact counts for every text, grouped across windows of the whole package, made fewer tokens but
+  slower calls: bench/fp32_levers.py);
 - an encoder's `rows_per_run` caps the items of one graph call: int8 graphs run one item per call
   (`encoders.INT8_ROWS_PER_RUN`: their activation scales are per call, so batch-mates would move an item's
   embedding); fp32 graphs stay batched (bit-identical either way; the cost is in bench/'s output);
@@ -35,13 +36,10 @@ import numpy as np
 from .audio import file_to_mel_fusion
 from .clip import Clip
 from .hashing import file_sha256
-from .encoders import EMBEDDING_DIM, AudioEncoder, TextEncoder
+from .encoders import EMBEDDING_DIM, AudioEncoder, TextEncoder, bucket_length
 from .errors import AudioError
 from .layout import MASKED_INPUT  # noqa: F401 (re-exported for predict.py)
 from .text import mask_class_words
-
-#: the most clips whose texts `prime` encodes together (bounds the table's memory and the wait for a window)
-TEXT_WINDOW = 256
 
 
 class StageClock:
@@ -74,8 +72,6 @@ class AudioBatch:
     mels: list[tuple[np.ndarray, bool] | None]
     reasons: list[str | None]
     sha256: list[str | None]
-    #: on the first batch of a text window: the clips of the whole window (this batch and the next ones)
-    window: Sequence[Clip] | None = None
 
 
 @dataclass(frozen=True)
@@ -110,8 +106,7 @@ def _sha256_or_none(path: Path | None) -> str | None:
         return None
 
 
-def read_batch(clips: Sequence[Clip], clock: StageClock, hash_files: bool = False,
-               window: Sequence[Clip] | None = None) -> AudioBatch:
+def read_batch(clips: Sequence[Clip], clock: StageClock, hash_files: bool = False) -> AudioBatch:
     """Front end of one batch, one clip's waveform at a time (never the batch's). With `hash_files` each file is
     hashed right after it was decoded (its bytes are in the page cache then), so the run record need not read the
     package again after the CSV is written."""
@@ -126,37 +121,12 @@ def read_batch(clips: Sequence[Clip], clock: StageClock, hash_files: bool = Fals
                 hashes.append(_sha256_or_none(clip.audio_path))
         else:
             hashes.append(None)
-    return AudioBatch(clips, mels, reasons, hashes, window)
+    return AudioBatch(clips, mels, reasons, hashes)
 
 
-def text_windows(batches: Iterable[Sequence[Clip]], cap: int = TEXT_WINDOW,
-                 ) -> Iterator[tuple[Sequence[Clip], Sequence[Clip] | None]]:
-    """(batch, window) for every batch in order; `window` is set on a window's first batch: the clips of the
-    window's batches. The first window is the first batch; each next one holds at least twice the clips of the
-    last, up to `cap` (a batch is never split, so a window may pass `cap` by less than one batch)."""
-    it = iter(batches)
-    want = 1
-    while True:
-        window: list[Sequence[Clip]] = []
-        n = 0
-        for batch in it:
-            window.append(batch)
-            n += len(batch)
-            if n >= want:
-                break
-        if not window:
-            return
-        clips = [c for b in window for c in b]
-        for k, batch in enumerate(window):
-            yield batch, (clips if k == 0 else None)
-        want = min(max(2 * n, 1), max(cap, 1))
-
-
-def prefetch(batches: Iterable[Sequence[Clip]], clock: StageClock, hash_files: bool = False,
-             windows: bool = False) -> Iterator[AudioBatch]:
-    """`read_batch` of each batch, one batch ahead in a worker thread (queue of one: bounded memory). With
-    `windows`, each window's first batch carries the window's clips (`text_windows`). An error in the worker is
-    raised here, in the caller's thread; closing the iterator early stops the worker."""
+def prefetch(batches: Iterable[Sequence[Clip]], clock: StageClock, hash_files: bool = False) -> Iterator[AudioBatch]:
+    """`read_batch` of each batch, one batch ahead in a worker thread (queue of one: bounded memory). An error in
+    the worker is raised here, in the caller's thread; closing the iterator early stops the worker."""
     q: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
     done = object()
@@ -172,9 +142,8 @@ def prefetch(batches: Iterable[Sequence[Clip]], clock: StageClock, hash_files: b
 
     def work() -> None:
         try:
-            pairs = text_windows(batches) if windows else ((b, None) for b in batches)
-            for clips, window in pairs:
-                if not put(read_batch(clips, clock, hash_files, window)):
+            for clips in batches:
+                if not put(read_batch(clips, clock, hash_files)):
                     return
             put(done)
         except BaseException as exc:  # handed to the consumer, raised there
@@ -198,9 +167,7 @@ def prefetch(batches: Iterable[Sequence[Clip]], clock: StageClock, hash_files: b
 class EmbeddingStage:
     """Audio batch + metadata → the heads graph's inputs. `needs_masked`: whether the heads graph reads the
     masked text embedding (when it does not, the masked pass is skipped and its input left at zeros). Each
-    encoder's `rows_per_run` (one item per call for int8 graphs) is honoured here too. `prime(clips)` encodes
-    the texts of a window of clips ahead; `embed` then reads them from that table (the same bits as encoding
-    them with the batch: see the module docstring)."""
+    encoder's `rows_per_run` (one item per call for int8 graphs) is honoured here too."""
 
     def __init__(self, audio_encoder: AudioEncoder, text_encoder: TextEncoder, needs_masked: bool,
                  clock: StageClock) -> None:
@@ -208,17 +175,11 @@ class EmbeddingStage:
         self.text_encoder = text_encoder
         self.needs_masked = needs_masked
         self.clock = clock
-        self._table: dict[str, np.ndarray] = {}
 
     def _texts_of(self, texts: Sequence[str]) -> list[str]:
         """The strings the text graph is asked for: each non-empty text, and its masked form when read."""
         plain = [t for t in texts if t]
         return plain + ([mask_class_words(t) for t in plain] if self.needs_masked else [])
-
-    def prime(self, clips: Sequence[Clip]) -> None:
-        """Encode the texts of `clips` (a window of the run) together; the table replaces the last window's."""
-        self._table = {}
-        self._table = self.embed_texts(self._texts_of([c.text for c in clips]))
 
     def embed(self, batch: AudioBatch) -> Embeddings:
         clips, mels = batch.clips, batch.mels
@@ -248,23 +209,20 @@ class EmbeddingStage:
         return Embeddings(audio, text, masked, audio_present, text_present, reasons)
 
     def embed_texts(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """Embedding of each distinct string: from the primed table, else encoded now (each at its exact token
-        count, strings of one count together)."""
+        """Embedding of each distinct string, each padded to its own token bucket (see the module docstring)."""
         unique = list(dict.fromkeys(texts))
-        missing = [t for t in unique if t not in self._table]
-        out = {t: self._table[t] for t in unique if t in self._table}
-        if missing:
-            with self.clock.stage("text graph"):
-                emb = self.text_encoder.embed(missing)
-            out.update(zip(missing, emb))
-        return out
+        if not unique:
+            return {}
+        with self.clock.stage("text graph"):
+            emb = self.text_encoder.embed(unique)
+        return dict(zip(unique, emb))
 
     def embed_texts_plain(self, texts: Sequence[str]) -> np.ndarray:
-        """Reference without the shortcuts: every string encoded, duplicates included, each alone at its exact
-        token count (what `embed_texts` and a primed table must equal exactly; tests compare them)."""
-        tok = self.text_encoder.tokenizer
+        """Reference without the shortcuts: every string encoded, duplicates included, each alone at its own
+        bucket (what `embed_texts` must equal exactly; tests compare the two)."""
+        enc = self.text_encoder
         rows = []
         for t in texts:
-            ids = tok.token_ids([t])
-            rows.append(self.text_encoder.run_tokens(*tok.pad(ids, len(ids[0])))[0])
+            ids = enc.tokenizer.token_ids([t])
+            rows.append(enc.run_tokens(*enc.tokenizer.pad(ids, bucket_length(len(ids[0]), enc.token_bucket)))[0])
         return np.stack(rows) if rows else np.zeros((0, EMBEDDING_DIM), dtype=np.float32)

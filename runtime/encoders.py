@@ -14,6 +14,7 @@ import numpy as np
 from .audio import file_to_mel_fusion, waveforms_to_mel_fusion
 from .layout import EMBEDDING_DIM  # noqa: F401 (re-exported: the encoders' output width)
 from .session import Providers, make_session, session_provider
+from .text import MAX_TOKENS
 from .tokenizer import Tokenizer
 
 AUDIO_INPUTS = ("mel_fusion", "longer")
@@ -28,8 +29,12 @@ TOKENIZER_FILE = "tokenizer.json"
 #: the whole tensor), so rows sharing a call move each other's embeddings: they are run one item per call. fp32
 #: graphs are bit-identical batched (tests/test_item_local.py measures both).
 INT8_ROWS_PER_RUN = 1
-#: texts of one token count are run in calls of at most this many rows (bounds the text graph's activations)
+#: texts of one token bucket are run in calls of at most this many rows (bounds the text graph's activations)
 TEXT_ROWS_PER_RUN = 32
+#: a batched text is padded to its token count rounded up to a multiple of this (at most `MAX_TOKENS`): the shape
+#: is fixed by the text alone, and texts of one bucket share a call. Padding costs at most 7 tokens a text; exact
+#: lengths (bucket 1) make more, smaller calls, which bench/fp32_levers.py measured slower on the demo sets.
+TOKEN_BUCKET = 8
 
 
 class AudioEncoder:
@@ -67,11 +72,12 @@ class AudioEncoder:
 
 
 class TextEncoder:
-    """Texts -> [B, 512], each text at its exact token count: no padding ever reaches the graph, so a text's
-    embedding is a function of that text alone (never of the texts it shares a call with, the batch, the window or
-    the client). Texts of one token count run together, at most `rows_per_run` a call (`INT8_ROWS_PER_RUN` for an
-    int8 graph; None: `TEXT_ROWS_PER_RUN`, which bounds the graph's activations). Every call of the text graph
-    goes through `run_tokens`, the one place its inputs are named (`TEXT_INPUTS`)."""
+    """Texts -> [B, 512], each text padded to its own token bucket (`token_bucket_calls`): the shape a text is
+    computed with is fixed by that text alone, never by the texts it shares a call with, so its embedding does not
+    depend on the batch (fp32 kernels give the same bits batched: tests/test_item_local.py). Texts of one bucket
+    run together, at most `rows_per_run` a call (`INT8_ROWS_PER_RUN` for an int8 graph, and a text run alone needs
+    no bucket: it runs at its exact token count; None: `TEXT_ROWS_PER_RUN`). Every call of the text graph goes
+    through `run_tokens`, the one place its inputs are named (`TEXT_INPUTS`)."""
 
     def __init__(self, graph_path: str | os.PathLike, tokenizer_path: str | os.PathLike,
                  provider: Providers = "cpu", threads: int | None = None, rows_per_run: int | None = None):
@@ -83,23 +89,34 @@ class TextEncoder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float32)
         ids = self.tokenizer.token_ids(texts) if len(texts) else []
-        for rows, input_ids, mask in exact_length_calls(ids, self.tokenizer, self.rows_per_run):
+        for rows, input_ids, mask in token_bucket_calls(ids, self.tokenizer, self.rows_per_run, self.token_bucket):
             out[rows] = self.run_tokens(input_ids, mask)
         return out
 
+    @property
+    def token_bucket(self) -> int:
+        """This encoder's bucket: 1 (exact token count) when each text runs alone, else `TOKEN_BUCKET`."""
+        return 1 if self.rows_per_run == 1 else TOKEN_BUCKET
+
     def run_tokens(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """One call of the graph on already tokenised rows (`embed` gives them all the same, exact length)."""
+        """One call of the graph on already tokenised, padded rows (`embed` pads them to their bucket)."""
         return run_text_graph(self.session, input_ids, attention_mask)
 
 
-def exact_length_calls(ids: Sequence[Sequence[int]], tokenizer: Tokenizer, rows_per_run: int | None = None,
-                       ) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+def bucket_length(n_tokens: int, bucket: int = TOKEN_BUCKET) -> int:
+    """The padded length of a text of `n_tokens` tokens: rounded up to a multiple of `bucket`, at most 77."""
+    return min(MAX_TOKENS, -(-max(n_tokens, 1) // bucket) * bucket)
+
+
+def token_bucket_calls(ids: Sequence[Sequence[int]], tokenizer: Tokenizer, rows_per_run: int | None = None,
+                       bucket: int = TOKEN_BUCKET) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
     """The text graph's calls for these token id lists: (row indices, input_ids, attention_mask), rows of one
-    token count together (shortest first), at most `rows_per_run` (default `TEXT_ROWS_PER_RUN`) a call."""
+    bucket together (shortest first), each padded to `bucket_length`, at most `rows_per_run` (default
+    `TEXT_ROWS_PER_RUN`) a call. `bucket=1`: every text at its exact token count (no padding)."""
     step = min(rows_per_run or TEXT_ROWS_PER_RUN, TEXT_ROWS_PER_RUN)
     groups: dict[int, list[int]] = {}
     for j, t in enumerate(ids):
-        groups.setdefault(len(t), []).append(j)
+        groups.setdefault(bucket_length(len(t), bucket), []).append(j)
     for length, members in sorted(groups.items()):
         for s in range(0, len(members), step):
             part = members[s:s + step]

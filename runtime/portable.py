@@ -14,7 +14,7 @@ from .audio import SAMPLE_RATE_HZ, SOURCE_RATE_RANGE_HZ
 from .bundle import Bundle
 from .errors import BundleError
 from .layout import EMBEDDING_DIM, HEADS_INPUTS, HEADS_OUTPUTS, PORTABLE_CONTRACT
-from .encoders import AUDIO_INPUTS, TEXT_INPUTS, exact_length_calls, run_audio_graph, run_text_graph
+from .encoders import AUDIO_INPUTS, TEXT_INPUTS, run_audio_graph, run_text_graph, token_bucket_calls
 from . import resample as resample_design
 from .resample import RESAMPLER
 from .session import make_session
@@ -127,7 +127,7 @@ class PortableChain:
     def _text(self, texts: list[str]) -> np.ndarray:
         """Each text at its exact token count, texts of one count in one call (the contract's text rule)."""
         out = np.zeros((len(texts), EMBEDDING_DIM), np.float32)
-        for rows, ids, mask in exact_length_calls(self.tokenizer.token_ids(texts), self.tokenizer):
+        for rows, ids, mask in token_bucket_calls(self.tokenizer.token_ids(texts), self.tokenizer, bucket=1):
             out[rows] = run_text_graph(self.text, ids, mask)
         return out
 

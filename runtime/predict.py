@@ -277,7 +277,7 @@ class Predictor:
         meanwhile (`prefetch`). With `hashes`, each clip's file sha256 is put there (id -> sha256 or None), computed
         by that reader, so the run record never reads the audio again. Stage times go to `clock` (the caller's)."""
         clock = clock if clock is not None else StageClock()
-        audio = prefetch(batches, clock, hash_files=hashes is not None, windows=True)
+        audio = prefetch(batches, clock, hash_files=hashes is not None)
         if hashes is not None:
             audio = _recording_hashes(audio, hashes)
         yield from self._decide_stream(audio, systems, clock)
@@ -302,11 +302,8 @@ class Predictor:
                        ) -> Iterator[dict[int, list[Prediction]]]:
         self._check_open()
         self.bundle.require(systems)
-        stage = self._embedding_stage(clock)
         for batch in audio:
-            if batch.window is not None:
-                stage.prime(batch.window)
-            ev = self._evidence(batch.clips, batch, clock, stage)
+            ev = self._evidence(batch.clips, batch, clock)
             with clock.stage("decision (features+ranker)"):
                 out = {int(n): self._decide(batch.clips, ev, int(n)) for n in systems}
             yield out
@@ -339,13 +336,12 @@ class Predictor:
         return EmbeddingStage(self.audio_encoder, self.text_encoder, MASKED_INPUT in self._heads_inputs, clock)
 
     def _evidence(self, clips: Sequence[Clip], audio: AudioBatch | None = None,
-                  clock: StageClock | None = None, stage: EmbeddingStage | None = None) -> _Evidence:
-        """Embeddings (`embedding.EmbeddingStage`: the stream's own, primed with its text windows, or a fresh
-        one) then the heads graph; `audio` is the batch already read by `prefetch` (read here when None)."""
+                  clock: StageClock | None = None) -> _Evidence:
+        """Embeddings (`embedding.EmbeddingStage`) then the heads graph; `audio` is the batch already read by
+        `prefetch` (read here when None)."""
         self._check_open()
         clock = clock if clock is not None else StageClock()
-        stage = stage if stage is not None else self._embedding_stage(clock)
-        emb = stage.embed(audio if audio is not None else read_batch(clips, clock))
+        emb = self._embedding_stage(clock).embed(audio if audio is not None else read_batch(clips, clock))
         feeds = dict(zip(HEADS_INPUTS, (emb.audio, emb.text, emb.masked)))
         with clock.stage("heads graph"):
             fam, pool = self.heads.run(

@@ -47,13 +47,13 @@ def test_text_shortcuts_give_identical_embeddings(predictor):
     stage = predictor.embedding
     table = stage.embed_texts(TEXTS)
     fast = np.stack([table[t] for t in TEXTS])
-    plain = stage.embed_texts_plain(TEXTS)  # every string, duplicates included, one at a time, exact length
+    plain = stage.embed_texts_plain(TEXTS)  # every string, duplicates included, one at a time, at its bucket
     assert np.array_equal(fast, plain)
-    # against one call padded to the longest text (the padding the runtime no longer uses): equal up to rounding
+    # against each text at its exact token count (the portable contract's rule, no padding): equal up to rounding
     enc = predictor.text_encoder
-    ref = enc.run_tokens(*enc.tokenizer.encode_batch(TEXTS))
-    err = float(np.abs(fast - ref).max())
-    print(f"exact length vs padded to the call's longest: max abs diff {err:.2e}")
+    exact = np.stack([enc.run_tokens(*enc.tokenizer.pad([ids]))[0] for ids in enc.tokenizer.token_ids(TEXTS)])
+    err = float(np.abs(fast - exact).max())
+    print(f"8-token buckets vs exact token count: max abs diff {err:.2e}")
     assert err < 1e-5
 
 
@@ -61,39 +61,30 @@ def _clips(texts):
     return [Clip(id=str(i), title=t, tags="", description="", audio_path=None) for i, t in enumerate(texts)]
 
 
-def test_a_primed_window_gives_the_same_bits_as_each_text_alone(predictor):
-    """The run's text windows (`prime`) are a speed shortcut only: every text's embedding in every batch equals
-    that text encoded alone at its exact length, whatever window or batch it came in."""
+def test_a_text_gets_the_same_bits_in_every_batch(predictor):
+    """A text's bucket is fixed by the text alone, so whichever texts share its batch (and its call), its
+    embedding is the bits of that text encoded alone at its bucket."""
     texts = TEXTS + [f"{t} take {k}" for k, t in enumerate(TEXTS)] + ["", "rain"]
     clips = _clips(texts)
     clock = StageClock()
-    primed = predictor.embedding
-    primed.prime(clips)
-    fresh = predictor.embedding
-    for s in range(0, len(clips), 3):
-        batch = read_batch(clips[s:s + 3], clock)
-        a, b = primed.embed(batch), fresh.embed(batch)
-        assert np.array_equal(a.text, b.text) and np.array_equal(a.masked, b.masked)
-        for i, c in enumerate(batch.clips):
-            if c.text:
-                assert np.array_equal(a.text[i], primed.embed_texts_plain([c.text])[0])
-            else:
-                assert not a.text[i].any()
+    stage = predictor.embedding
+    alone = {c.text: stage.embed_texts_plain([c.text])[0] for c in clips if c.text}
+    for size in (1, 3, len(clips)):
+        for s in range(0, len(clips), size):
+            batch = read_batch(clips[s:s + size], clock)
+            emb = stage.embed(batch)
+            for i, c in enumerate(batch.clips):
+                if c.text:
+                    assert np.array_equal(emb.text[i], alone[c.text]), (size, c.text)
+                else:
+                    assert not emb.text[i].any()
 
 
-def test_text_windows_cover_every_batch_once_and_grow_from_one_batch():
-    from bst_rt.runtime.embedding import text_windows
+def test_buckets_round_up_to_eight_and_stop_at_77():
+    from bst_rt.runtime.encoders import bucket_length
 
-    batches = [_clips(["x"] * 4) for _ in range(40)] + [_clips(["y"])]
-    pairs = list(text_windows(iter(batches), cap=32))
-    assert [b for b, _ in pairs] == batches  # order kept, nothing lost or repeated
-    starts = [k for k, (_, w) in enumerate(pairs) if w is not None]
-    sizes = [len(pairs[k][1]) for k in starts]
-    assert starts[0] == 0 and sizes[:4] == [4, 8, 16, 32] and max(sizes) <= 32
-    for k, size in zip(starts, sizes):  # a window is exactly the clips of its batches
-        assert [c for b, _ in pairs[k:k + size // 4 + 1] for c in b][:size] == list(pairs[k][1])
-    assert sum(sizes) == sum(len(b) for b in batches)
-    assert list(text_windows(iter([]))) == []
+    assert [bucket_length(n) for n in (0, 1, 8, 9, 16, 17, 72, 73, 77)] == [8, 8, 8, 16, 16, 24, 72, 77, 77]
+    assert [bucket_length(n, 1) for n in (1, 9, 77)] == [1, 9, 77]
 
 
 def test_masked_text_is_encoded_only_when_read_and_changed(predictor):

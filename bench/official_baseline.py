@@ -285,6 +285,18 @@ def score_all(checkout: Path, dev: Path, work: Path, off_seeds: list[int], our_s
     return res
 
 
+def welch(ours: np.ndarray, off: np.ndarray) -> str:
+    """Welch's t-test of the two sides' seed means: whether the gap is larger than the seeds' own spread explains
+    (printed beside the target, never part of it)."""
+    if len(ours) < 2 or len(off) < 2:
+        return ""
+    from scipy import stats
+
+    r = stats.ttest_ind(ours, off, equal_var=False)
+    ci = r.confidence_interval(0.95)
+    return f"; Welch's t-test p = {r.pvalue:.2f}, 95 % interval of the gap [{ci.low:+.2f}, {ci.high:+.2f}]"
+
+
 def table(res: dict, off_seeds: list[int], our_seeds: list[int]) -> tuple[str, bool]:
     lines = [f"| network | side | seeds | " + " | ".join(f"fold {k}" for k in range(N_FOLDS)) + " | mean hF |",
              "|---|---|---|" + "---|" * N_FOLDS + "---|"]
@@ -310,8 +322,8 @@ def table(res: dict, off_seeds: list[int], our_seeds: list[int]) -> tuple[str, b
         met = abs(gap) < TARGET_GAP and abs(gap) <= std and len(off) > 1 and len(ours) > 1
         ok &= met
         verdicts.append(f"{'multimodal' if mode == 'both' else 'audio-only'}: ours − official = {gap:+.2f} points "
-                        f"(official std over seeds {std:.2f}; target |gap| < {TARGET_GAP} and ≤ 1 std: "
-                        f"{'met' if met else 'NOT met'})")
+                        f"(official std over seeds {std:.2f}, ours {ours.std(ddof=1) if len(ours) > 1 else 0.0:.2f}; "
+                        f"target |gap| < {TARGET_GAP} and ≤ 1 std: {'met' if met else 'NOT met'}){welch(ours, off)}")
     text = "\n".join(lines) + "\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n"
     text += (f"- hF in %, the official metric on every test prediction of both sides; the largest difference between "
              f"it, our metric and the official run's own `results.txt` on the same predictions: "

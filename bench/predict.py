@@ -293,10 +293,37 @@ _INT8_GRAPHS_CHILD = textwrap.dedent(
 
 _REQUANTIZE_CHILD = textwrap.dedent(
     """
-    import sys
+    import json, sys
     from pathlib import Path
     from bst_rt.export.bundle import requantize_bundle
-    requantize_bundle(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], log=lambda m: None)
+    from bst_rt.export.validate import ParityError
+    try:
+        requantize_bundle(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], log=lambda m: None)
+    except ParityError as exc:  # the export's own gate: no bundle is written in this format
+        print(json.dumps({"parity_failed": str(exc).split(": ", 1)[-1]}))
+    else:
+        print("{}")
+    """
+)
+#: the int8 CLAP graphs alone in a format (no bundle: `requantize_bundle` writes none that fails its parity gate,
+#: as a format that saturates on this CPU does), quantised from plain copies of the fp32 graphs, renamed into place
+_QUANTIZE_GRAPHS_CHILD = textwrap.dedent(
+    """
+    import shutil, sys
+    from pathlib import Path
+    from bst_rt.export.clap import quantize_clap_int8
+    from bst_rt.runtime.encoders import AUDIO_GRAPH, TEXT_GRAPH
+    src, out, fmt = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+    staging = out.parent / ("." + out.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "fp32").mkdir(parents=True)
+    for f in src.iterdir():
+        if f.name.startswith((AUDIO_GRAPH, TEXT_GRAPH)):
+            shutil.copy2(f, staging / "fp32" / f.name)
+    quantize_clap_int8(staging / "fp32", staging, fmt)
+    shutil.rmtree(staging / "fp32")
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
     print("{}")
     """
 )
@@ -522,31 +549,47 @@ def _bundle_int8_format(bundle: Path) -> str:
     return b.int8_format(spec) if spec is not None else ""
 
 
-def _format_bundle(bundle: Path, work: Path, fmt: str) -> Path:
-    """The bench bundle with its int8 graphs in `fmt` (`bst_rt.export.bundle.requantize_bundle`; kept for reruns)."""
+def _format_graphs(bundle: Path, work: Path, fmt: str) -> Path:
+    out = work / "int8-graphs" / fmt
+    if not out.is_dir():
+        _child(_QUANTIZE_GRAPHS_CHILD, [bundle, out, fmt])
+    return out
+
+
+def _format_bundle(bundle: Path, work: Path, fmt: str) -> tuple[Path, str | None]:
+    """(folder, why no bundle): the bench bundle with its int8 graphs in `fmt` (`bst_rt.export.bundle.
+    requantize_bundle`; kept for reruns; why None); for a format this runtime refuses on this CPU or the export's
+    cosine gate refuses, a folder with only those two graphs and the reason (their graph figures are still measured;
+    no bundle is written with them)."""
     if _bundle_int8_format(bundle) == fmt:
-        return bundle
-    out = work / "int8-formats" / fmt
+        return bundle, None
     from bst_rt.runtime.errors import BstError
+    from bst_rt.runtime.int8_format import check_int8_format
+
+    try:
+        check_int8_format(fmt, fmt)
+    except BstError:
+        return _format_graphs(bundle, work, fmt), "refused on this CPU"
+    out = work / "int8-formats" / fmt
     try:
         if _bundle_int8_format(out) == fmt:
-            return out
+            return out, None
     except BstError:
         pass
-    _child(_REQUANTIZE_CHILD, [bundle, out, fmt])
-    return out
+    failed = _child(_REQUANTIZE_CHILD, [bundle, out, fmt]).get("parity_failed")
+    if failed:
+        return _format_graphs(bundle, work, fmt), f"below the export's cosine gate ({failed})"
+    return out, None
 
 
 def int8_formats(a: argparse.Namespace, bundle: Path, sets: dict, eval_sets: dict, tmp: Path) -> dict:
     """Each int8 weight format side by side on the machine at hand: every CLAP graph's ms a call (one thread, batch
     1, best of interleaved calls), its min cosine to fp32 on the sets' own clips and texts, and the system-1 labels
     of the whole runtime against the fp32 runtime's (flips with their fp32 margins); a format the runtime refuses on
-    this CPU gets graph figures only."""
-    from bst_rt.runtime.errors import BstError
-    from bst_rt.runtime.int8_format import check_int8_format
-
+    this CPU, or the export's cosine gate refuses, gets graph figures only."""
     work = a.work.resolve()
-    bundles = {fmt: _format_bundle(bundle, work, fmt) for fmt in INT8_TABLE_FORMATS}
+    made = {fmt: _format_bundle(bundle, work, fmt) for fmt in INT8_TABLE_FORMATS}
+    bundles = {fmt: path for fmt, (path, _) in made.items()}
     from bst_rt.runtime.encoders import AUDIO_GRAPH, AUDIO_INT8, TEXT_GRAPH, TEXT_INT8, TOKENIZER_FILE
 
     graphs = {}
@@ -560,10 +603,8 @@ def int8_formats(a: argparse.Namespace, bundle: Path, sets: dict, eval_sets: dic
         fp32 = s["rows"]["bst-rt fp32"]
         labels[name] = {}
         for fmt, b in bundles.items():
-            try:
-                check_int8_format(fmt, fmt)
-            except BstError as exc:
-                labels[name][fmt] = {"refused": str(exc).split(": ", 1)[-1]}
+            if made[fmt][1] is not None:
+                labels[name][fmt] = {"refused": made[fmt][1]}
                 continue
             r = s["rows"]["bst-rt int8"] if fmt == shipped else _child(
                 _RUNTIME_CHILD, [s["eval_dir"], tmp / f"int8-{fmt}.csv", b, a.threads, a.batch_size, 1])
@@ -596,7 +637,7 @@ def int8_table_lines(t: dict, sets: dict) -> list[str]:
                 continue
             r = t["labels"][n][fmt]
             if "refused" in r:
-                agree.append("refused on this CPU"); steady.append("-")
+                agree.append(r["refused"]); steady.append("-")
             else:
                 agree.append(f"{r['agree']:.3f} ({r['same']}/{sets[n]['clips']})")
                 steady.append(f"{r['steady']:.2f} ({r['steady'] / fp32_steady[n]:.2f}x)")

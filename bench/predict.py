@@ -306,22 +306,16 @@ _REQUANTIZE_CHILD = textwrap.dedent(
     """
 )
 #: the int8 CLAP graphs alone in a format (no bundle: `requantize_bundle` writes none that fails its parity gate,
-#: as a format that saturates on this CPU does), quantised from plain copies of the fp32 graphs, renamed into place
+#: nor the runtime one that saturates on this CPU), written in a staging folder and renamed into place
 _QUANTIZE_GRAPHS_CHILD = textwrap.dedent(
     """
     import shutil, sys
     from pathlib import Path
-    from bst_rt.export.clap import quantize_clap_int8
-    from bst_rt.runtime.encoders import AUDIO_GRAPH, TEXT_GRAPH
+    from bst_rt.export.clap import quantize_clap_int8_from_copies
     src, out, fmt = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     staging = out.parent / ("." + out.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
-    (staging / "fp32").mkdir(parents=True)
-    for f in src.iterdir():
-        if f.name.startswith((AUDIO_GRAPH, TEXT_GRAPH)):
-            shutil.copy2(f, staging / "fp32" / f.name)
-    quantize_clap_int8(staging / "fp32", staging, fmt)
-    shutil.rmtree(staging / "fp32")
+    quantize_clap_int8_from_copies(src, staging, fmt)
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     print("{}")

@@ -219,19 +219,11 @@ def requantize_bundle(bundle: Path, out: Path, int8_format: str, log: Log = prin
         # quantised first, then the rest hard-linked: onnx refuses to read external weights (the fp32 graphs'
         # .data files) that have more than one hard link
         log(f"int8 CLAP graphs: quantising as {int8_format}")
-        source = src.root
         if any(src.path(f.file).stat().st_nlink > 1 for f in src.manifest.all_files() if f.file.endswith(".data")):
-            # the source bundle's own weights are hard links (into a CLAP graph folder): quantise from plain copies
-            source = staging / ".fp32-source"
-            source.mkdir()
-            for f in src.manifest.all_files():
-                if f.file.startswith("clap_") and not f.file.endswith(".int8.onnx"):
-                    shutil.copy2(src.path(f.file), source / f.file)
-            if (src.root / "clap_parity.json").exists():
-                shutil.copy2(src.root / "clap_parity.json", source / "clap_parity.json")
-        clap_module.quantize_clap_int8(source, staging, int8_format)
-        if source != src.root:
-            shutil.rmtree(source)
+            # the source bundle's own weights are hard links (into a CLAP graph folder)
+            clap_module.quantize_clap_int8_from_copies(src.root, staging, int8_format)
+        else:
+            clap_module.quantize_clap_int8(src.root, staging, int8_format)
         for spec in src.manifest.all_files():
             if spec.file not in (clap_module.AUDIO_INT8, clap_module.TEXT_INT8):
                 _place(src.path(spec.file), staging / spec.file)

@@ -391,6 +391,25 @@ def quantize_clap_int8(src_dir: str | os.PathLike, dst_dir: str | os.PathLike,
     quantize_int8(src_dir / TEXT_GRAPH, dst_dir / TEXT_INT8, int8_format)
 
 
+def quantize_clap_int8_from_copies(src_dir: str | os.PathLike, dst_dir: str | os.PathLike,
+                                   int8_format: str = DEFAULT_INT8_FORMAT) -> None:
+    """`quantize_clap_int8` from plain copies of `src_dir`'s fp32 graphs: onnx refuses to read external weights
+    (`.data`) with more than one hard link, which a bundle whose graphs are hard-linked into a graph cache has."""
+    import shutil
+
+    src_dir, dst_dir = Path(src_dir), Path(dst_dir)
+    copies = dst_dir / ".fp32-source"
+    shutil.rmtree(copies, ignore_errors=True)
+    copies.mkdir(parents=True)
+    try:
+        for f in src_dir.iterdir():
+            if f.name.startswith((AUDIO_GRAPH, TEXT_GRAPH)):
+                shutil.copy2(f, copies / f.name)
+        quantize_clap_int8(copies, dst_dir, int8_format)
+    finally:
+        shutil.rmtree(copies, ignore_errors=True)
+
+
 def export_clap(model: CLAP_Module, out_dir: str | os.PathLike, *, int8: bool = True,
                 int8_format: str = DEFAULT_INT8_FORMAT) -> dict:
     """Audio + text graphs, tokenizer.json, int8 variants and `clap_parity.json`; returns the parity numbers."""

@@ -36,7 +36,7 @@ import numpy as np
 from .audio import file_to_mel_fusion
 from .clip import Clip
 from .hashing import file_sha256
-from .encoders import EMBEDDING_DIM, AudioEncoder, TextEncoder, bucket_length
+from .encoders import EMBEDDING_DIM, AudioEncoder, TextEncoder
 from .errors import AudioError
 from .layout import MASKED_INPUT  # noqa: F401 (re-exported for predict.py)
 from .text import mask_class_words
@@ -220,9 +220,5 @@ class EmbeddingStage:
     def embed_texts_plain(self, texts: Sequence[str]) -> np.ndarray:
         """Reference without the shortcuts: every string encoded, duplicates included, each alone at its own
         bucket (what `embed_texts` must equal exactly; tests compare the two)."""
-        enc = self.text_encoder
-        rows = []
-        for t in texts:
-            ids = enc.tokenizer.token_ids([t])
-            rows.append(enc.run_tokens(*enc.tokenizer.pad(ids, bucket_length(len(ids[0]), enc.token_bucket)))[0])
+        rows = [self.text_encoder.embed([t])[0] for t in texts]
         return np.stack(rows) if rows else np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
